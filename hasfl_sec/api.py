@@ -1,0 +1,310 @@
+"""The Python API behind ``hasfl-sec train``: config in, trained run directory out.
+
+``prepare(config)`` turns a config into everything a run needs -- data, partitions, model and its
+measured profile, fleet, plan and the latency of one round -- and validates all of it before
+anything touches the disk. ``train(config, out_dir=...)`` then trains and writes the run
+directory described in :mod:`hasfl_sec.results`. The CLI is a thin layer over these two.
+
+Example::
+
+    from hasfl_sec import load_config, train
+    result = train(load_config(overrides=["train.rounds=20"]), out_dir="runs/demo")
+    result.rounds.tail()
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from .config import ExperimentConfig, config_from_dict
+from .data import ImageDataset, load_dataset, partition
+from .defenses.base import Defense
+from .errors import ConfigError
+from .fleet import Fleet, generate_fleet, load_fleet
+from .latency import CutCosts, RoundLatency, round_latency
+from .models import ModelProfile, SplitModel, build_model, profile_model
+from .plan import Plan, make_plan
+from .results import RunDir, metrics_frame
+from .seeding import derive_seed, seed_everything
+from .tap import CutLayerTap, TapSelector
+from .trainer import RoundRecord, SFLTrainer
+
+__all__ = ["Setup", "TrainResult", "prepare", "train", "resolve_device", "plan_costs", "StaticClock"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a config error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", name, "cpu or auto on this machine", "no CUDA device is available")
+    return torch.device(name)
+
+
+def plan_costs(profile: ModelProfile, plan: Plan) -> list[CutCosts]:
+    """Per-device latency inputs for ``plan``: the profile of each device's cut, in bits."""
+    out = []
+    for c in plan.cuts:
+        p = profile.cut(c)
+        out.append(
+            CutCosts(
+                client_fwd_flops=p.client_fwd_flops,
+                client_bwd_flops=p.client_bwd_flops,
+                server_fwd_flops=p.server_fwd_flops,
+                server_bwd_flops=p.server_bwd_flops,
+                smashed_bits=8.0 * p.smashed_bytes,
+                client_model_bits=8.0 * p.client_param_bytes,
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class StaticClock:
+    """Simulated seconds of round t under fixed rates: T_S, plus T_A when t % I == 0."""
+
+    latency: RoundLatency
+    interval: int
+
+    def __call__(self, t: int) -> float:
+        return self.latency.split_round + (self.latency.aggregation if t % self.interval == 0 else 0.0)
+
+
+@dataclass
+class Setup:
+    """Everything a run is built from, validated."""
+
+    config: ExperimentConfig
+    dataset: ImageDataset
+    parts: list[np.ndarray]
+    model: SplitModel
+    profile: ModelProfile
+    fleet: Fleet
+    plan: Plan
+    latency: RoundLatency
+    device: torch.device
+
+
+def prepare(config: ExperimentConfig) -> Setup:
+    """Load data, build the model and fleet, make the plan; raise ConfigError on any bad input."""
+    cfg = config.validate()
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    d = cfg.data
+    dataset = load_dataset(d.dataset, data_root=d.data_root, image_size=d.image_size, seed=cfg.seed,
+                           test_fraction=d.test_fraction)
+    if cfg.fleet.file:
+        fleet = load_fleet(cfg.fleet.file)
+    else:
+        fleet = generate_fleet(num_devices=cfg.fleet.num_devices, heterogeneity=cfg.fleet.heterogeneity,
+                               seed=derive_seed(cfg.seed, "fleet"))
+    parts = partition(dataset.y_train, fleet.num_devices, scheme=d.partition, alpha=d.alpha, seed=cfg.seed,
+                      min_size=d.min_samples_per_device)
+    torch.manual_seed(derive_seed(cfg.seed, "model"))
+    m = cfg.model
+    model = build_model(m.name, in_channels=dataset.in_channels, num_classes=dataset.num_classes,
+                        image_size=dataset.image_size, norm=m.norm, width=m.width, dropout=m.dropout)
+    profile = profile_model(model)
+    plan = make_plan(cfg.plan, fleet, model, profile)
+    latency = round_latency(fleet, plan.batch_sizes, plan_costs(profile, plan))
+    logger.info(
+        "setup %s: %s (%d train / %d test), model %s with %d blocks, fleet %s (%d devices), plan %s, "
+        "simulated round %.4g s + aggregation %.4g s every %d rounds",
+        cfg.name, dataset.name, len(dataset.y_train), len(dataset.y_test), m.name, model.num_blocks,
+        fleet.name, fleet.num_devices, plan.strategy, latency.split_round, latency.aggregation,
+        cfg.train.agg_interval,
+    )
+    return Setup(cfg, dataset, parts, model, profile, fleet, plan, latency, device)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced. ``rounds`` and ``metrics`` are the CSV tables as DataFrames."""
+
+    config: ExperimentConfig
+    run_dir: Path
+    plan: Plan
+    fleet: Fleet
+    profile: ModelProfile
+    rounds: pd.DataFrame
+    metrics: pd.DataFrame
+    tap: CutLayerTap | None = None
+    trainer: SFLTrainer | None = field(default=None, repr=False)
+
+    @property
+    def final_accuracy(self) -> float:
+        """Test accuracy after the last round."""
+        return float(self.rounds["test_accuracy"].dropna().iloc[-1])
+
+    @property
+    def sim_time_s(self) -> float:
+        """Simulated training time (latency model)."""
+        return float(self.rounds["sim_time_s"].iloc[-1])
+
+    @property
+    def wall_time_s(self) -> float:
+        """Wall-clock training time on this machine."""
+        return float(self.rounds["wall_time_s"].iloc[-1])
+
+
+def _metric_rows(run_id: str, setup: Setup, history: Sequence[RoundRecord]) -> list[dict[str, Any]]:
+    plan = setup.plan
+    rows: list[dict[str, Any]] = []
+    base = {"run_id": run_id, "attack": "", "defense": ""}
+    stages = setup.latency.stages
+    for stage in ("client_fwd", "uplink", "server", "downlink", "client_bwd", "model_up", "model_down"):
+        for i, value in enumerate(getattr(stages, stage)):
+            rows.append({**base, "phase": "latency", "round": None, "device": i, "cut": plan.cuts[i],
+                         "batch": plan.batch_sizes[i], "metric": f"{stage}_s", "value": float(value)})
+    for r in history:
+        for i, loss in enumerate(r.device_losses):
+            rows.append({**base, "phase": "train", "round": r.round, "device": i, "cut": plan.cuts[i],
+                         "batch": plan.batch_sizes[i], "metric": "train_loss", "value": loss})
+        if not np.isnan(r.test_accuracy):
+            for metric in ("test_loss", "test_accuracy"):
+                rows.append({**base, "phase": "eval", "round": r.round, "device": None, "cut": None,
+                             "batch": None, "metric": metric, "value": getattr(r, metric)})
+    return rows
+
+
+def _default_out(cfg: ExperimentConfig) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{cfg.config_hash()}"
+
+
+def _write_tables(run: RunDir, run_id: str, setup: Setup, history: Sequence[RoundRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rounds = pd.DataFrame([r.row() for r in history])
+    metrics = metrics_frame(_metric_rows(run_id, setup, history))
+    run.write_frame("rounds.csv", rounds)
+    run.write_frame("metrics.csv", metrics)
+    return rounds, metrics
+
+
+def _save_checkpoint(run: RunDir, trainer: SFLTrainer) -> None:
+    tmp = run.file(".checkpoint.pt.tmp")
+    torch.save(trainer.state_dict(), tmp)
+    tmp.replace(run.file("checkpoint.pt"))
+
+
+def _resume_config(run: RunDir, config: ExperimentConfig | None) -> ExperimentConfig:
+    if not run.file("config.yaml").is_file():
+        raise ConfigError("--out", str(run.path), "a run directory written by hasfl-sec train", "nothing to resume")
+    saved = config_from_dict(yaml.safe_load(run.file("config.yaml").read_text()))
+    if config is not None and config.config_hash() != saved.config_hash():
+        raise ConfigError("--resume", str(run.path), "the same config the run was started with",
+                          "drop the config options when resuming; the run's config.yaml is used")
+    return saved
+
+
+def train(
+    config: ExperimentConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    defenses: Sequence[Defense] = (),
+) -> TrainResult:
+    """Train under ``config`` (default: the built-in default run) and write the run directory.
+
+    Args:
+        config: the experiment; ``None`` = defaults, or with ``resume`` the run's own config.
+        out_dir: the run directory; default ``runs/<timestamp>-<confighash>``.
+        resume: continue the run in ``out_dir`` from its last checkpoint. The result equals an
+            uninterrupted run with the same seed (only ``wall_time_s`` differs).
+        progress: show a tqdm progress bar.
+        defenses: defense hooks applied at the exchange points.
+    """
+    if resume:
+        if out_dir is None:
+            raise ConfigError("--out", None, "the directory of the run to resume")
+        run = RunDir(out_dir)
+        config = _resume_config(run, config)
+    else:
+        config = (config or ExperimentConfig()).validate()
+        run = RunDir(out_dir if out_dir is not None else _default_out(config))
+        if run.path.exists() and any(run.path.iterdir()):
+            raise ConfigError("--out", str(run.path), "a new or empty directory",
+                              "pass --resume to continue the run there, or choose another --out")
+    setup = prepare(config)  # every input check happens here, before anything is written
+
+    tap = None
+    trainer = SFLTrainer(setup.model, setup.dataset, setup.parts, setup.plan, config.train, seed=config.seed,
+                         clock=StaticClock(setup.latency, config.train.agg_interval), device=setup.device,
+                         defenses=defenses)
+    if config.tap.enabled:
+        t = config.tap
+        tap = CutLayerTap(TapSelector(rounds=set(t.rounds) if t.rounds is not None else None,
+                                      devices=set(t.devices) if t.devices is not None else None,
+                                      max_records=t.max_records, keep_uploads=t.keep_uploads))
+        tap.attach(trainer)
+
+    if resume:
+        manifest = run.read_json("manifest.json")
+        run_id = manifest["run_id"]
+        if run.file("checkpoint.pt").is_file():
+            trainer.load_state_dict(torch.load(run.file("checkpoint.pt"), weights_only=True))
+        logger.info("resuming %s at round %d of %d", run_id, trainer.round, config.train.rounds)
+    else:
+        run.create()
+        run_id = f"{config.name}-{config.config_hash()}-{run.path.name}"
+        run.write_text("config.yaml", config.to_yaml())
+        run.write_json("manifest.json", run.new_manifest(run_id=run_id, seed=config.seed,
+                                                         config_hash=config.config_hash()))
+        run.write_json("plan.json", setup.plan.to_dict())
+        setup.fleet.save(run.file("fleet.yaml"))
+        run.write_frame("profile.csv", setup.profile.to_frame())
+    run.update_manifest(status="running", device=str(setup.device))
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.train.rounds, initial=trainer.round, desc="HASFL rounds", unit="round")
+
+    every = config.train.checkpoint_every
+
+    def on_round_end(tr: SFLTrainer, record: RoundRecord) -> None:
+        if bar is not None:
+            bar.update(1)
+            acc = record.test_accuracy
+            bar.set_postfix(loss=f"{record.train_loss:.3f}", acc="-" if np.isnan(acc) else f"{acc:.3f}")
+        if every and tr.round % every == 0 and tr.round < config.train.rounds:
+            _save_checkpoint(run, tr)
+            _write_tables(run, run_id, setup, tr.history)
+
+    try:
+        trainer.run(on_round_end)
+    except BaseException as exc:
+        run.update_manifest(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                            error=f"{type(exc).__name__}: {exc}", rounds_done=trainer.round)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        if tap is not None:
+            tap.detach()
+    _save_checkpoint(run, trainer)
+    rounds, metrics = _write_tables(run, run_id, setup, trainer.history)
+    if tap is not None:
+        tap.save(run.file("observations.pt"))
+    result = TrainResult(config, run.path, setup.plan, setup.fleet, setup.profile, rounds, metrics, tap, trainer)
+    run.update_manifest(
+        status="ok", rounds_done=trainer.round, final_test_accuracy=result.final_accuracy,
+        sim_time_s=result.sim_time_s, wall_time_s=result.wall_time_s,
+        finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    logger.info("done: test accuracy %.4f after %d rounds, simulated %.4g s, wall %.1f s",
+                result.final_accuracy, trainer.round, result.sim_time_s, result.wall_time_s)
+    return result
+

@@ -1,0 +1,324 @@
+"""Experiment configuration: plain dataclasses, loaded from YAML/TOML/JSON plus ``--set`` overrides.
+
+The config is the single description of a run. It is validated before anything is created on
+disk, so a mistake never leaves a half-written run directory behind. Every field has a default;
+``ExperimentConfig()`` is the run that ``hasfl-sec train`` performs with no arguments.
+
+Overrides use dotted paths (``train.rounds=50``, ``plan.cut=[1,2,3]``); values are parsed as YAML
+scalars or lists and then type-checked against the field, so ``train.rounds=abc`` is refused with
+a message naming the field, the value and the expected type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from .errors import ConfigError, check
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "FleetConfig",
+    "PlanConfig",
+    "TrainConfig",
+    "TapConfig",
+    "ExperimentConfig",
+    "load_config",
+    "apply_overrides",
+    "config_from_dict",
+]
+
+Cut = Union[int, str]
+
+
+@dataclass
+class DataConfig:
+    """Which data, how big the images are, and how it is split across devices.
+
+    ``partition`` is ``iid`` or ``dirichlet`` (Hsu et al. 2019, concentration ``alpha``; smaller is
+    more skewed). ``image_size`` null keeps the dataset's natural size.
+    """
+
+    dataset: str = "digits"
+    data_root: str | None = None
+    image_size: int | None = 16
+    test_fraction: float = 0.2
+    partition: str = "dirichlet"
+    alpha: float = 0.5
+    min_samples_per_device: int = 8
+
+
+@dataclass
+class ModelConfig:
+    """The split-able model. ``width`` null uses the architecture's default width."""
+
+    name: str = "hecnn"
+    norm: str = "group"
+    width: int | None = None
+    dropout: float = 0.0
+
+
+@dataclass
+class FleetConfig:
+    """The edge devices: generated with a heterogeneity level, or read from ``file``."""
+
+    num_devices: int = 20
+    heterogeneity: str = "high"
+    file: str | None = None
+
+
+@dataclass
+class PlanConfig:
+    """Per-device batch size and cut.
+
+    ``strategy`` names how the plan is made (``hasfl-sec list strategies``). ``fixed`` takes
+    ``batch_size`` and ``cut`` as given: one value for every device or a list with one value per
+    device. ``tiered`` ranks devices by compute and gives faster tiers deeper cuts drawn from
+    ``candidate_cuts``. Cuts are block indices (cut c = first c blocks on the device) or block names.
+    """
+
+    strategy: str = "tiered"
+    batch_size: Union[int, list[int]] = 16
+    cut: Union[Cut, list[Cut]] = 2
+    candidate_cuts: list[Cut] = field(default_factory=lambda: [1, 2, 3, 4])
+
+
+@dataclass
+class TrainConfig:
+    """The HASFL training loop (HASFL.md section 1.2).
+
+    One round = one mini-batch step on every device. ``agg_interval`` is I: client-side and
+    non-common server-side layers are averaged every I rounds; the common layers every round.
+    ``agg_weighting`` is ``uniform`` (1/N, matching the paper's objective) or ``data`` (|D_i|).
+    """
+
+    rounds: int = 150
+    lr: float = 0.05
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    agg_interval: int = 5
+    agg_weighting: str = "uniform"
+    eval_every: int = 10
+    eval_batch_size: int = 512
+    checkpoint_every: int = 25
+
+
+@dataclass
+class TapConfig:
+    """What the cut-layer tap keeps (the attack surface); off unless ``enabled``.
+
+    ``rounds``/``devices`` null mean all; ``max_records`` bounds memory.
+    """
+
+    enabled: bool = False
+    rounds: list[int] | None = None
+    devices: list[int] | None = None
+    max_records: int = 256
+    keep_uploads: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    """One run: data, model, fleet, plan, training and tap settings, seed and compute device."""
+
+    name: str = "hasfl"
+    seed: int = 0
+    device: str = "auto"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    fleet: FleetConfig = field(default_factory=FleetConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tap: TapConfig = field(default_factory=TapConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain nested dict (YAML/JSON-safe)."""
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        """The config as YAML text, keys in declaration order."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def config_hash(self) -> str:
+        """Eight hex digits identifying the resolved config."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+    def validate(self) -> "ExperimentConfig":
+        """Check ranges that types alone do not capture; returns self."""
+        d, t, p, tap = self.data, self.train, self.plan, self.tap
+        check(self.device in ("auto", "cpu", "cuda"), "device", self.device, ["auto", "cpu", "cuda"])
+        check(0.0 < d.test_fraction < 1.0, "data.test_fraction", d.test_fraction, "a number in (0, 1)")
+        check(d.image_size is None or d.image_size >= 4, "data.image_size", d.image_size, "an integer >= 4 or null")
+        check(math.isfinite(d.alpha) and d.alpha > 0, "data.alpha", d.alpha, "a finite number > 0")
+        check(d.min_samples_per_device >= 1, "data.min_samples_per_device", d.min_samples_per_device, "an integer >= 1")
+        check(self.fleet.num_devices >= 1, "fleet.num_devices", self.fleet.num_devices, "an integer >= 1")
+        check(t.rounds >= 1, "train.rounds", t.rounds, "an integer >= 1")
+        check(math.isfinite(t.lr) and t.lr > 0, "train.lr", t.lr, "a finite number > 0")
+        check(0.0 <= t.momentum < 1.0, "train.momentum", t.momentum, "a number in [0, 1)")
+        check(t.weight_decay >= 0.0, "train.weight_decay", t.weight_decay, "a number >= 0")
+        check(t.agg_interval >= 1, "train.agg_interval", t.agg_interval, "an integer >= 1")
+        check(t.agg_weighting in ("uniform", "data"), "train.agg_weighting", t.agg_weighting, ["uniform", "data"])
+        check(t.eval_every >= 1, "train.eval_every", t.eval_every, "an integer >= 1")
+        check(t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "an integer >= 1")
+        check(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every, "an integer >= 0 (0 = never)")
+        sizes = p.batch_size if isinstance(p.batch_size, list) else [p.batch_size]
+        for b in sizes:
+            check(b >= 1, "plan.batch_size", p.batch_size, "integers >= 1")
+        check(len(p.candidate_cuts) >= 1, "plan.candidate_cuts", p.candidate_cuts, "a non-empty list of cuts")
+        check(tap.max_records >= 0, "tap.max_records", tap.max_records, "an integer >= 0")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a config from nested dicts, with type checks against the dataclass fields.
+
+
+def _type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", type(None): "null"}.get(
+        hint, str(hint)
+    )
+
+
+def _coerce(path: str, value: Any, hint: Any) -> Any:
+    """``value`` converted to ``hint`` (ints accepted for floats), or ConfigError."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(hint):
+            try:
+                return _coerce(path, value, arg)
+            except ConfigError:
+                continue
+        raise ConfigError(path, value, _type_name(hint))
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(path, value, _type_name(hint))
+        (item,) = typing.get_args(hint)
+        return [_coerce(f"{path}[{i}]", v, item) for i, v in enumerate(value)]
+    if hint is type(None):
+        if value is None:
+            return None
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif dataclasses.is_dataclass(hint):
+        if isinstance(value, dict):
+            return _build(hint, value, path)
+    raise ConfigError(path, value, _type_name(hint))
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in hints:
+            raise ConfigError(path, value, "a known key: " + ", ".join(names), "unknown config key")
+        kwargs[key] = _coerce(path, value, hints[key])
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any]) -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from a nested dict (unknown keys refused)."""
+    if not isinstance(values, dict):
+        raise ConfigError("config", values, "a mapping of sections (data, model, fleet, plan, train, tap)")
+    return _build(ExperimentConfig, values, "").validate()
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides to a nested dict (a copy is returned).
+
+    Values are parsed as YAML (``3``, ``0.1``, ``[1, 2]``, ``null``, ``true``); unknown paths are
+    refused when the dict is turned into a config.
+    """
+    result = json.loads(json.dumps(values))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError("--set", item, "KEY=VALUE, e.g. train.rounds=50")
+        key, _, text = item.partition("=")
+        parts = key.strip().split(".")
+        node = result
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                raise ConfigError(key, text, "a path into the config such as train.rounds", "unknown config key")
+            node = child
+        node[parts[-1]] = _parse_value(text)
+    return result
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError("--config", str(path), "an existing .yaml, .yml, .toml or .json file")
+    text = path.read_text()
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError("--config", str(path), "a well-formed YAML/TOML/JSON file", first) from None
+    return data or {}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """The default config, updated from ``path`` (if given) and then from ``overrides``."""
+    base = ExperimentConfig().to_dict()
+    if path is not None:
+        base = _merge(base, _read_file(Path(path)), "")
+    return config_from_dict(apply_overrides(base, overrides))
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """Deep-merge ``update`` into ``base``; unknown top-level keys are kept so validation names them."""
+    if not isinstance(update, dict):
+        raise ConfigError(prefix or "config", update, "a mapping")
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value, f"{prefix}.{key}" if prefix else key)
+        else:
+            out[key] = value
+    return out

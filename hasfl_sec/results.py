@@ -1,0 +1,126 @@
+"""Run directories: resolved config, manifest, tidy metrics, per-round table; all writes atomic.
+
+Layout of one run (DESIGN.md section 6)::
+
+    RUN_DIR/
+      config.yaml      resolved config (after file, options and --set overrides)
+      manifest.json    run id, status, seed, command line, versions, timings, headline figures
+      plan.json        per-device batch sizes and cuts
+      fleet.yaml       the device profiles used
+      profile.csv      the model's per-cut profile (FLOPs, smashed bytes, parameter bytes)
+      rounds.csv       round, train_loss, test_loss, test_accuracy, sim_time_s, wall_time_s, aggregated
+      metrics.csv      long format: run_id, phase, round, device, cut, batch, attack, defense, metric, value
+      checkpoint.pt    latest checkpoint (``--resume`` continues from it)
+
+Every file is written to a temporary name and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+__all__ = ["METRIC_COLUMNS", "RunDir", "atomic_write_text", "package_versions", "metrics_frame"]
+
+METRIC_COLUMNS = ["run_id", "phase", "round", "device", "cut", "batch", "attack", "defense", "metric", "value"]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages a result depends on."""
+    out = {"python": platform.python_version()}
+    for name in ("hasfl-sec", "torch", "torchvision", "numpy", "scikit-learn", "scikit-image", "opacus"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def metrics_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Rows as a DataFrame with exactly :data:`METRIC_COLUMNS` (missing fields empty)."""
+    return pd.DataFrame(list(rows), columns=METRIC_COLUMNS)
+
+
+class RunDir:
+    """One run's directory and its files."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        """Path of ``name`` inside the run directory."""
+        return self.path / name
+
+    def exists(self) -> bool:
+        """True if the directory holds a manifest (a run was started there)."""
+        return self.file("manifest.json").is_file()
+
+    def create(self) -> None:
+        """Make the directory (parents too)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def write_text(self, name: str, text: str) -> Path:
+        """Atomically write a text file into the run directory."""
+        target = self.file(name)
+        atomic_write_text(target, text)
+        return target
+
+    def write_json(self, name: str, value: Any) -> Path:
+        """Atomically write JSON."""
+        return self.write_text(name, json.dumps(value, indent=2, default=str) + "\n")
+
+    def write_frame(self, name: str, frame: pd.DataFrame) -> Path:
+        """Atomically write a DataFrame as CSV (and Parquet beside it when pyarrow is present)."""
+        target = self.write_text(name, frame.to_csv(index=False))
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            return target
+        tmp = self.file(f".{Path(name).stem}.parquet.tmp")
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, self.file(f"{Path(name).stem}.parquet"))
+        return target
+
+    def read_json(self, name: str) -> Any:
+        """Parse a JSON file of the run."""
+        return json.loads(self.file(name).read_text())
+
+    def read_frame(self, name: str) -> pd.DataFrame:
+        """Read a CSV file of the run."""
+        return pd.read_csv(self.file(name))
+
+    def new_manifest(self, *, run_id: str, seed: int, config_hash: str, command: str = "train") -> dict[str, Any]:
+        """A fresh manifest with status ``running``."""
+        return {
+            "run_id": run_id,
+            "command": command,
+            "argv": sys.argv,
+            "status": "running",
+            "seed": seed,
+            "config_hash": config_hash,
+            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "versions": package_versions(),
+            "platform": platform.platform(),
+        }
+
+    def update_manifest(self, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into the manifest and rewrite it atomically."""
+        manifest = self.read_json("manifest.json") if self.exists() else {}
+        manifest.update(fields)
+        self.write_json("manifest.json", manifest)
+        return manifest

@@ -1,0 +1,346 @@
+"""The HASFL split-federated trainer (HASFL.md section 1.2).
+
+N devices, one edge server, one fed server. Device i holds blocks ``[0, c_i)`` of its own copy of
+the model; the edge server holds, per device, the *non-common* blocks ``[c_i, L_c)`` and one
+*common* sub-model ``[L_c, L)`` shared by all devices, where ``L_c = max_i c_i``.
+
+One round t (one mini-batch step per device):
+
+1. each device draws b_i samples and runs its client part -> smashed data (uplink defenses apply);
+2. smashed data and labels go to the edge server, which runs each device's non-common part and
+   the common part, and back-propagates the loss;
+3. the common part takes one SGD step on the weighted average of the devices' gradients (this is
+   the per-round common-model aggregation, step a6: with SGD, averaging replicas after one step
+   equals one step on the averaged gradient);
+4. the cut-layer gradient goes back to each device (downlink defenses apply), which
+   back-propagates through its client part and steps its own optimizer;
+5. every I rounds the fed server averages, layer by layer, all N copies of blocks ``[0, L_c)``:
+   client parts from the devices and non-common parts from the edge server.
+
+Weights are 1/N (the paper's objective) or proportional to local data size. Momentum buffers,
+when momentum is used, stay per device and are not averaged. The trainer knows nothing about
+attacks: observers (the cut-layer tap) receive each exchange and upload through
+:meth:`SFLTrainer.add_observer`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TrainConfig
+from .data import ImageDataset
+from .defenses.base import Defense, DefenseStack
+from .models import SplitModel
+from .plan import Plan
+from .protocol import Exchange, GroundTruth, Upload
+from .sampler import DeviceSampler
+from .tap import Observer, ObserverHandle
+
+__all__ = ["SFLTrainer", "RoundRecord"]
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[int], float]
+
+
+@dataclass
+class RoundRecord:
+    """What one round produced. ``test_*`` are NaN on rounds without evaluation."""
+
+    round: int
+    train_loss: float
+    test_loss: float
+    test_accuracy: float
+    sim_time_s: float
+    wall_time_s: float
+    aggregated: bool
+    device_losses: list[float]
+
+    def row(self) -> dict[str, Any]:
+        """The ``rounds.csv`` row (device losses go to ``metrics.csv``)."""
+        return {k: v for k, v in vars(self).items() if k != "device_losses"}
+
+
+class SFLTrainer:
+    """Real split-federated training under a :class:`Plan`, with a simulated clock.
+
+    Args:
+        model: the initialised split-able model (copied; the argument is not modified).
+        dataset: train/test tensors.
+        parts: train indices of each device.
+        plan: per-device batch sizes and cuts.
+        train: loop settings (rounds, lr, aggregation interval, evaluation schedule).
+        seed: seeds the per-device samplers.
+        clock: simulated seconds of round t (split training plus aggregation when t % I == 0).
+        device: torch device for computation.
+        defenses: hooks applied at the exchange points (see :mod:`hasfl_sec.defenses.base`).
+    """
+
+    def __init__(
+        self,
+        model: SplitModel,
+        dataset: ImageDataset,
+        parts: Sequence[np.ndarray],
+        plan: Plan,
+        train: TrainConfig,
+        *,
+        seed: int,
+        clock: Clock,
+        device: torch.device | str = "cpu",
+        defenses: Sequence[Defense] = (),
+    ) -> None:
+        if len(parts) != plan.num_devices:
+            raise ValueError(f"{len(parts)} data partitions for a plan of {plan.num_devices} devices")
+        self.cfg = train
+        self.plan = plan
+        self.clock = clock
+        self.device = torch.device(device)
+        self.defense = DefenseStack(defenses)
+        self.n = plan.num_devices
+        self.l_c = plan.deepest_cut
+        self.cuts = list(plan.cuts)
+        self.batch_sizes = list(plan.batch_sizes)
+
+        self.x_train = dataset.x_train.to(self.device)
+        self.y_train = dataset.y_train.to(self.device)
+        self.x_test = dataset.x_test.to(self.device)
+        self.y_test = dataset.y_test.to(self.device)
+        self.samplers = [DeviceSampler(p, seed=seed, device=i) for i, p in enumerate(parts)]
+
+        sizes = np.array([len(p) for p in parts], dtype=np.float64)
+        weights = sizes / sizes.sum() if train.agg_weighting == "data" else np.full(self.n, 1.0 / self.n)
+        self.weights = [float(w) for w in weights]
+
+        base = copy.deepcopy(model).to(self.device)
+        shared = base.blocks_range(0, self.l_c)
+        # Every device starts from the same global model w^0.
+        self.copies: list[nn.Sequential] = [copy.deepcopy(shared) for _ in range(self.n)]
+        self.common: nn.Sequential = base.blocks_range(self.l_c, base.num_blocks)
+        self.clients = [self.copies[i][: self.cuts[i]] for i in range(self.n)]
+        self.noncommon = [self.copies[i][self.cuts[i] :] for i in range(self.n)]
+        self._eval_shared = copy.deepcopy(shared)
+        self._eval_model = nn.Sequential(*self._eval_shared, *self.common)
+
+        sgd = dict(lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
+        self.client_opts = [
+            self.defense.wrap_optimizer(torch.optim.SGD(self.clients[i].parameters(), **sgd), device=i)
+            for i in range(self.n)
+        ]
+        server_params = [p for nc in self.noncommon for p in nc.parameters()] + list(self.common.parameters())
+        self.server_opt = torch.optim.SGD(server_params, **sgd)
+
+        self.observers: list[Observer] = []
+        self.round = 0
+        self.sim_time_s = 0.0
+        self.wall_time_s = 0.0
+        self.history: list[RoundRecord] = []
+
+    # observers ------------------------------------------------------------------------------------
+    def add_observer(self, observer: Observer) -> ObserverHandle:
+        """Register an observer of exchanges and uploads; ``handle.remove()`` detaches it."""
+        if observer in self.observers:
+            raise RuntimeError("observer already attached")
+        self.observers.append(observer)
+        return ObserverHandle(self.observers, observer)
+
+    def _observed(self, round: int, device: int) -> list[Observer]:
+        return [o for o in self.observers if getattr(o, "wants", lambda r, d: True)(round, device)]
+
+    # one round ------------------------------------------------------------------------------------
+    def train_round(self) -> list[float]:
+        """Run one round of split training (steps 1-4 above); returns each device's loss."""
+        t = self.round + 1
+        for m in (*self.copies, self.common):
+            m.train()
+        batches = [self.samplers[i].next(b).to(self.device) for i, b in enumerate(self.batch_sizes)]
+
+        # 1-2: device forward, uplink.
+        smashed, sent, server_in = [], [], []
+        for i, idx in enumerate(batches):
+            a = self.defense.transform_smashed(self.clients[i](self.x_train[idx]), round=t, device=i)
+            s = a.detach().requires_grad_(True)
+            smashed.append(a)
+            sent.append(s)
+            server_in.append(self.noncommon[i](s))
+
+        # 3: server forward/backward. The common part sees all devices at once; its gradient is
+        # the weighted average of per-device mean losses, while each device's own path (non-common
+        # part, cut gradient) gets the gradient of that device's loss alone.
+        h = torch.cat([x.detach() for x in server_in]).requires_grad_(True)
+        logits = self.common(h)
+        labels = self.y_train[torch.cat(batches)]
+        per_sample = F.cross_entropy(logits, labels, reduction="none")
+        sample_w = torch.cat(
+            [torch.full((b,), w / b, device=self.device) for b, w in zip(self.batch_sizes, self.weights)]
+        )
+        (per_sample * sample_w).sum().backward()
+        h_grads = torch.split(h.grad, self.batch_sizes)
+        outs, grads = [], []
+        for i in range(self.n):
+            g = h_grads[i] / self.weights[i]
+            if server_in[i] is sent[i]:
+                sent[i].grad = g
+            else:
+                outs.append(server_in[i])
+                grads.append(g)
+        if outs:
+            torch.autograd.backward(outs, grads)
+        self.server_opt.step()
+
+        # 4: downlink, device backward (with any device-side loss term), device step.
+        tensors, tensor_grads, returned = [], [], []
+        for i, idx in enumerate(batches):
+            g = self.defense.transform_grad(sent[i].grad, round=t, device=i)
+            returned.append(g)
+            tensors.append(smashed[i])
+            tensor_grads.append(g)
+            extra = self.defense.loss_term(self.x_train[idx], smashed[i], round=t, device=i)
+            if extra is not None:
+                tensors.append(extra)
+                tensor_grads.append(torch.ones_like(extra))
+        torch.autograd.backward(tensors, tensor_grads)
+        for opt in self.client_opts:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        self.server_opt.zero_grad(set_to_none=True)
+
+        losses = [float(v) for v in torch.stack([l.mean() for l in torch.split(per_sample.detach(), self.batch_sizes)])]
+        for i, idx in enumerate(batches):
+            observers = self._observed(t, i)
+            if not observers:
+                continue
+            y = self.y_train[idx].cpu()
+            ex = Exchange(
+                round=t, device=i, step=0, cut=self.cuts[i], smashed=sent[i].detach().cpu(),
+                labels=y, grad=returned[i].detach().cpu(), meta={"loss": losses[i]},
+            )
+            truth = GroundTruth(t, i, 0, self.x_train[idx].cpu(), y, idx.cpu())
+            for o in observers:
+                o.on_exchange(ex, truth)
+        return losses
+
+    # 5: fed-server aggregation -------------------------------------------------------------------
+    @torch.no_grad()
+    def _averaged(self) -> list[torch.Tensor]:
+        """Weighted layer-wise average of every parameter of the N copies of blocks [0, L_c)."""
+        per_copy = [list(c.parameters()) for c in self.copies]
+        w = torch.tensor(self.weights, device=self.device)
+        return [
+            torch.einsum("n,n...->...", w, torch.stack([ps[k] for ps in per_copy]))
+            for k in range(len(per_copy[0]))
+        ]
+
+    @torch.no_grad()
+    def aggregate(self) -> None:
+        """Average blocks [0, L_c) across all N copies and hand the result back to every copy."""
+        t = self.round + 1
+        for i in range(self.n):
+            observers = [o for o in self._observed(t, i) if hasattr(o, "on_upload")]
+            if observers:
+                state = {k: v.detach().cpu().clone() for k, v in self.clients[i].state_dict().items()}
+                for o in observers:
+                    o.on_upload(Upload(t, i, self.cuts[i], state))
+        averaged = self._averaged()
+        for c in self.copies:
+            for p, avg in zip(c.parameters(), averaged):
+                p.copy_(avg)
+
+    # evaluation ----------------------------------------------------------------------------------
+    def global_model(self) -> nn.Sequential:
+        """The aggregated model: averaged blocks [0, L_c) followed by the common part.
+
+        Between aggregations this is the virtual averaged model of the convergence analysis.
+        The returned module shares the common part with the trainer; do not train it.
+        """
+        with torch.no_grad():
+            for p, avg in zip(self._eval_shared.parameters(), self._averaged()):
+                p.copy_(avg)
+        return self._eval_model
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[float, float]:
+        """Test loss and accuracy of :meth:`global_model`."""
+        model = self.global_model().eval()
+        total_loss, correct = 0.0, 0
+        for start in range(0, len(self.y_test), self.cfg.eval_batch_size):
+            x = self.x_test[start : start + self.cfg.eval_batch_size]
+            y = self.y_test[start : start + self.cfg.eval_batch_size]
+            logits = model(x)
+            total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+        n = len(self.y_test)
+        return total_loss / n, correct / n
+
+    # the loop ------------------------------------------------------------------------------------
+    def step(self) -> RoundRecord:
+        """One full round: split training, aggregation when due, evaluation when scheduled."""
+        t = self.round + 1
+        start = time.perf_counter()
+        losses = self.train_round()
+        aggregated = t % self.cfg.agg_interval == 0
+        if aggregated:
+            self.aggregate()
+        test_loss = test_acc = float("nan")
+        if t % self.cfg.eval_every == 0 or t == self.cfg.rounds:
+            test_loss, test_acc = self.evaluate()
+        self.round = t
+        self.sim_time_s += self.clock(t)
+        self.wall_time_s += time.perf_counter() - start
+        record = RoundRecord(
+            round=t, train_loss=float(np.dot(self.weights, losses)), test_loss=test_loss,
+            test_accuracy=test_acc, sim_time_s=self.sim_time_s, wall_time_s=self.wall_time_s,
+            aggregated=aggregated, device_losses=losses,
+        )
+        self.history.append(record)
+        return record
+
+    def run(self, on_round_end: Callable[["SFLTrainer", RoundRecord], None] | None = None) -> list[RoundRecord]:
+        """Train until ``cfg.rounds``; continues from :attr:`round` after a resume."""
+        while self.round < self.cfg.rounds:
+            record = self.step()
+            if on_round_end is not None:
+                on_round_end(self, record)
+        return self.history
+
+    # checkpointing -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue bit-for-bit (loadable with ``weights_only=True``)."""
+        return {
+            "round": self.round,
+            "sim_time_s": self.sim_time_s,
+            "wall_time_s": self.wall_time_s,
+            "copies": [c.state_dict() for c in self.copies],
+            "common": self.common.state_dict(),
+            "client_opts": [o.state_dict() for o in self.client_opts],
+            "server_opt": self.server_opt.state_dict(),
+            "samplers": [s.state_dict() for s in self.samplers],
+            "torch_rng": torch.get_rng_state(),
+            "defense": self.defense.state_dict(),
+            "history": [vars(r).copy() for r in self.history],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        for c, s in zip(self.copies, state["copies"]):
+            c.load_state_dict(s)
+        self.common.load_state_dict(state["common"])
+        for o, s in zip(self.client_opts, state["client_opts"]):
+            o.load_state_dict(s)
+        self.server_opt.load_state_dict(state["server_opt"])
+        for smp, s in zip(self.samplers, state["samplers"]):
+            smp.load_state_dict(s)
+        torch.set_rng_state(state["torch_rng"])
+        self.defense.load_state_dict(state["defense"])
+        self.round = int(state["round"])
+        self.sim_time_s = float(state["sim_time_s"])
+        self.wall_time_s = float(state["wall_time_s"])
+        self.history = [RoundRecord(**r) for r in state["history"]]

@@ -1,0 +1,321 @@
+"""Datasets and partitions: real bundled data, real torchvision readers on tiny fake roots."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage.data import lfw_subset
+
+from hasfl_sec.data import DATASETS, PARTITIONS, ImageDataset, load_dataset, partition, partition_summary
+from hasfl_sec.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def digits() -> ImageDataset:
+    return load_dataset("digits", seed=0)
+
+
+def assert_valid(ds: ImageDataset, channels: int, size: int) -> None:
+    for x, y in ((ds.x_train, ds.y_train), (ds.x_test, ds.y_test)):
+        assert x.dtype == torch.float32 and y.dtype == torch.int64
+        assert tuple(x.shape[1:]) == (channels, size, size) and x.shape[0] == y.shape[0]
+        assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+        assert int(y.min()) >= 0 and int(y.max()) < ds.num_classes
+    assert ds.in_channels == channels and ds.image_size == size and ds.input_shape == (channels, size, size)
+
+
+def config_error(excinfo: pytest.ExceptionInfo) -> str:
+    message = str(excinfo.value)
+    assert "\n" not in message, message
+    return message
+
+
+# ------------------------------------------------------------------------------------- bundled
+
+
+def test_digits_shapes_range_and_stratified_split(digits):
+    assert_valid(digits, 1, 8)
+    assert digits.num_classes == 10 and digits.class_names == tuple(str(i) for i in range(10))
+    assert len(digits.y_train) + len(digits.y_test) == 1797
+    assert len(digits.y_test) == 360  # ceil(0.2 * 1797)
+    assert float(digits.x_train.max()) == 1.0  # 16/16: pixels were scaled, not clipped or normalized
+    train_share = np.bincount(digits.y_train.numpy(), minlength=10) / len(digits.y_train)
+    test_share = np.bincount(digits.y_test.numpy(), minlength=10) / len(digits.y_test)
+    assert np.abs(train_share - test_share).max() < 0.01  # stratified
+
+
+def test_digits_resize_to_16(digits):
+    big = load_dataset("digits", image_size=16, seed=0)
+    assert_valid(big, 1, 16)
+    assert torch.equal(big.y_train, digits.y_train)
+    # bilinear upsampling keeps each image's overall brightness
+    assert torch.allclose(big.x_train.mean(dim=(1, 2, 3)), digits.x_train.mean(dim=(1, 2, 3)), atol=0.03)
+
+
+def test_digits_split_is_seeded(digits):
+    same = load_dataset("digits", seed=0)
+    other = load_dataset("digits", seed=1)
+    assert torch.equal(same.x_train, digits.x_train) and torch.equal(same.y_test, digits.y_test)
+    assert not torch.equal(other.x_train, digits.x_train)
+    assert len(load_dataset("digits", test_fraction=0.5).y_test) == 899
+
+
+def test_lfw_faces_and_non_faces():
+    ds = load_dataset("lfw", seed=3)
+    assert_valid(ds, 1, 25)
+    assert ds.num_classes == 2 and ds.class_names == ("non-face", "face")
+    labels = torch.cat([ds.y_train, ds.y_test])
+    assert len(labels) == 200 and int(labels.sum()) == 100
+    assert int(ds.y_test.sum()) == len(ds.y_test) // 2  # stratified: 20 faces / 20 non-faces
+    first_face = torch.as_tensor(lfw_subset()[0], dtype=torch.float32)  # documented: first 100 are faces
+    where = [i for i in range(len(ds.y_train)) if torch.equal(ds.x_train[i, 0], first_face)]
+    where_test = [i for i in range(len(ds.y_test)) if torch.equal(ds.x_test[i, 0], first_face)]
+    assert [int(ds.y_train[i]) for i in where] + [int(ds.y_test[i]) for i in where_test] == [1]
+    small = load_dataset("lfw", image_size=8, seed=3)  # antialiased downscaling
+    assert_valid(small, 1, 8)
+
+
+def test_bad_dataset_arguments():
+    with pytest.raises(ConfigError) as info:
+        load_dataset("imagenet")
+    message = config_error(info)
+    assert message.startswith("data.dataset:") and all(name in message for name in DATASETS.names())
+    with pytest.raises(ConfigError, match=r"^data\.image_size:"):
+        load_dataset("digits", image_size=3)
+    for fraction in (0.0, 1.0, float("nan")):
+        with pytest.raises(ConfigError, match=r"^data\.test_fraction:"):
+            load_dataset("digits", test_fraction=fraction)
+    with pytest.raises(ConfigError, match=r"^data\.test_fraction:"):  # fewer test images than classes
+        load_dataset("lfw", test_fraction=0.004)
+
+
+def test_every_dataset_has_help():
+    assert {"digits", "lfw", "mnist", "fashion-mnist", "cifar10", "imagefolder"} <= set(DATASETS.names())
+    assert all(DATASETS.describe(name) for name in DATASETS.names())
+
+
+def test_image_dataset_validates_shapes():
+    x, y = torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.int64)
+    ImageDataset("ok", x, y, x, y, 2, ("a", "b"))
+    with pytest.raises(ValueError, match="float32"):
+        ImageDataset("bad", x.double(), y, x, y, 2, ("a", "b"))
+    with pytest.raises(ValueError, match="square"):
+        ImageDataset("bad", torch.rand(4, 1, 8, 6), y, x, y, 2, ("a", "b"))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ImageDataset("bad", x * 255, y, x, y, 2, ("a", "b"))
+    with pytest.raises(ValueError, match="labels"):
+        ImageDataset("bad", x, y + 2, x, y, 2, ("a", "b"))
+
+
+# ------------------------------------------------------------------------------------- torchvision
+
+
+LAYOUT = {
+    "cifar10": "cifar-10-batches-py/ (torchvision CIFAR10 layout: data_batch_1..5, test_batch",
+    "mnist": "MNIST/raw/ with train-images-idx3-ubyte",
+    "fashion-mnist": "FashionMNIST/raw/ with train-images-idx3-ubyte",
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAYOUT))
+def test_missing_or_empty_root_names_the_layout(name, tmp_path):
+    for root in (None, str(tmp_path / "does-not-exist"), str(tmp_path)):
+        with pytest.raises(ConfigError) as info:
+            load_dataset(name, data_root=root)
+        message = config_error(info)
+        assert message.startswith("data.data_root:") and repr(root) in message
+        assert LAYOUT[name] in message
+
+
+def test_corrupted_cifar_root_is_a_config_error(tmp_path):
+    # torchvision checks the md5 of every CIFAR-10 batch, so a fake root can only test this path
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
+                 "batches.meta"]:
+        (folder / name).write_bytes(pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1]}))
+    with pytest.raises(ConfigError) as info:
+        load_dataset("cifar10", data_root=str(tmp_path))
+    message = config_error(info)
+    assert message.startswith("data.data_root:") and LAYOUT["cifar10"] in message and "corrupted" in message
+
+
+@pytest.mark.skipif(not os.environ.get("HASFL_CIFAR10_ROOT"), reason="set HASFL_CIFAR10_ROOT to a real CIFAR-10 root")
+def test_cifar10_real_root():
+    ds = load_dataset("cifar10", data_root=os.environ["HASFL_CIFAR10_ROOT"], image_size=16)
+    assert_valid(ds, 3, 16)
+    assert len(ds.y_train) == 50000 and len(ds.y_test) == 10000 and ds.class_names[0] == "airplane"
+
+
+def write_idx(path, array: np.ndarray) -> None:
+    magic = 2051 if array.ndim == 3 else 2049
+    path.write_bytes(struct.pack(f">{1 + array.ndim}i", magic, *array.shape) + array.astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_mnist_reader_on_fake_idx_root(name, folder, tmp_path):
+    rng = np.random.default_rng(0)
+    raw = tmp_path / folder / "raw"
+    raw.mkdir(parents=True)
+    x_train, y_train = rng.integers(0, 256, (12, 28, 28)), np.arange(12) % 10
+    x_test, y_test = rng.integers(0, 256, (5, 28, 28)), np.array([9, 0, 3, 3, 7])
+    write_idx(raw / "train-images-idx3-ubyte", x_train)
+    write_idx(raw / "train-labels-idx1-ubyte", y_train)
+    write_idx(raw / "t10k-images-idx3-ubyte", x_test)
+    write_idx(raw / "t10k-labels-idx1-ubyte", y_test)
+
+    ds = load_dataset(name, data_root=str(tmp_path), test_fraction=0.9)  # official split: fraction ignored
+    assert_valid(ds, 1, 28)
+    assert ds.num_classes == 10 and len(ds.y_train) == 12 and len(ds.y_test) == 5
+    assert torch.equal(ds.y_train, torch.as_tensor(y_train)) and torch.equal(ds.y_test, torch.as_tensor(y_test))
+    assert torch.allclose(ds.x_train[:, 0], torch.as_tensor(x_train / 255.0, dtype=torch.float32))
+    assert torch.allclose(ds.x_test[:, 0], torch.as_tensor(x_test / 255.0, dtype=torch.float32))
+    assert load_dataset(name, data_root=str(tmp_path), image_size=16).input_shape == (1, 16, 16)
+
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00")  # truncated file
+    with pytest.raises(ConfigError, match=r"^data\.data_root:"):
+        load_dataset(name, data_root=str(tmp_path))
+
+
+# ------------------------------------------------------------------------------------- image folder
+
+
+def test_imagefolder_reader(tmp_path):
+    colours = {"cat": (255, 0, 0), "dog": (0, 0, 255)}
+    for split, per_class in (("train", {"cat": 3, "dog": 2}), ("test", {"dog": 2})):
+        for cls, count in per_class.items():
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (20 + 10 * i, 40), colours[cls]).save(tmp_path / split / cls / f"{i}.png")
+    Image.new("L", (12, 12), 255).save(tmp_path / "train" / "dog" / "gray.png")  # grayscale becomes RGB
+
+    ds = load_dataset("imagefolder", data_root=str(tmp_path), image_size=16)
+    assert_valid(ds, 3, 16)
+    assert ds.class_names == ("cat", "dog") and ds.num_classes == 2
+    assert ds.y_train.tolist() == [0, 0, 0, 1, 1, 1]
+    assert ds.y_test.tolist() == [1, 1]  # test/ has only "dog": labels follow train/'s class indices
+    red = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1).expand(3, 16, 16)
+    assert torch.allclose(ds.x_train[0], red, atol=1e-5)
+    assert torch.allclose(ds.x_test[0][2], torch.ones(16, 16), atol=1e-5)
+    assert torch.allclose(ds.x_train[5], torch.ones(3, 16, 16), atol=1e-5)  # the gray.png
+    assert load_dataset("imagefolder", data_root=str(tmp_path)).image_size == 32  # default size
+
+
+def test_downscaling_is_antialiased(tmp_path):
+    # vertical stripes 0,1,1,0 repeating: a 4x shrink without antialiasing samples only the 1s
+    stripes = np.tile(np.array([0, 255, 255, 0], np.uint8), (32, 8))
+    for split in ("train", "test"):
+        (tmp_path / split / "a").mkdir(parents=True)
+        Image.fromarray(stripes, mode="L").save(tmp_path / split / "a" / "0.png")
+    ds = load_dataset("imagefolder", data_root=str(tmp_path), image_size=8)
+    assert torch.allclose(ds.x_train[0, :, :, 1:-1], torch.full((3, 8, 6), 0.5), atol=1e-3)
+
+
+def test_imagefolder_bad_layouts(tmp_path):
+    expected = "data_root/train/<class>/*.png and data_root/test/<class>/*.png"
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(tmp_path / "train" / "a" / "0.png")
+    with pytest.raises(ConfigError) as info:  # no test/
+        load_dataset("imagefolder", data_root=str(tmp_path))
+    assert expected in config_error(info) and "test/" in str(info.value)
+    (tmp_path / "test").mkdir()
+    with pytest.raises(ConfigError) as info:  # test/ without class folders
+        load_dataset("imagefolder", data_root=str(tmp_path))
+    assert config_error(info).startswith("data.data_root:") and expected in str(info.value)
+    (tmp_path / "test" / "zebra").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "test" / "zebra" / "0.png")
+    with pytest.raises(ConfigError, match="zebra"):  # class unknown to train/
+        load_dataset("imagefolder", data_root=str(tmp_path))
+    with pytest.raises(ConfigError, match=r"^data\.data_root: got None"):
+        load_dataset("imagefolder")
+
+
+# ------------------------------------------------------------------------------------- partitions
+
+
+def assert_exact_cover(parts: list[np.ndarray], n: int) -> None:
+    for part in parts:
+        assert part.dtype == np.int64 and np.all(np.diff(part) > 0)  # sorted, no duplicates
+    assert np.array_equal(np.sort(np.concatenate(parts)), np.arange(n))
+
+
+def mean_max_class_share(labels: torch.Tensor, parts: list[np.ndarray]) -> float:
+    table = partition_summary(labels, parts, 10)
+    counts = table[[f"class_{k}" for k in range(10)]].to_numpy()
+    return float((counts.max(axis=1) / counts.sum(axis=1)).mean())
+
+
+@pytest.mark.parametrize("scheme", ["iid", "dirichlet"])
+def test_partition_is_an_exact_seeded_cover(digits, scheme):
+    y = digits.y_train
+    parts = partition(y, 7, scheme=scheme, alpha=0.5, seed=11)
+    assert len(parts) == 7
+    assert_exact_cover(parts, len(y))
+    again = partition(y.numpy(), 7, scheme=scheme, alpha=0.5, seed=11)  # numpy labels work too
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+    other = partition(y, 7, scheme=scheme, alpha=0.5, seed=12)
+    assert not all(np.array_equal(a, b) for a, b in zip(parts, other))
+
+
+def test_iid_parts_are_near_equal(digits):
+    sizes = [len(p) for p in partition(digits.y_train, 10, scheme="iid")]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_dirichlet_small_alpha_is_skewed(digits):
+    y = digits.y_train
+    iid = mean_max_class_share(y, partition(y, 10, scheme="iid", seed=0))
+    skewed = mean_max_class_share(y, partition(y, 10, scheme="dirichlet", alpha=0.1, seed=0))
+    mild = mean_max_class_share(y, partition(y, 10, scheme="dirichlet", alpha=100.0, seed=0))
+    assert iid < 0.25 and mild < 0.25
+    assert skewed > iid + 0.25
+
+
+def test_dirichlet_honours_min_size(digits):
+    y = digits.y_train
+    free = partition(y, 20, scheme="dirichlet", alpha=0.3, seed=0, min_size=1)
+    assert min(len(p) for p in free) < 30  # so the constraint below forces redraws
+    bound = partition(y, 20, scheme="dirichlet", alpha=0.3, seed=0, min_size=30)
+    assert min(len(p) for p in bound) >= 30
+    assert_exact_cover(bound, len(y))
+
+
+def test_partition_summary(digits):
+    parts = partition(digits.y_train, 4, scheme="dirichlet", seed=1)
+    table = partition_summary(digits.y_train, parts, 10)
+    assert list(table.columns) == ["device", "n_samples"] + [f"class_{k}" for k in range(10)]
+    assert table["device"].tolist() == [0, 1, 2, 3]
+    assert table["n_samples"].tolist() == [len(p) for p in parts]
+    assert table.iloc[:, 2:].sum(axis=1).tolist() == table["n_samples"].tolist()
+    assert table.iloc[:, 2:].sum(axis=0).tolist() == np.bincount(digits.y_train.numpy()).tolist()
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"num_devices": 0}, "fleet.num_devices"),
+        ({"num_devices": 2000}, "fleet.num_devices"),  # more devices than samples
+        ({"num_devices": 200, "min_size": 10}, "fleet.num_devices"),  # 200 * 10 > 1437
+        ({"alpha": 0.0}, "data.alpha"),
+        ({"alpha": -1.0}, "data.alpha"),
+        ({"alpha": float("nan")}, "data.alpha"),
+        ({"alpha": float("inf")}, "data.alpha"),
+        ({"alpha": 0.01, "num_devices": 50, "min_size": 20}, "data.alpha"),  # no draw can satisfy it
+        ({"min_size": 0}, "data.min_samples_per_device"),
+        ({"scheme": "shards"}, "data.partition"),
+    ],
+)
+def test_bad_partition_arguments(digits, kwargs, field):
+    args = {"num_devices": 5, "scheme": "dirichlet", **kwargs}
+    with pytest.raises(ConfigError) as info:
+        partition(digits.y_train, args.pop("num_devices"), **args)
+    message = config_error(info)
+    assert message.startswith(field + ":"), message
+    if field == "data.partition":
+        assert all(name in message for name in PARTITIONS.names())
