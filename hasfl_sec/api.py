@@ -95,6 +95,12 @@ class Setup:
     latency: RoundLatency
     device: torch.device
 
+    def trainer(self, defenses: Sequence[Defense] = ()) -> SFLTrainer:
+        """A fresh trainer for this setup (same seed, static-channel clock)."""
+        return SFLTrainer(self.model, self.dataset, self.parts, self.plan, self.config.train, seed=self.config.seed,
+                          clock=StaticClock(self.latency, self.config.train.agg_interval), device=self.device,
+                          defenses=defenses)
+
 
 def prepare(config: ExperimentConfig) -> Setup:
     """Load data, build the model and fleet, make the plan; raise ConfigError on any bad input."""
@@ -239,9 +245,7 @@ def train(
     setup = prepare(config)  # every input check happens here, before anything is written
 
     tap = None
-    trainer = SFLTrainer(setup.model, setup.dataset, setup.parts, setup.plan, config.train, seed=config.seed,
-                         clock=StaticClock(setup.latency, config.train.agg_interval), device=setup.device,
-                         defenses=defenses)
+    trainer = setup.trainer(defenses)
     if config.tap.enabled:
         t = config.tap
         tap = CutLayerTap(TapSelector(rounds=set(t.rounds) if t.rounds is not None else None,

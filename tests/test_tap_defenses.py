@@ -8,17 +8,14 @@ import pytest
 import torch
 
 from conftest import small_overrides
-from hasfl_sec.api import StaticClock, prepare
+from hasfl_sec.api import prepare
 from hasfl_sec.config import load_config
 from hasfl_sec.defenses.base import Defense
 from hasfl_sec.tap import CutLayerTap, TapSelector
-from hasfl_sec.trainer import SFLTrainer
 
 
 def make(cfg, defenses=()):
-    s = prepare(cfg)
-    return SFLTrainer(s.model, s.dataset, s.parts, s.plan, cfg.train, seed=cfg.seed,
-                      clock=StaticClock(s.latency, cfg.train.agg_interval), defenses=defenses)
+    return prepare(cfg).trainer(defenses)
 
 
 def test_tap_records_what_crosses_the_cut(small_config):

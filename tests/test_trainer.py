@@ -10,17 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from conftest import small_overrides
-from hasfl_sec.api import StaticClock, prepare, train
+from hasfl_sec.api import prepare, train
 from hasfl_sec.config import load_config
 from hasfl_sec.defenses.base import Defense
-from hasfl_sec.trainer import SFLTrainer
 
 
 def make_trainer(cfg, defenses=()):
     setup = prepare(cfg)
-    trainer = SFLTrainer(setup.model, setup.dataset, setup.parts, setup.plan, cfg.train, seed=cfg.seed,
-                         clock=StaticClock(setup.latency, cfg.train.agg_interval), defenses=defenses)
-    return setup, trainer
+    return setup, setup.trainer(defenses)
 
 
 def test_one_round_equals_per_device_sgd_with_averaged_common_part(small_config):
