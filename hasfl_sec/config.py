@@ -15,7 +15,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,12 +23,8 @@ from typing import Any, Union
 
 import yaml
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
 from .errors import ConfigError, check
+from .fileio import read_structured
 
 __all__ = [
     "DataConfig",
@@ -286,21 +281,8 @@ def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ..
 
 
 def _read_file(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError("--config", str(path), "an existing .yaml, .yml, .toml or .json file")
-    text = path.read_text()
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".toml":
-            data = tomllib.loads(text)
-        elif suffix == ".json":
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
-    except (yaml.YAMLError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError("--config", str(path), "a well-formed YAML/TOML/JSON file", first) from None
-    return data or {}
+    """The config file's contents; an empty file is an empty mapping."""
+    return read_structured(path, "--config") or {}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
