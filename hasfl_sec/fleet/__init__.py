@@ -1,0 +1,34 @@
+"""Edge-device fleets: compute, link rates and memory of every device plus the edge server.
+
+A :class:`Fleet` is the system state the latency model (HASFL.md section 2) and the planners work
+from: device FLOP/s f_i, uplink/downlink rates r_i^U, r_i^D (bit/s), memory, and the server's
+FLOP/s f_s. Fleets are built three ways:
+
+* by hand (``Fleet(devices=(Device(...), ...), server_flops=...)``);
+* generated from a :class:`FleetSpec` with a heterogeneity level (:func:`generate_fleet`);
+* read from a YAML/JSON/TOML file (:func:`load_fleet`), rates given directly or physically
+  (transmit power and channel gain, turned into rates with :func:`shannon_rate`).
+
+Modules: :mod:`.devices` (devices, fleets, validation, rate physics), :mod:`.generate` (generated
+fleets, heterogeneity levels, presets and our modelling choices), :mod:`.files` (fleet files).
+"""
+
+from __future__ import annotations
+
+from .devices import GIB, Device, Fleet, dbm_to_watts, shannon_rate
+from .files import load_fleet
+from .generate import DEFAULT_HETEROGENEITY, FLEETS, HETEROGENEITY, FleetSpec, generate_fleet
+
+__all__ = [
+    "Device",
+    "Fleet",
+    "FleetSpec",
+    "HETEROGENEITY",
+    "DEFAULT_HETEROGENEITY",
+    "FLEETS",
+    "GIB",
+    "shannon_rate",
+    "dbm_to_watts",
+    "generate_fleet",
+    "load_fleet",
+]

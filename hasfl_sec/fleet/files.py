@@ -1,0 +1,108 @@
+"""Fleet files: reading a fleet from YAML/JSON/TOML and parsing its entries.
+
+A fleet file lists the edge server's FLOP/s and the devices; a device gives its rates directly or
+physically (transmit power and channel gain, turned into rates with
+:func:`~hasfl_sec.fleet.shannon_rate`). Unknown keys and bad values are refused with a one-line
+:class:`~hasfl_sec.errors.ConfigError` naming the entry (``fleet.devices[3].flops``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import ConfigError, check
+from ..fileio import read_structured
+from .devices import _POSITIVE, Device, Fleet, _dbm, _positive, dbm_to_watts, shannon_rate
+from .generate import FleetSpec
+
+__all__ = ["load_fleet", "fleet_from_dict"]
+
+log = logging.getLogger(__name__)
+
+_DEVICE_KEYS = _POSITIVE + ("name", "tx_power_dbm", "channel_gain")
+_PHYSICAL_KEYS = ("uplink_bandwidth_hz", "downlink_bandwidth_hz", "server_power_dbm", "noise_psd")
+_FLEET_KEYS = ("name", "server_flops", "devices") + _PHYSICAL_KEYS
+
+
+def fleet_from_dict(data: Mapping[str, Any], *, default_name: str = "custom", cls: type[Fleet] = Fleet) -> Fleet:
+    """Build a ``cls`` fleet from the fleet-file schema (see :func:`load_fleet`); unknown keys refused.
+
+    This is :meth:`Fleet.from_dict <hasfl_sec.fleet.Fleet.from_dict>`.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError("fleet", data, "a mapping with server_flops and devices")
+    for key in data:
+        if key not in _FLEET_KEYS:
+            raise ConfigError(f"fleet.{key}", data[key], "a known key: " + ", ".join(_FLEET_KEYS),
+                              "unknown fleet-file key")
+    check("server_flops" in data, "fleet.server_flops", None, "a finite number > 0", "missing")
+    devices_raw = [] if data.get("devices") is None else data["devices"]
+    check(isinstance(devices_raw, (list, tuple)), "fleet.devices", devices_raw, "a list of device entries")
+    check(len(devices_raw) >= 1, "fleet.num_devices", 0, "at least 1 device")
+    spec = FleetSpec()
+    phys = {key: getattr(spec, key) for key in _PHYSICAL_KEYS}  # defaults for physical entries
+    for key in _PHYSICAL_KEYS:
+        if key in data:
+            phys[key] = (_dbm if key == "server_power_dbm" else _positive)(data[key], f"fleet.{key}")
+    devices = [_device_from_dict(entry, i, phys) for i, entry in enumerate(devices_raw)]
+    name = data.get("name", default_name)
+    check(isinstance(name, str), "fleet.name", name, "a string")
+    return cls(devices=tuple(devices), server_flops=_positive(data["server_flops"], "fleet.server_flops"),
+               name=name)
+
+
+def _device_from_dict(entry: Any, i: int, phys: Mapping[str, float]) -> Device:
+    prefix = f"fleet.devices[{i}]"
+    if not isinstance(entry, Mapping):
+        raise ConfigError(prefix, entry, "a mapping with flops, uplink_bps, downlink_bps, memory_bytes")
+    for key in entry:
+        if key not in _DEVICE_KEYS:
+            raise ConfigError(f"{prefix}.{key}", entry[key], "a known key: " + ", ".join(_DEVICE_KEYS),
+                              "unknown fleet-file key")
+    for key in ("flops", "memory_bytes"):
+        check(key in entry, f"{prefix}.{key}", None, "a finite number > 0", "missing")
+    values: dict[str, Any] = {k: _positive(entry[k], f"{prefix}.{k}") for k in _POSITIVE if k in entry}
+    power = None if entry.get("tx_power_dbm") is None else _dbm(entry["tx_power_dbm"], f"{prefix}.tx_power_dbm")
+    gain = None if entry.get("channel_gain") is None else _positive(entry["channel_gain"], f"{prefix}.channel_gain")
+    if "uplink_bps" not in values:
+        check(power is not None and gain is not None, f"{prefix}.uplink_bps", None,
+              "a rate in bit/s > 0, or tx_power_dbm and channel_gain to compute it", "missing")
+        values["uplink_bps"] = shannon_rate(phys["uplink_bandwidth_hz"], dbm_to_watts(power), gain, phys["noise_psd"])
+    if "downlink_bps" not in values:
+        check(gain is not None, f"{prefix}.downlink_bps", None,
+              "a rate in bit/s > 0, or channel_gain to compute it", "missing")
+        values["downlink_bps"] = shannon_rate(phys["downlink_bandwidth_hz"], dbm_to_watts(phys["server_power_dbm"]),
+                                              gain, phys["noise_psd"])
+    name = entry.get("name", "")
+    check(isinstance(name, str), f"{prefix}.name", name, "a string")
+    try:
+        return Device(tx_power_dbm=power, channel_gain=gain, name=name, **values)
+    except ConfigError as exc:  # re-label "device.x" with the index
+        raise ConfigError(exc.field.replace("device", prefix, 1), exc.value, exc.valid) from None
+
+
+def load_fleet(path: str | Path) -> Fleet:
+    """Read a fleet file (YAML ``.yaml``/``.yml``, JSON ``.json`` or TOML ``.toml``).
+
+    Schema::
+
+        name: my-lab                 # optional, defaults to the file's stem
+        server_flops: 9.4e13         # FLOP/s
+        devices:
+          - {flops: 1e12, uplink_bps: 2e8, downlink_bps: 4e8, memory_bytes: 4.3e9, name: jetson-1}
+          - {flops: 5e11, memory_bytes: 8e9, tx_power_dbm: 23, channel_gain: 5e-7}   # physical
+
+    A physical entry gets its rates from :func:`~hasfl_sec.fleet.shannon_rate` with the optional
+    top-level ``uplink_bandwidth_hz``, ``downlink_bandwidth_hz``, ``server_power_dbm`` and
+    ``noise_psd`` (defaults: the :class:`~hasfl_sec.fleet.FleetSpec` values). Explicit rates win
+    over physical ones.
+    """
+    path = Path(path)
+    data = read_structured(path, "fleet.file")
+    if data is None:
+        raise ConfigError("fleet.file", str(path), "a fleet file with server_flops and devices", "file is empty")
+    fleet = Fleet.from_dict(data, default_name=path.stem)
+    log.debug("loaded fleet %s (%d devices) from %s", fleet.name, fleet.num_devices, path)
+    return fleet
