@@ -29,7 +29,7 @@ from .config import ExperimentConfig, config_from_dict
 from .data import ImageDataset, load_dataset, partition
 from .defenses.base import Defense
 from .errors import ConfigError
-from .fleet import Fleet, generate_fleet, load_fleet
+from .fleet import FLEETS, Fleet, generate_fleet, load_fleet
 from .latency import CutCosts, RoundLatency, round_latency
 from .models import ModelProfile, SplitModel, build_model, profile_model
 from .plan import Plan, make_plan
@@ -110,11 +110,13 @@ def prepare(config: ExperimentConfig) -> Setup:
     d = cfg.data
     dataset = load_dataset(d.dataset, data_root=d.data_root, image_size=d.image_size, seed=cfg.seed,
                            test_fraction=d.test_fraction)
-    if cfg.fleet.file:
-        fleet = load_fleet(cfg.fleet.file)
+    f, fleet_seed = cfg.fleet, derive_seed(cfg.seed, "fleet")
+    if f.file and f.file in FLEETS:
+        fleet = FLEETS.get(f.file)(f.num_devices, fleet_seed)
+    elif f.file:
+        fleet = load_fleet(f.file)
     else:
-        fleet = generate_fleet(num_devices=cfg.fleet.num_devices, heterogeneity=cfg.fleet.heterogeneity,
-                               seed=derive_seed(cfg.seed, "fleet"))
+        fleet = generate_fleet(num_devices=f.num_devices, heterogeneity=f.heterogeneity, seed=fleet_seed)
     parts = partition(dataset.y_train, fleet.num_devices, scheme=d.partition, alpha=d.alpha, seed=cfg.seed,
                       min_size=d.min_samples_per_device)
     torch.manual_seed(derive_seed(cfg.seed, "model"))
@@ -261,7 +263,7 @@ def train(
         logger.info("resuming %s at round %d of %d", run_id, trainer.round, config.train.rounds)
     else:
         run.create()
-        run_id = f"{config.name}-{config.config_hash()}-{run.path.name}"
+        run_id = f"{config.name}-{run.path.name}"
         run.write_text("config.yaml", config.to_yaml())
         run.write_json("manifest.json", run.new_manifest(run_id=run_id, seed=config.seed,
                                                          config_hash=config.config_hash()))

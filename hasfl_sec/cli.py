@@ -100,7 +100,7 @@ def _list_value(text: str | None) -> str | None:
 @click.option("--model", help="Model name (hasfl-sec list models) [hecnn].")
 @click.option("--devices", type=int, help="Number of edge devices N [20].")
 @click.option("--heterogeneity", help="Generated fleet: none, low, medium or high [high].")
-@click.option("--fleet", type=click.Path(dir_okay=False), help="Fleet file (YAML/JSON/TOML) instead of a generated fleet.")
+@click.option("--fleet", help="Fleet file (YAML/JSON/TOML) or preset name (hasfl-sec list fleets).")
 @click.option("--strategy", help="How the plan is made (hasfl-sec list strategies) [tiered].")
 @click.option("--batch-size", help="One batch size for all devices, or a comma list with one per device.")
 @click.option("--cut", help="One cut (index or block name) for all devices, or a comma list (strategy fixed).")

@@ -71,7 +71,11 @@ class ModelConfig:
 
 @dataclass
 class FleetConfig:
-    """The edge devices: generated with a heterogeneity level, or read from ``file``."""
+    """The edge devices: generated with a heterogeneity level, or from ``file``.
+
+    ``file`` is a fleet file (YAML/JSON/TOML) or the name of a preset (``hasfl-sec list fleets``),
+    which is generated with ``num_devices`` devices.
+    """
 
     num_devices: int = 20
     heterogeneity: str = "high"

@@ -86,6 +86,14 @@ def test_bad_fleet_files(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_fleet_preset_by_name(tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["-q", "train", *SMALL, "--fleet", "homogeneous", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    fleet = (out / "fleet.yaml").read_text()
+    assert "homogeneous-4" in fleet
+
+
 def test_resume_refuses_config_options(tmp_path):
     result = CliRunner().invoke(cli, ["train", "--out", str(tmp_path), "--resume", "--rounds", "3"])
     assert result.exit_code == 2 and "--resume" in result.output
