@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,17 +24,18 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from .config import ExperimentConfig, config_from_dict
 from .data import ImageDataset, load_dataset, partition
 from .defenses.base import Defense
-from .errors import ConfigError
+from .bound import BoundConstants, estimate_bound
+from .errors import ConfigError, check
+from .fileio import read_structured
 from .fleet import FLEETS, Fleet, generate_fleet, load_fleet
 from .latency import CutCosts, RoundLatency, round_latency
 from .models import ModelProfile, SplitModel, build_model, profile_model
-from .plan import Plan, make_plan
-from .results import RunDir, metrics_frame
+from .plan import Plan, PlanContext, make_plan
+from .results import RunDir, atomic_torch_save, metrics_frame
 from .seeding import derive_seed, seed_everything
 from .tap import CutLayerTap, TapSelector
 from .trainer import RoundRecord, SFLTrainer
@@ -102,21 +104,38 @@ class Setup:
                           defenses=defenses)
 
 
-def prepare(config: ExperimentConfig) -> Setup:
-    """Load data, build the model and fleet, make the plan; raise ConfigError on any bad input."""
+def make_fleet(cfg: ExperimentConfig) -> Fleet:
+    """The fleet a config names: a preset, a fleet file, or a generated fleet."""
+    f, fleet_seed = cfg.fleet, derive_seed(cfg.seed, "fleet")
+    if f.file and f.file in FLEETS:
+        return FLEETS.get(f.file)(f.num_devices, fleet_seed)
+    if f.file:
+        return load_fleet(f.file)
+    return generate_fleet(num_devices=f.num_devices, heterogeneity=f.heterogeneity, seed=fleet_seed)
+
+
+def _check_tap(cfg: ExperimentConfig, n: int) -> None:
+    t = cfg.tap
+    for d in t.devices or ():
+        check(0 <= d < n, "tap.devices", t.devices, f"device indices in 0..{n - 1}")
+    for r in t.rounds or ():
+        check(1 <= r <= cfg.train.rounds, "tap.rounds", t.rounds, f"rounds in 1..{cfg.train.rounds}")
+
+
+def prepare(config: ExperimentConfig, *, fleet: Fleet | None = None, plan: Plan | None = None) -> Setup:
+    """Load data, build the model and fleet, make the plan; raise ConfigError on any bad input.
+
+    ``fleet`` and ``plan`` replace the ones the config would make (a resumed run uses the fleet
+    and plan saved in its directory, so editing a fleet file cannot change a run half-way).
+    """
     cfg = config.validate()
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     d = cfg.data
     dataset = load_dataset(d.dataset, data_root=d.data_root, image_size=d.image_size, seed=cfg.seed,
                            test_fraction=d.test_fraction)
-    f, fleet_seed = cfg.fleet, derive_seed(cfg.seed, "fleet")
-    if f.file and f.file in FLEETS:
-        fleet = FLEETS.get(f.file)(f.num_devices, fleet_seed)
-    elif f.file:
-        fleet = load_fleet(f.file)
-    else:
-        fleet = generate_fleet(num_devices=f.num_devices, heterogeneity=f.heterogeneity, seed=fleet_seed)
+    fleet = fleet or make_fleet(cfg)
+    _check_tap(cfg, fleet.num_devices)
     parts = partition(dataset.y_train, fleet.num_devices, scheme=d.partition, alpha=d.alpha, seed=cfg.seed,
                       min_size=d.min_samples_per_device)
     torch.manual_seed(derive_seed(cfg.seed, "model"))
@@ -124,7 +143,9 @@ def prepare(config: ExperimentConfig) -> Setup:
     model = build_model(m.name, in_channels=dataset.in_channels, num_classes=dataset.num_classes,
                         image_size=dataset.image_size, norm=m.norm, width=m.width, dropout=m.dropout)
     profile = profile_model(model)
-    plan = make_plan(cfg.plan, fleet, model, profile)
+    if plan is None:
+        ctx = PlanContext(cfg, fleet, model, profile, lambda: bound_for(cfg, model, dataset, parts, device))
+        plan = make_plan(ctx)
     latency = round_latency(fleet, plan.batch_sizes, plan_costs(profile, plan))
     logger.info(
         "setup %s: %s (%d train / %d test), model %s with %d blocks, fleet %s (%d devices), plan %s, "
@@ -134,6 +155,20 @@ def prepare(config: ExperimentConfig) -> Setup:
         cfg.train.agg_interval,
     )
     return Setup(cfg, dataset, parts, model, profile, fleet, plan, latency, device)
+
+
+def bound_for(cfg: ExperimentConfig, model: SplitModel, dataset: ImageDataset, parts: Sequence[np.ndarray],
+              device: torch.device) -> BoundConstants:
+    """The bound constants of a config: from ``optimizer.bound_file`` or a fresh warm-up."""
+    o = cfg.optimizer
+    if o.bound_file:
+        bound = BoundConstants.load(o.bound_file)
+        check(bound.num_devices == len(parts) and bound.num_blocks == model.num_blocks, "optimizer.bound_file",
+              o.bound_file, f"constants for {len(parts)} devices and a {model.num_blocks}-block model")
+        return bound
+    return estimate_bound(model, dataset, parts, cfg.train, seed=cfg.seed, warmup_rounds=o.warmup_rounds,
+                          probe_size=o.probe_size, warmup_batch=o.warmup_batch, beta_scale=o.beta_scale,
+                          drift_const=o.drift_const, device=device)
 
 
 @dataclass
@@ -199,16 +234,28 @@ def _write_tables(run: RunDir, run_id: str, setup: Setup, history: Sequence[Roun
     return rounds, metrics
 
 
-def _save_checkpoint(run: RunDir, trainer: SFLTrainer) -> None:
-    tmp = run.file(".checkpoint.pt.tmp")
-    torch.save(trainer.state_dict(), tmp)
-    tmp.replace(run.file("checkpoint.pt"))
+def _save_checkpoint(run: RunDir, trainer: SFLTrainer, tap: CutLayerTap | None) -> None:
+    state = {"trainer": trainer.state_dict(), "tap": tap.state_dict() if tap is not None else None}
+    atomic_torch_save(state, run.file("checkpoint.pt"))
+
+
+def _read_run_file(run: RunDir, name: str, reader: Any) -> Any:
+    """``reader(path)`` of the run's file ``name``, turning a missing or damaged file of a run into a one-line error."""
+    if not run.file(name).is_file():
+        raise ConfigError("--resume", str(run.file(name)), "a run directory written by hasfl-sec train",
+                          f"{name} is missing")
+    try:
+        return reader(run.file(name))
+    except ConfigError:
+        raise
+    except Exception as exc:  # a damaged file: say which one instead of a traceback
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ConfigError("--resume", str(run.file(name)), "an intact file written by hasfl-sec train",
+                          first) from None
 
 
 def _resume_config(run: RunDir, config: ExperimentConfig | None) -> ExperimentConfig:
-    if not run.file("config.yaml").is_file():
-        raise ConfigError("--out", str(run.path), "a run directory written by hasfl-sec train", "nothing to resume")
-    saved = config_from_dict(yaml.safe_load(run.file("config.yaml").read_text()))
+    saved = config_from_dict(_read_run_file(run, "config.yaml", lambda path: read_structured(path, "--resume")))
     if config is not None and config.config_hash() != saved.config_hash():
         raise ConfigError("--resume", str(run.path), "the same config the run was started with",
                           "drop the config options when resuming; the run's config.yaml is used")
@@ -233,18 +280,27 @@ def train(
         progress: show a tqdm progress bar.
         defenses: defense hooks applied at the exchange points.
     """
+    saved_fleet = saved_plan = None
     if resume:
         if out_dir is None:
             raise ConfigError("--out", None, "the directory of the run to resume")
         run = RunDir(out_dir)
         config = _resume_config(run, config)
+        manifest = _read_run_file(run, "manifest.json", lambda path: json.loads(path.read_text()))
+        if manifest.get("status") == "ok":
+            raise ConfigError("--resume", str(run.path), "an unfinished run", "this run already finished")
+        saved_fleet = _read_run_file(run, "fleet.yaml", load_fleet)
+        saved_plan = _read_run_file(run, "plan.json", lambda path: Plan.from_dict(json.loads(path.read_text())))
     else:
         config = (config or ExperimentConfig()).validate()
         run = RunDir(out_dir if out_dir is not None else _default_out(config))
+        if run.path.exists() and not run.path.is_dir():
+            raise ConfigError("--out", str(run.path), "a directory (new or empty)", "a file has that name")
         if run.path.exists() and any(run.path.iterdir()):
             raise ConfigError("--out", str(run.path), "a new or empty directory",
                               "pass --resume to continue the run there, or choose another --out")
-    setup = prepare(config)  # every input check happens here, before anything is written
+    # every input check happens here, before anything is written
+    setup = prepare(config, fleet=saved_fleet, plan=saved_plan)
 
     tap = None
     trainer = setup.trainer(defenses)
@@ -256,10 +312,12 @@ def train(
         tap.attach(trainer)
 
     if resume:
-        manifest = run.read_json("manifest.json")
         run_id = manifest["run_id"]
         if run.file("checkpoint.pt").is_file():
-            trainer.load_state_dict(torch.load(run.file("checkpoint.pt"), weights_only=True))
+            state = _read_run_file(run, "checkpoint.pt", lambda path: torch.load(path, weights_only=True))
+            trainer.load_state_dict(state["trainer"])
+            if tap is not None and state.get("tap") is not None:
+                tap.load_state_dict(state["tap"])
         logger.info("resuming %s at round %d of %d", run_id, trainer.round, config.train.rounds)
     else:
         run.create()
@@ -286,7 +344,7 @@ def train(
             acc = record.test_accuracy
             bar.set_postfix(loss=f"{record.train_loss:.3f}", acc="-" if np.isnan(acc) else f"{acc:.3f}")
         if every and tr.round % every == 0 and tr.round < config.train.rounds:
-            _save_checkpoint(run, tr)
+            _save_checkpoint(run, tr, tap)
             _write_tables(run, run_id, setup, tr.history)
 
     try:
@@ -300,7 +358,7 @@ def train(
             bar.close()
         if tap is not None:
             tap.detach()
-    _save_checkpoint(run, trainer)
+    _save_checkpoint(run, trainer, tap)
     rounds, metrics = _write_tables(run, run_id, setup, trainer.history)
     if tap is not None:
         tap.save(run.file("observations.pt"))

@@ -30,6 +30,7 @@ Estimators (our choices; the paper's procedure could not be read):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -221,8 +222,7 @@ def estimate_bound(
     x = dataset.x_train[probe].to(device)
     y = dataset.y_train[probe].to(device)
     plan = Plan(tuple([warmup_batch] * n), tuple([1] * n), strategy="warm-up")
-    warm_cfg = copy.replace(train, rounds=warmup_rounds, eval_every=warmup_rounds + 1) if hasattr(copy, "replace") \
-        else TrainConfig(**{**vars(train), "rounds": warmup_rounds, "eval_every": warmup_rounds + 1})
+    warm_cfg = dataclasses.replace(train, rounds=warmup_rounds, eval_every=warmup_rounds + 1)
     trainer = SFLTrainer(model, dataset, parts, plan, warm_cfg, seed=seed, clock=lambda t: 0.0, device=device)
 
     def measure() -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:

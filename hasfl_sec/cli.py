@@ -85,10 +85,10 @@ def _list_value(text: str | None) -> str | None:
 
 
 @cli.command()
-@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False), help="YAML, TOML or JSON config file.")
+@click.option("-c", "--config", "config_file", help="YAML, TOML or JSON config file.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any config value, e.g. --set train.lr=0.1 --set plan.cut=[1,2,3]. Repeatable.")
-@click.option("-o", "--out", type=click.Path(file_okay=False), help="Run directory [default: runs/<time>-<hash>].")
+@click.option("-o", "--out", help="Run directory [default: runs/<time>-<hash>].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--seed", type=int, help="Master seed; the same seed gives the same results.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to compute [config: auto].")
@@ -171,8 +171,17 @@ def list_(what: str) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="hasfl-sec")
+    """Console-script entry point: click's usage errors become one line too."""
+    try:
+        cli.main(prog_name="hasfl-sec", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
 
 
 if __name__ == "__main__":

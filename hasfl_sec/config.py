@@ -33,6 +33,7 @@ __all__ = [
     "PlanConfig",
     "TrainConfig",
     "TapConfig",
+    "OptimizerConfig",
     "ExperimentConfig",
     "load_config",
     "apply_overrides",
@@ -133,6 +134,31 @@ class TapConfig:
 
 
 @dataclass
+class OptimizerConfig:
+    """The HASFL optimizer (HASFL.md sections 3-4) and the bound constants it works from.
+
+    The target is epsilon, the averaged squared gradient norm of Corollary 1. Give it relative to
+    the squared gradient norm at initialisation (``target_ratio``), or leave it null to use
+    ``(1 + floor_slack)`` times the smallest bound floor any plan can reach (always feasible).
+    Constants come from a warm-up (``warmup_rounds`` rounds, ``probe_size`` probe samples) or from
+    ``bound_file`` written by an earlier ``hasfl-sec optimize --save-bound``. ``beta_scale`` and
+    ``drift_const`` (C of Theorem 1) calibrate the bound; batch sizes are integers in [1, b_max].
+    """
+
+    b_max: int = 64
+    target_ratio: float | None = None
+    floor_slack: float = 1.0
+    warmup_rounds: int = 5
+    probe_size: int = 256
+    warmup_batch: int = 16
+    beta_scale: float = 1.0
+    drift_const: float = 4.0
+    bound_file: str | None = None
+    max_iters: int = 50
+    tol: float = 1e-4
+
+
+@dataclass
 class ExperimentConfig:
     """One run: data, model, fleet, plan, training and tap settings, seed and compute device."""
 
@@ -145,6 +171,7 @@ class ExperimentConfig:
     plan: PlanConfig = field(default_factory=PlanConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tap: TapConfig = field(default_factory=TapConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain nested dict (YAML/JSON-safe)."""
@@ -171,7 +198,8 @@ class ExperimentConfig:
         check(t.rounds >= 1, "train.rounds", t.rounds, "an integer >= 1")
         check(math.isfinite(t.lr) and t.lr > 0, "train.lr", t.lr, "a finite number > 0")
         check(0.0 <= t.momentum < 1.0, "train.momentum", t.momentum, "a number in [0, 1)")
-        check(t.weight_decay >= 0.0, "train.weight_decay", t.weight_decay, "a number >= 0")
+        check(math.isfinite(t.weight_decay) and t.weight_decay >= 0.0, "train.weight_decay", t.weight_decay,
+              "a finite number >= 0")
         check(t.agg_interval >= 1, "train.agg_interval", t.agg_interval, "an integer >= 1")
         check(t.agg_weighting in ("uniform", "data"), "train.agg_weighting", t.agg_weighting, ["uniform", "data"])
         check(t.eval_every >= 1, "train.eval_every", t.eval_every, "an integer >= 1")
@@ -182,6 +210,19 @@ class ExperimentConfig:
             check(b >= 1, "plan.batch_size", p.batch_size, "integers >= 1")
         check(len(p.candidate_cuts) >= 1, "plan.candidate_cuts", p.candidate_cuts, "a non-empty list of cuts")
         check(tap.max_records >= 0, "tap.max_records", tap.max_records, "an integer >= 0")
+        o = self.optimizer
+        check(o.b_max >= 1, "optimizer.b_max", o.b_max, "an integer >= 1")
+        check(o.target_ratio is None or (math.isfinite(o.target_ratio) and o.target_ratio > 0),
+              "optimizer.target_ratio", o.target_ratio, "a finite number > 0 or null")
+        check(math.isfinite(o.floor_slack) and o.floor_slack > 0, "optimizer.floor_slack", o.floor_slack,
+              "a finite number > 0")
+        check(o.warmup_rounds >= 1, "optimizer.warmup_rounds", o.warmup_rounds, "an integer >= 1")
+        check(o.probe_size >= 2, "optimizer.probe_size", o.probe_size, "an integer >= 2")
+        check(o.warmup_batch >= 1, "optimizer.warmup_batch", o.warmup_batch, "an integer >= 1")
+        for name in ("beta_scale", "drift_const", "tol"):
+            value = getattr(o, name)
+            check(math.isfinite(value) and value > 0, f"optimizer.{name}", value, "a finite number > 0")
+        check(o.max_iters >= 1, "optimizer.max_iters", o.max_iters, "an integer >= 1")
         return self
 
 
@@ -227,6 +268,11 @@ def _coerce(path: str, value: Any, hint: Any) -> Any:
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; it is a number to a user
+            try:
+                return float(value)
+            except ValueError:
+                pass
     elif hint is str:
         if isinstance(value, str):
             return value

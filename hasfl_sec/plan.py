@@ -7,19 +7,27 @@ registered in :data:`STRATEGIES`, so ``--strategy NAME`` reaches any of them the
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .config import PlanConfig
+from .config import ExperimentConfig, PlanConfig
 from .errors import ConfigError
 from .fleet import Fleet
 from .models import ModelProfile, SplitModel
 from .registry import Registry
 
-__all__ = ["Plan", "STRATEGIES", "make_plan", "check_memory", "device_memory_bytes"]
+if TYPE_CHECKING:
+    from .bound import BoundConstants
+
+__all__ = ["Plan", "PlanContext", "STRATEGIES", "make_plan", "check_memory", "device_memory_bytes",
+           "build_problem", "planner_params"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,37 @@ class Plan:
         )
 
 
-StrategyFn = Callable[[PlanConfig, Fleet, SplitModel, ModelProfile], Plan]
+@dataclass
+class PlanContext:
+    """What a strategy may use to make a plan.
+
+    ``bound()`` returns the convergence-bound constants and ``problem()`` the optimizer's problem;
+    both are computed on first use only (the warm-up that estimates the bound trains for a few
+    rounds), so strategies that do not need them cost nothing.
+    """
+
+    config: ExperimentConfig
+    fleet: Fleet
+    model: SplitModel
+    profile: ModelProfile
+    bound_fn: Callable[[], "BoundConstants"]
+    _bound: "BoundConstants | None" = None
+    _problem: Any = None
+
+    def bound(self) -> "BoundConstants":
+        """The bound constants (estimated or loaded once)."""
+        if self._bound is None:
+            self._bound = self.bound_fn()
+        return self._bound
+
+    def problem(self) -> Any:
+        """The :class:`~hasfl_sec.optimizer.Problem` of this fleet, model, bound and target."""
+        if self._problem is None:
+            self._problem = build_problem(self.config, self.fleet, self.profile, self.bound())
+        return self._problem
+
+
+StrategyFn = Callable[[PlanContext], Plan]
 STRATEGIES: Registry[StrategyFn] = Registry("strategy", "plan.strategy")
 
 
@@ -88,24 +126,27 @@ def _per_device(field_name: str, value: Any, n: int) -> list[Any]:
 
 
 @STRATEGIES.register("fixed", help="batch sizes and cuts exactly as configured (uniform or per-device lists)")
-def fixed_plan(cfg: PlanConfig, fleet: Fleet, model: SplitModel, profile: ModelProfile) -> Plan:
+def fixed_plan(ctx: PlanContext) -> Plan:
     """Conventional configuration: one value for all devices, or one per device."""
-    n = fleet.num_devices
+    cfg, n = ctx.config.plan, ctx.fleet.num_devices
     sizes = _per_device("plan.batch_size", cfg.batch_size, n)
-    cuts = [model.resolve_cut(c, "plan.cut") for c in _per_device("plan.cut", cfg.cut, n)]
+    cuts = [ctx.model.resolve_cut(c, "plan.cut") for c in _per_device("plan.cut", cfg.cut, n)]
     return Plan(tuple(sizes), tuple(cuts), strategy="fixed")
 
 
 @STRATEGIES.register("tiered", help="faster devices take deeper cuts from plan.candidate_cuts (a heuristic, not HASFL)")
-def tiered_plan(cfg: PlanConfig, fleet: Fleet, model: SplitModel, profile: ModelProfile) -> Plan:
+def tiered_plan(ctx: PlanContext) -> Plan:
     """Rank devices by compute and split them into equal tiers, one per candidate cut.
 
-    The slowest tier gets the shallowest candidate cut, the fastest the deepest. This is a simple,
-    documented heterogeneous baseline for the trainer; the HASFL optimizer replaces it.
+    The slowest tier gets the shallowest candidate cut, the fastest the deepest. A simple
+    heterogeneous baseline that needs no bound estimate.
     """
-    n = fleet.num_devices
-    candidates = sorted({model.resolve_cut(c, "plan.candidate_cuts") for c in cfg.candidate_cuts})
-    order = np.argsort(fleet.flops, kind="stable")
+    cfg, n = ctx.config.plan, ctx.fleet.num_devices
+    if cfg.cut != PlanConfig().cut:
+        raise ConfigError("plan.cut", cfg.cut, "the default for strategy tiered",
+                          "tiered draws cuts from plan.candidate_cuts; plan.cut needs strategy fixed, sfl or bs-only")
+    candidates = sorted({ctx.model.resolve_cut(c, "plan.candidate_cuts") for c in cfg.candidate_cuts})
+    order = np.argsort(ctx.fleet.flops, kind="stable")
     cuts = [0] * n
     for rank, device in enumerate(order):
         cuts[int(device)] = candidates[rank * len(candidates) // n]
@@ -113,12 +154,65 @@ def tiered_plan(cfg: PlanConfig, fleet: Fleet, model: SplitModel, profile: Model
     return Plan(tuple(sizes), tuple(cuts), strategy="tiered")
 
 
-def make_plan(cfg: PlanConfig, fleet: Fleet, model: SplitModel, profile: ModelProfile) -> Plan:
-    """Make the plan ``cfg.strategy`` names and check it against the fleet's memory."""
-    plan = STRATEGIES.get(cfg.strategy)(cfg, fleet, model, profile)
-    if plan.num_devices != fleet.num_devices:
-        raise ConfigError("plan", plan.num_devices, f"a plan for {fleet.num_devices} devices")
-    check_memory(plan, fleet, profile)
+def planner_params(config: ExperimentConfig, model: SplitModel) -> Any:
+    """The optimizer's :class:`~hasfl_sec.optimizer.PlannerParams` from a config.
+
+    The baselines' uniform batch size and fixed cut are ``plan.batch_size`` and ``plan.cut``.
+    """
+    from .optimizer import PlannerParams
+
+    p, o = config.plan, config.optimizer
+    if isinstance(p.batch_size, list) or isinstance(p.cut, list):
+        raise ConfigError("plan.batch_size" if isinstance(p.batch_size, list) else "plan.cut",
+                          p.batch_size if isinstance(p.batch_size, list) else p.cut,
+                          f"a single value for strategy {p.strategy} (per-device lists need strategy fixed)")
+    return PlannerParams(b_max=o.b_max, b_uniform=int(p.batch_size), cut=model.resolve_cut(p.cut, "plan.cut"),
+                         seed=config.seed, max_iters=o.max_iters, tol=o.tol)
+
+
+def build_problem(config: ExperimentConfig, fleet: Fleet, profile: ModelProfile, bound: "BoundConstants") -> Any:
+    """The optimizer problem; epsilon from ``optimizer.target_ratio`` or (1 + slack) x the bound's floor."""
+    from .optimizer import Problem
+
+    o = config.optimizer
+    if o.target_ratio is not None:
+        return Problem.from_setup(fleet, profile, bound, epsilon=bound.epsilon(o.target_ratio), b_max=o.b_max)
+    # The floor (variance at the largest feasible batches + the smallest drift) is a property of
+    # the problem; build it once with an unreachable-by-nobody epsilon to read it off.
+    loose = Problem.from_setup(fleet, profile, bound, epsilon=1e300, b_max=o.b_max)
+    return dataclasses.replace(loose, epsilon=(1.0 + o.floor_slack) * loose.variance_drift_floor())
+
+
+def _planner_strategy(name: str) -> StrategyFn:
+    def make(ctx: PlanContext) -> Plan:
+        from .optimizer import PLANNERS
+
+        solution = PLANNERS.get(name)(ctx.problem(), planner_params(ctx.config, ctx.model))
+        logger.info("plan %s: predicted %.4g rounds x %.4g s = %.4g s to target (solved in %.3f s)", name,
+                    solution.rounds, solution.round_latency_s, solution.time_to_target_s, solution.solve_time_s)
+        return solution.to_plan()
+
+    make.__name__ = f"{name.replace('-', '_')}_plan"
+    return make
+
+
+for _name, _help in (
+    ("hasfl", "the HASFL optimizer: per-device batch size and cut minimising predicted time to target"),
+    ("sfl", "conventional SFL: uniform plan.batch_size and one plan.cut for all devices"),
+    ("bs-only", "HASFL's batch-size step only, cut fixed at plan.cut"),
+    ("cut-only", "HASFL's cut step only, uniform plan.batch_size (AdaptSFL-like)"),
+    ("random", "seeded random batch sizes and cuts within memory"),
+    ("oracle", "exhaustive search over all plans (small fleets only)"),
+):
+    STRATEGIES.register(_name, help=_help)(_planner_strategy(_name))
+
+
+def make_plan(ctx: PlanContext) -> Plan:
+    """Make the plan ``plan.strategy`` names and check it against the fleet's memory."""
+    plan = STRATEGIES.get(ctx.config.plan.strategy)(ctx)
+    if plan.num_devices != ctx.fleet.num_devices:
+        raise ConfigError("plan", plan.num_devices, f"a plan for {ctx.fleet.num_devices} devices")
+    check_memory(plan, ctx.fleet, ctx.profile)
     return plan
 
 

@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-__all__ = ["METRIC_COLUMNS", "RunDir", "atomic_write_text", "package_versions", "metrics_frame"]
+__all__ = ["METRIC_COLUMNS", "RunDir", "atomic_write_text", "atomic_torch_save", "package_versions", "metrics_frame"]
 
 METRIC_COLUMNS = ["run_id", "phase", "round", "device", "cut", "batch", "attack", "defense", "metric", "value"]
 
@@ -37,6 +37,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through a temporary file and a rename (load with ``weights_only=True``)."""
+    import torch
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
     os.replace(tmp, path)
 
 

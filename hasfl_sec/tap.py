@@ -20,11 +20,10 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
-
-import torch
+from typing import Any, Iterator, Protocol
 
 from .protocol import Exchange, GroundTruth, Key, Upload
+from .results import atomic_torch_save
 
 __all__ = ["Observer", "ObserverHandle", "TapSelector", "CutLayerTap"]
 
@@ -83,19 +82,32 @@ class CutLayerTap:
         self.enabled = True
 
     # observer protocol ------------------------------------------------------------------------
+    def wants(self, round: int, device: int) -> bool:
+        """True if an exchange of ``device`` in ``round`` would be kept (the trainer asks first,
+        so nothing is copied off the device for records the tap would drop)."""
+        if not self.enabled or not self.selector.wants(round, device):
+            return False
+        if len(self.exchanges) >= self.selector.max_records:
+            self.dropped += 1
+            return False
+        return True
+
+    def wants_upload(self, round: int, device: int) -> bool:
+        """True if the upload of ``device`` at ``round`` would be kept."""
+        return self.enabled and self.selector.keep_uploads and self.selector.wants(round, device)
+
     def on_exchange(self, exchange: Exchange, truth: GroundTruth) -> None:
         """Keep the exchange and its ground truth if selected and under the cap."""
         if not self.enabled or not self.selector.wants(exchange.round, exchange.device):
             return
         if len(self.exchanges) >= self.selector.max_records:
-            self.dropped += 1
             return
         self.exchanges[exchange.key] = exchange
         self.truths[truth.key] = truth
 
     def on_upload(self, upload: Upload) -> None:
         """Keep an uploaded client-side sub-model if selected."""
-        if self.enabled and self.selector.keep_uploads and self.selector.wants(upload.round, upload.device):
+        if self.wants_upload(upload.round, upload.device):
             self.uploads.append(upload)
 
     # attachment -------------------------------------------------------------------------------
@@ -128,16 +140,30 @@ class CutLayerTap:
         self.uploads.clear()
         self.dropped = 0
 
-    def save(self, path: str | Path) -> None:
-        """Write the records to ``path`` (``torch.save``; load with ``weights_only=True``)."""
-        payload = {
+    def state_dict(self) -> dict[str, Any]:
+        """The records as plain tensors and numbers (``torch.save``-able, ``weights_only``-loadable)."""
+        return {
             "exchanges": [_exchange_dict(e) for e in self.exchanges.values()],
             "truths": [vars(t).copy() for t in self.truths.values()],
             "uploads": [vars(u).copy() for u in self.uploads],
+            "dropped": self.dropped,
         }
-        tmp = Path(str(path) + ".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore records saved by :meth:`state_dict` (a resumed run keeps what it had seen)."""
+        self.clear()
+        for e in state["exchanges"]:
+            ex = Exchange(**e)
+            self.exchanges[ex.key] = ex
+        for t in state["truths"]:
+            truth = GroundTruth(**t)
+            self.truths[truth.key] = truth
+        self.uploads = [Upload(**u) for u in state["uploads"]]
+        self.dropped = int(state["dropped"])
+
+    def save(self, path: str | Path) -> None:
+        """Write the records to ``path`` (load with ``torch.load(path, weights_only=True)``)."""
+        atomic_torch_save(self.state_dict(), Path(path))
         logger.info("tap: saved %d exchanges and %d uploads to %s", len(self.exchanges), len(self.uploads), path)
 
 

@@ -152,8 +152,9 @@ class SFLTrainer:
         self.observers.append(observer)
         return ObserverHandle(self.observers, observer)
 
-    def _observed(self, round: int, device: int) -> list[Observer]:
-        return [o for o in self.observers if getattr(o, "wants", lambda r, d: True)(round, device)]
+    def _observed(self, round: int, device: int, hook: str = "wants") -> list[Observer]:
+        """Observers that want this record; an observer without the ``hook`` method wants all."""
+        return [o for o in self.observers if getattr(o, hook, lambda r, d: True)(round, device)]
 
     # one round ------------------------------------------------------------------------------------
     def train_round(self) -> list[float]:
@@ -244,7 +245,7 @@ class SFLTrainer:
         """Average blocks [0, L_c) across all N copies and hand the result back to every copy."""
         t = self.round + 1
         for i in range(self.n):
-            observers = [o for o in self._observed(t, i) if hasattr(o, "on_upload")]
+            observers = [o for o in self._observed(t, i, "wants_upload") if hasattr(o, "on_upload")]
             if observers:
                 state = {k: v.detach().cpu().clone() for k, v in self.clients[i].state_dict().items()}
                 for o in observers:

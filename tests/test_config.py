@@ -26,6 +26,11 @@ def test_file_then_overrides(tmp_path):
     assert cfg.plan.cut == [1, 2] and cfg.plan.batch_size == [3, 4]
 
 
+def test_exponent_notation_is_a_number():
+    cfg = load_config(overrides=["train.lr=1e-3", "data.alpha=5e-1"])
+    assert cfg.train.lr == 0.001 and cfg.data.alpha == 0.5
+
+
 def test_toml_file(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('name = "t"\n[train]\nrounds = 3\n')

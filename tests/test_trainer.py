@@ -13,6 +13,7 @@ from conftest import small_overrides
 from hasfl_sec.api import prepare, train
 from hasfl_sec.config import load_config
 from hasfl_sec.defenses.base import Defense
+from hasfl_sec.errors import ConfigError
 
 
 def make_trainer(cfg, defenses=()):
@@ -125,7 +126,9 @@ class Crash(Defense):
         return smashed
 
 
-def test_resume_after_kill_matches_uninterrupted_run(small_config, tmp_path):
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
+    # dropout draws from the global RNG and the tap keeps records: both must survive the kill
+    small_config = load_config(overrides=small_overrides(**{"model.dropout": 0.3, "tap.enabled": "true"}))
     full = train(small_config, out_dir=tmp_path / "full")
     with pytest.raises(KeyboardInterrupt):
         train(small_config, out_dir=tmp_path / "killed", defenses=[Crash(at_round=7)])
@@ -139,6 +142,10 @@ def test_resume_after_kill_matches_uninterrupted_run(small_config, tmp_path):
     pd.testing.assert_frame_equal(ma, mb)
     for p, q in zip(full.trainer.common.parameters(), resumed.trainer.common.parameters()):
         assert torch.equal(p, q)
+    assert sorted(full.tap.exchanges) == sorted(resumed.tap.exchanges)
+    assert len(full.tap.uploads) == len(resumed.tap.uploads) > 0
+    with pytest.raises(ConfigError, match="already finished"):
+        train(out_dir=tmp_path / "killed", resume=True)
 
 
 def test_batch_size_one_everywhere():
