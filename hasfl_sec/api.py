@@ -29,6 +29,7 @@ from .config import ExperimentConfig, config_from_dict
 from .data import ImageDataset, load_dataset, partition
 from .defenses.base import Defense
 from .bound import BoundConstants, estimate_bound
+from .calibrate import calibrate_bound, default_pilots
 from .errors import ConfigError, check
 from .fileio import read_structured
 from .fleet import FLEETS, Fleet, generate_fleet, load_fleet
@@ -96,6 +97,7 @@ class Setup:
     plan: Plan
     latency: RoundLatency
     device: torch.device
+    context: PlanContext | None = None
 
     def trainer(self, defenses: Sequence[Defense] = ()) -> SFLTrainer:
         """A fresh trainer for this setup (same seed, static-channel clock)."""
@@ -143,8 +145,8 @@ def prepare(config: ExperimentConfig, *, fleet: Fleet | None = None, plan: Plan 
     model = build_model(m.name, in_channels=dataset.in_channels, num_classes=dataset.num_classes,
                         image_size=dataset.image_size, norm=m.norm, width=m.width, dropout=m.dropout)
     profile = profile_model(model)
+    ctx = PlanContext(cfg, fleet, model, profile, lambda: bound_for(cfg, model, dataset, parts, device))
     if plan is None:
-        ctx = PlanContext(cfg, fleet, model, profile, lambda: bound_for(cfg, model, dataset, parts, device))
         plan = make_plan(ctx)
     latency = round_latency(fleet, plan.batch_sizes, plan_costs(profile, plan))
     logger.info(
@@ -154,7 +156,7 @@ def prepare(config: ExperimentConfig, *, fleet: Fleet | None = None, plan: Plan 
         fleet.name, fleet.num_devices, plan.strategy, latency.split_round, latency.aggregation,
         cfg.train.agg_interval,
     )
-    return Setup(cfg, dataset, parts, model, profile, fleet, plan, latency, device)
+    return Setup(cfg, dataset, parts, model, profile, fleet, plan, latency, device, ctx)
 
 
 def bound_for(cfg: ExperimentConfig, model: SplitModel, dataset: ImageDataset, parts: Sequence[np.ndarray],
@@ -165,10 +167,16 @@ def bound_for(cfg: ExperimentConfig, model: SplitModel, dataset: ImageDataset, p
         bound = BoundConstants.load(o.bound_file)
         check(bound.num_devices == len(parts) and bound.num_blocks == model.num_blocks, "optimizer.bound_file",
               o.bound_file, f"constants for {len(parts)} devices and a {model.num_blocks}-block model")
-        return bound
-    return estimate_bound(model, dataset, parts, cfg.train, seed=cfg.seed, warmup_rounds=o.warmup_rounds,
-                          probe_size=o.probe_size, warmup_batch=o.warmup_batch, beta_scale=o.beta_scale,
-                          drift_const=o.drift_const, device=device)
+    else:
+        bound = estimate_bound(model, dataset, parts, cfg.train, seed=cfg.seed, warmup_rounds=o.warmup_rounds,
+                               probe_size=o.probe_size, warmup_batch=o.warmup_batch, beta_scale=o.beta_scale,
+                               drift_const=o.drift_const, device=device)
+    calibrated_for = ((bound.meta or {}).get("calibration") or {}).get("target_accuracy")
+    if o.target_accuracy is not None and calibrated_for != o.target_accuracy:
+        bound = calibrate_bound(bound, model, dataset, parts, cfg.train, seed=cfg.seed,
+                                target_accuracy=o.target_accuracy, max_rounds=o.pilot_rounds,
+                                pilots=default_pilots(model, o.b_max), device=device)
+    return bound
 
 
 @dataclass

@@ -71,6 +71,10 @@ class BoundConstants:
         num_devices: N.
         interval: aggregation interval I.
         drift_const: C in the drift term.
+        variance_scale, drift_scale: calibration multipliers of the variance and drift terms
+            (1 = Theorem 1 as estimated; see :mod:`hasfl_sec.calibrate`).
+        epsilon_calibrated: the epsilon that corresponds to the calibration's target accuracy,
+            or None for uncalibrated constants.
         meta: how the constants were estimated (free-form, for the record).
     """
 
@@ -83,6 +87,9 @@ class BoundConstants:
     num_devices: int
     interval: int
     drift_const: float = 4.0
+    variance_scale: float = 1.0
+    drift_scale: float = 1.0
+    epsilon_calibrated: float | None = None
     meta: dict[str, Any] | None = None
 
     @property
@@ -93,13 +100,14 @@ class BoundConstants:
     @property
     def variance_coeff(self) -> float:
         """k = beta gamma sum_j sigma_j^2 / N^2, so the variance term is k sum_i 1/b_i."""
-        return self.beta * self.lr * float(sum(self.sigma2)) / self.num_devices**2
+        return self.variance_scale * self.beta * self.lr * float(sum(self.sigma2)) / self.num_devices**2
 
     def drift(self, deepest_cut: int) -> float:
         """1{I>1} C beta^2 gamma^2 I^2 sum_{j <= L_c} G_j^2."""
         if self.interval <= 1:
             return 0.0
-        return self.drift_const * (self.beta * self.lr * self.interval) ** 2 * float(sum(self.G2[:deepest_cut]))
+        return (self.drift_scale * self.drift_const * (self.beta * self.lr * self.interval) ** 2
+                * float(sum(self.G2[:deepest_cut])))
 
     def epsilon(self, target_ratio: float) -> float:
         """The absolute target epsilon for a target given relative to ||g(w^0)||^2."""

@@ -84,29 +84,50 @@ def _list_value(text: str | None) -> str | None:
     return "[" + ", ".join(part.strip() for part in text.split(",")) + "]"
 
 
+CONFIG_OPTIONS = [
+    click.option("-c", "--config", "config_file", help="YAML, TOML or JSON config file."),
+    click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                 help="Override any config value, e.g. --set train.lr=0.1 --set plan.cut=[1,2,3]. Repeatable."),
+    click.option("--seed", type=int, help="Master seed; the same seed gives the same results."),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to compute [config: auto]."),
+    click.option("--dataset", help="Dataset name (hasfl-sec list datasets) [digits]."),
+    click.option("--data-root", type=click.Path(), help="Folder of a local dataset (cifar10, mnist, ...)."),
+    click.option("--image-size", type=int, help="Resize images to this size."),
+    click.option("--partition", help="iid or dirichlet [dirichlet]."),
+    click.option("--alpha", type=float, help="Dirichlet concentration; smaller is more non-IID [0.5]."),
+    click.option("--model", help="Model name (hasfl-sec list models) [hecnn]."),
+    click.option("--devices", type=int, help="Number of edge devices N [20]."),
+    click.option("--heterogeneity", help="Generated fleet: none, low, medium or high [high]."),
+    click.option("--fleet", help="Fleet file (YAML/JSON/TOML) or preset name (hasfl-sec list fleets)."),
+    click.option("--strategy", help="How the plan is made: hasfl, sfl, bs-only, cut-only, random, fixed, ... "
+                                    "(hasfl-sec list strategies)."),
+    click.option("--batch-size", help="One batch size for all devices, or a comma list with one per device."),
+    click.option("--cut", help="One cut (index or block name), or a comma list (strategy fixed)."),
+    click.option("--rounds", type=int, help="Training rounds [150]."),
+    click.option("--lr", type=float, help="Learning rate [0.05]."),
+    click.option("--agg-interval", type=int, help="Client-side aggregation interval I in rounds [5]."),
+]
+
+
+def config_options(func: Any) -> Any:
+    """Add the options that build a config (shared by train and optimize)."""
+    for option in reversed(CONFIG_OPTIONS):
+        func = option(func)
+    return func
+
+
+def _build_config(config_file: str | None, overrides: tuple[str, ...], given: dict[str, Any]) -> Any:
+    from .config import load_config
+
+    shortcut = [f"{TRAIN_SHORTCUTS[k]}={_list_value(str(v)) if k in ('batch_size', 'cut') else _yaml(v)}"
+                for k, v in given.items()]
+    return load_config(config_file, [*shortcut, *overrides])
+
+
 @cli.command()
-@click.option("-c", "--config", "config_file", help="YAML, TOML or JSON config file.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override any config value, e.g. --set train.lr=0.1 --set plan.cut=[1,2,3]. Repeatable.")
+@config_options
 @click.option("-o", "--out", help="Run directory [default: runs/<time>-<hash>].")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--seed", type=int, help="Master seed; the same seed gives the same results.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to compute [config: auto].")
-@click.option("--dataset", help="Dataset name (hasfl-sec list datasets) [digits].")
-@click.option("--data-root", type=click.Path(), help="Folder of a local dataset (cifar10, mnist, ...).")
-@click.option("--image-size", type=int, help="Resize images to this size.")
-@click.option("--partition", help="iid or dirichlet [dirichlet].")
-@click.option("--alpha", type=float, help="Dirichlet concentration; smaller is more non-IID [0.5].")
-@click.option("--model", help="Model name (hasfl-sec list models) [hecnn].")
-@click.option("--devices", type=int, help="Number of edge devices N [20].")
-@click.option("--heterogeneity", help="Generated fleet: none, low, medium or high [high].")
-@click.option("--fleet", help="Fleet file (YAML/JSON/TOML) or preset name (hasfl-sec list fleets).")
-@click.option("--strategy", help="How the plan is made (hasfl-sec list strategies) [tiered].")
-@click.option("--batch-size", help="One batch size for all devices, or a comma list with one per device.")
-@click.option("--cut", help="One cut (index or block name) for all devices, or a comma list (strategy fixed).")
-@click.option("--rounds", type=int, help="Training rounds [150].")
-@click.option("--lr", type=float, help="Learning rate [0.05].")
-@click.option("--agg-interval", type=int, help="Client-side aggregation interval I in rounds [5].")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [on when stderr is a terminal].")
 def train(config_file: str | None, overrides: tuple[str, ...], out: str | None, resume: bool,
           progress: bool | None, **options: Any) -> None:
@@ -121,27 +142,63 @@ def train(config_file: str | None, overrides: tuple[str, ...], out: str | None, 
     Examples:
         hasfl-sec train
         hasfl-sec train --rounds 50 --devices 10 --heterogeneity medium --out runs/demo
+        hasfl-sec train --strategy hasfl --out runs/hasfl
         hasfl-sec train --strategy fixed --cut 1,2,3,4 --devices 4 --batch-size 8
         hasfl-sec train --out runs/demo --resume
     """
     from .api import train as run_train
-    from .config import load_config
     from .errors import ConfigError
 
     given = {k: v for k, v in options.items() if v is not None}
     if resume and (config_file or overrides or given):
         raise ConfigError("--resume", sorted(given) or "--config/--set", "no config options",
                           "a resumed run uses the config.yaml saved in its directory")
-    config = None
-    if not resume:
-        shortcut = [f"{TRAIN_SHORTCUTS[k]}={_list_value(str(v)) if k in ('batch_size', 'cut') else _yaml(v)}"
-                    for k, v in given.items()]
-        config = load_config(config_file, [*shortcut, *overrides])
+    config = None if resume else _build_config(config_file, overrides, given)
     show = sys.stderr.isatty() if progress is None else progress
     result = run_train(config, out_dir=out, resume=resume, progress=show)
     click.echo(f"run directory: {result.run_dir}")
     click.echo(f"test accuracy: {result.final_accuracy:.4f} after {len(result.rounds)} rounds")
     click.echo(f"simulated training time: {result.sim_time_s:.4g} s   wall time: {result.wall_time_s:.1f} s")
+
+
+@cli.command()
+@config_options
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True,
+              help="A per-device table, or one JSON object.")
+@click.option("--save-bound", type=click.Path(dir_okay=False), help="Write the bound constants to this JSON file.")
+def optimize(config_file: str | None, overrides: tuple[str, ...], fmt: str, save_bound: str | None,
+             **options: Any) -> None:
+    """Choose each device's batch size and cut, and predict the time to reach the target.
+
+    The strategy defaults to hasfl. The bound constants come from a short warm-up
+    (optimizer.warmup_rounds) or from --set optimizer.bound_file=FILE written by --save-bound.
+    The target is optimizer.target_ratio x the squared gradient norm at initialisation, or, when
+    unset, (1 + optimizer.floor_slack) x the smallest floor any plan reaches.
+
+    \b
+    Examples:
+        hasfl-sec optimize
+        hasfl-sec optimize --strategy sfl --format json
+        hasfl-sec optimize --save-bound bound.json && hasfl-sec optimize --set optimizer.bound_file=bound.json
+    """
+    import json
+
+    from .optimize import optimize as run_optimize
+
+    given = {k: v for k, v in options.items() if v is not None}
+    given.setdefault("strategy", "hasfl")
+    result = run_optimize(_build_config(config_file, overrides, given))
+    if save_bound:
+        result.bound.save(save_bound)
+    if fmt == "json":
+        click.echo(json.dumps(result.to_json_dict()))
+        return
+    table = result.devices.to_string(index=False, float_format=lambda x: f"{x:.4g}")
+    click.echo(table)
+    click.echo(f"strategy {result.setup.plan.strategy}: epsilon {result.epsilon:.4g}, predicted rounds "
+               f"{result.rounds:.4g}, round latency {result.round_latency_s:.4g} s "
+               f"(split {result.split_round_s:.4g} s + aggregation {result.aggregation_s:.4g} s every "
+               f"{result.setup.config.train.agg_interval}), time to target {result.time_to_target_s:.4g} s")
 
 
 def _yaml(value: Any) -> str:

@@ -137,15 +137,20 @@ class TapConfig:
 class OptimizerConfig:
     """The HASFL optimizer (HASFL.md sections 3-4) and the bound constants it works from.
 
-    The target is epsilon, the averaged squared gradient norm of Corollary 1. Give it relative to
-    the squared gradient norm at initialisation (``target_ratio``), or leave it null to use
-    ``(1 + floor_slack)`` times the smallest bound floor any plan can reach (always feasible).
     Constants come from a warm-up (``warmup_rounds`` rounds, ``probe_size`` probe samples) or from
-    ``bound_file`` written by an earlier ``hasfl-sec optimize --save-bound``. ``beta_scale`` and
-    ``drift_const`` (C of Theorem 1) calibrate the bound; batch sizes are integers in [1, b_max].
+    ``bound_file`` written by an earlier ``hasfl-sec optimize --save-bound``. With
+    ``target_accuracy`` set (the default), the bound is then calibrated against short pilot
+    trainings (at most ``pilot_rounds`` rounds each; :mod:`hasfl_sec.calibrate`) and the target is
+    "reach this test accuracy". With ``target_accuracy: null`` the literal Theorem 1 is used and
+    the target epsilon (the averaged squared gradient norm of Corollary 1) is ``target_ratio``
+    times the squared gradient norm at initialisation, or, when that is null, ``(1 + floor_slack)``
+    times the smallest bound floor any plan can reach. ``beta_scale`` and ``drift_const`` (C of
+    Theorem 1) scale the literal bound; batch sizes are integers in [1, b_max].
     """
 
     b_max: int = 64
+    target_accuracy: float | None = 0.9
+    pilot_rounds: int = 1000
     target_ratio: float | None = None
     floor_slack: float = 1.0
     warmup_rounds: int = 5
@@ -212,6 +217,9 @@ class ExperimentConfig:
         check(tap.max_records >= 0, "tap.max_records", tap.max_records, "an integer >= 0")
         o = self.optimizer
         check(o.b_max >= 1, "optimizer.b_max", o.b_max, "an integer >= 1")
+        check(o.target_accuracy is None or 0.0 < o.target_accuracy < 1.0, "optimizer.target_accuracy",
+              o.target_accuracy, "a number in (0, 1) or null")
+        check(o.pilot_rounds >= 1, "optimizer.pilot_rounds", o.pilot_rounds, "an integer >= 1")
         check(o.target_ratio is None or (math.isfinite(o.target_ratio) and o.target_ratio > 0),
               "optimizer.target_ratio", o.target_ratio, "a finite number > 0 or null")
         check(math.isfinite(o.floor_slack) and o.floor_slack > 0, "optimizer.floor_slack", o.floor_slack,

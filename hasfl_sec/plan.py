@@ -171,10 +171,16 @@ def planner_params(config: ExperimentConfig, model: SplitModel) -> Any:
 
 
 def build_problem(config: ExperimentConfig, fleet: Fleet, profile: ModelProfile, bound: "BoundConstants") -> Any:
-    """The optimizer problem; epsilon from ``optimizer.target_ratio`` or (1 + slack) x the bound's floor."""
+    """The optimizer problem. Epsilon: the calibrated one for ``optimizer.target_accuracy``, else
+    ``target_ratio`` x ||g(w^0)||^2, else (1 + floor_slack) x the bound's floor."""
     from .optimizer import Problem
 
     o = config.optimizer
+    if o.target_accuracy is not None:
+        if bound.epsilon_calibrated is None:
+            raise ConfigError("optimizer.bound_file", o.bound_file, "calibrated constants for target_accuracy",
+                              "set optimizer.target_accuracy=null to use the literal bound")
+        return Problem.from_setup(fleet, profile, bound, epsilon=bound.epsilon_calibrated, b_max=o.b_max)
     if o.target_ratio is not None:
         return Problem.from_setup(fleet, profile, bound, epsilon=bound.epsilon(o.target_ratio), b_max=o.b_max)
     # The floor (variance at the largest feasible batches + the smallest drift) is a property of
