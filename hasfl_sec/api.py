@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -32,6 +33,7 @@ from .bound import BoundConstants, estimate_bound
 from .calibrate import calibrate_bound, default_pilots
 from .errors import ConfigError, check
 from .fileio import read_structured
+from .channel import ChannelModel, make_channel
 from .fleet import FLEETS, Fleet, generate_fleet, load_fleet
 from .latency import CutCosts, RoundLatency, round_latency
 from .models import ModelProfile, SplitModel, build_model, profile_model
@@ -41,7 +43,8 @@ from .seeding import derive_seed, seed_everything
 from .tap import CutLayerTap, TapSelector
 from .trainer import RoundRecord, SFLTrainer
 
-__all__ = ["Setup", "TrainResult", "prepare", "train", "resolve_device", "plan_costs", "StaticClock"]
+__all__ = ["Setup", "TrainResult", "prepare", "train", "resolve_device", "plan_costs", "SimClock", "bound_for",
+           "make_fleet"]
 
 logger = logging.getLogger(__name__)
 
@@ -73,15 +76,22 @@ def plan_costs(profile: ModelProfile, plan: Plan) -> list[CutCosts]:
     return out
 
 
-@dataclass(frozen=True)
-class StaticClock:
-    """Simulated seconds of round t under fixed rates: T_S, plus T_A when t % I == 0."""
+class SimClock:
+    """Simulated seconds of round t: the latency model (HASFL.md 2.2) at the rates the channel
+    realises in round t, for the plan in effect; T_A is added when t % I == 0."""
 
-    latency: RoundLatency
-    interval: int
+    def __init__(self, profile: ModelProfile, channel: ChannelModel, interval: int) -> None:
+        self.profile = profile
+        self.channel = channel
+        self.interval = interval
 
-    def __call__(self, t: int) -> float:
-        return self.latency.split_round + (self.latency.aggregation if t % self.interval == 0 else 0.0)
+    def latency(self, t: int, plan: Plan) -> RoundLatency:
+        """The latency of round ``t`` under ``plan``."""
+        return round_latency(self.channel.fleet_at(t), plan.batch_sizes, plan_costs(self.profile, plan))
+
+    def __call__(self, t: int, plan: Plan) -> float:
+        lat = self.latency(t, plan)
+        return lat.split_round + (lat.aggregation if t % self.interval == 0 else 0.0)
 
 
 @dataclass
@@ -97,13 +107,20 @@ class Setup:
     plan: Plan
     latency: RoundLatency
     device: torch.device
-    context: PlanContext | None = None
+    context: PlanContext
+    channel: ChannelModel
 
     def trainer(self, defenses: Sequence[Defense] = ()) -> SFLTrainer:
-        """A fresh trainer for this setup (same seed, static-channel clock)."""
+        """A fresh trainer for this setup: same seed, the simulated clock of its channel."""
+        clock = SimClock(self.profile, self.channel, self.config.train.agg_interval)
         return SFLTrainer(self.model, self.dataset, self.parts, self.plan, self.config.train, seed=self.config.seed,
-                          clock=StaticClock(self.latency, self.config.train.agg_interval), device=self.device,
-                          defenses=defenses)
+                          clock=clock, device=self.device, defenses=defenses, replanner=self.replan,
+                          replan_every=self.config.channel.reoptimize_every)
+
+    def replan(self, t: int) -> Plan:
+        """A new plan made on the rates observed in round ``t`` (same strategy, same bound)."""
+        ctx = dataclasses.replace(self.context, fleet=self.channel.fleet_at(t), _problem=None)
+        return make_plan(ctx)
 
 
 def make_fleet(cfg: ExperimentConfig) -> Fleet:
@@ -156,7 +173,10 @@ def prepare(config: ExperimentConfig, *, fleet: Fleet | None = None, plan: Plan 
         fleet.name, fleet.num_devices, plan.strategy, latency.split_round, latency.aggregation,
         cfg.train.agg_interval,
     )
-    return Setup(cfg, dataset, parts, model, profile, fleet, plan, latency, device, ctx)
+    channel = make_channel(cfg.channel.model, fleet, seed=derive_seed(cfg.seed, "channel"),
+                           coherence_rounds=cfg.channel.coherence_rounds)
+    return Setup(cfg, dataset, parts, model, profile, fleet, plan, latency, device, ctx, channel)
+
 
 
 def bound_for(cfg: ExperimentConfig, model: SplitModel, dataset: ImageDataset, parts: Sequence[np.ndarray],

@@ -231,7 +231,7 @@ def estimate_bound(
     y = dataset.y_train[probe].to(device)
     plan = Plan(tuple([warmup_batch] * n), tuple([1] * n), strategy="warm-up")
     warm_cfg = dataclasses.replace(train, rounds=warmup_rounds, eval_every=warmup_rounds + 1)
-    trainer = SFLTrainer(model, dataset, parts, plan, warm_cfg, seed=seed, clock=lambda t: 0.0, device=device)
+    trainer = SFLTrainer(model, dataset, parts, plan, warm_cfg, seed=seed, clock=lambda t, plan: 0.0, device=device)
 
     def measure() -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
         g_model = copy.deepcopy(model).to(device)

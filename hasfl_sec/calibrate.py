@@ -50,7 +50,7 @@ def pilot_rounds(model: SplitModel, dataset: ImageDataset, parts: Sequence[np.nd
     from .trainer import SFLTrainer  # imported late: the trainer pulls in the whole training stack
 
     cfg = dataclasses.replace(train, rounds=max_rounds, eval_every=eval_every)
-    trainer = SFLTrainer(model, dataset, parts, plan, cfg, seed=seed, clock=lambda t: 0.0, device=device)
+    trainer = SFLTrainer(model, dataset, parts, plan, cfg, seed=seed, clock=lambda t, plan: 0.0, device=device)
     while trainer.round < max_rounds:
         record = trainer.step()
         if record.test_accuracy >= target_accuracy:  # NaN on rounds without evaluation compares False

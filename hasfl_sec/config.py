@@ -34,6 +34,7 @@ __all__ = [
     "TrainConfig",
     "TapConfig",
     "OptimizerConfig",
+    "ChannelConfig",
     "ExperimentConfig",
     "load_config",
     "apply_overrides",
@@ -164,6 +165,21 @@ class OptimizerConfig:
 
 
 @dataclass
+class ChannelConfig:
+    """Link rates during training (HASFL's open question 2).
+
+    ``model`` is ``static`` (the fleet's rates every round) or ``rayleigh`` (block fading around
+    each device's mean gain, redrawn every ``coherence_rounds`` rounds). With
+    ``reoptimize_every`` k > 0 (a multiple of ``train.agg_interval``) the plan is re-solved every k
+    rounds on the rates observed in the round just finished; 0 keeps the first plan.
+    """
+
+    model: str = "static"
+    coherence_rounds: int = 1
+    reoptimize_every: int = 0
+
+
+@dataclass
 class ExperimentConfig:
     """One run: data, model, fleet, plan, training and tap settings, seed and compute device."""
 
@@ -177,6 +193,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     tap: TapConfig = field(default_factory=TapConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    channel: ChannelConfig = field(default_factory=ChannelConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain nested dict (YAML/JSON-safe)."""
@@ -231,6 +248,11 @@ class ExperimentConfig:
             value = getattr(o, name)
             check(math.isfinite(value) and value > 0, f"optimizer.{name}", value, "a finite number > 0")
         check(o.max_iters >= 1, "optimizer.max_iters", o.max_iters, "an integer >= 1")
+        ch = self.channel
+        check(ch.coherence_rounds >= 1, "channel.coherence_rounds", ch.coherence_rounds, "an integer >= 1")
+        check(ch.reoptimize_every >= 0 and ch.reoptimize_every % t.agg_interval == 0, "channel.reoptimize_every",
+              ch.reoptimize_every, f"0 or a multiple of train.agg_interval = {t.agg_interval}",
+              "plans change only right after an aggregation")
         return self
 
 

@@ -49,7 +49,7 @@ __all__ = ["SFLTrainer", "RoundRecord"]
 
 logger = logging.getLogger(__name__)
 
-Clock = Callable[[int], float]
+Clock = Callable[[int, Plan], float]  # simulated seconds of round t under the plan in effect
 
 
 @dataclass
@@ -80,9 +80,12 @@ class SFLTrainer:
         plan: per-device batch sizes and cuts.
         train: loop settings (rounds, lr, aggregation interval, evaluation schedule).
         seed: seeds the per-device samplers.
-        clock: simulated seconds of round t (split training plus aggregation when t % I == 0).
+        clock: simulated seconds of round t under a plan (split training, plus aggregation when
+            t % I == 0).
         device: torch device for computation.
         defenses: hooks applied at the exchange points (see :mod:`hasfl_sec.defenses.base`).
+        replanner: called with round t every ``replan_every`` rounds (a multiple of I) to get the
+            plan for the following rounds, e.g. the optimizer re-solved on the current rates.
     """
 
     def __init__(
@@ -97,18 +100,18 @@ class SFLTrainer:
         clock: Clock,
         device: torch.device | str = "cpu",
         defenses: Sequence[Defense] = (),
+        replanner: Callable[[int], Plan] | None = None,
+        replan_every: int = 0,
     ) -> None:
         if len(parts) != plan.num_devices:
             raise ValueError(f"{len(parts)} data partitions for a plan of {plan.num_devices} devices")
         self.cfg = train
-        self.plan = plan
         self.clock = clock
+        self.replanner = replanner
+        self.replan_every = replan_every
         self.device = torch.device(device)
         self.defense = DefenseStack(defenses)
         self.n = plan.num_devices
-        self.l_c = plan.deepest_cut
-        self.cuts = list(plan.cuts)
-        self.batch_sizes = list(plan.batch_sizes)
 
         self.x_train = dataset.x_train.to(self.device)
         self.y_train = dataset.y_train.to(self.device)
@@ -119,17 +122,30 @@ class SFLTrainer:
         sizes = np.array([len(p) for p in parts], dtype=np.float64)
         weights = sizes / sizes.sum() if train.agg_weighting == "data" else np.full(self.n, 1.0 / self.n)
         self.weights = [float(w) for w in weights]
+        self._build(plan, list(copy.deepcopy(model).to(self.device).blocks))
+        self.plan_history: list[tuple[int, Plan]] = [(0, plan)]
 
-        base = copy.deepcopy(model).to(self.device)
-        shared = base.blocks_range(0, self.l_c)
-        # Every device starts from the same global model w^0.
+        self.observers: list[Observer] = []
+        self.round = 0
+        self.sim_time_s = 0.0
+        self.wall_time_s = 0.0
+        self.history: list[RoundRecord] = []
+
+    def _build(self, plan: Plan, blocks: list[nn.Module]) -> None:
+        """Lay the model's blocks out for ``plan``: N copies of [0, L_c), one common [L_c, L)."""
+        self.plan = plan
+        self.l_c = plan.deepest_cut
+        self.cuts = list(plan.cuts)
+        self.batch_sizes = list(plan.batch_sizes)
+        shared = nn.Sequential(*blocks[: self.l_c])
+        # Every device starts from the same global model.
         self.copies: list[nn.Sequential] = [copy.deepcopy(shared) for _ in range(self.n)]
-        self.common: nn.Sequential = base.blocks_range(self.l_c, base.num_blocks)
+        self.common: nn.Sequential = nn.Sequential(*blocks[self.l_c :])
         self.clients = [self.copies[i][: self.cuts[i]] for i in range(self.n)]
         self.noncommon = [self.copies[i][self.cuts[i] :] for i in range(self.n)]
         self._eval_shared = copy.deepcopy(shared)
         self._eval_model = nn.Sequential(*self._eval_shared, *self.common)
-
+        train = self.cfg
         sgd = dict(lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
         self.client_opts = [
             self.defense.wrap_optimizer(torch.optim.SGD(self.clients[i].parameters(), **sgd), device=i)
@@ -138,11 +154,18 @@ class SFLTrainer:
         server_params = [p for nc in self.noncommon for p in nc.parameters()] + list(self.common.parameters())
         self.server_opt = torch.optim.SGD(server_params, **sgd)
 
-        self.observers: list[Observer] = []
-        self.round = 0
-        self.sim_time_s = 0.0
-        self.wall_time_s = 0.0
-        self.history: list[RoundRecord] = []
+    def replan(self, plan: Plan) -> None:
+        """Switch to a new plan right after an aggregation round (all copies are then identical).
+
+        The aggregated model is laid out again for the new cuts; optimizer state (momentum) restarts.
+        """
+        if self.round % self.cfg.agg_interval != 0:
+            raise RuntimeError(f"replan at round {self.round}: only right after an aggregation round "
+                               f"(a multiple of I = {self.cfg.agg_interval})")
+        if plan.num_devices != self.n:
+            raise ValueError(f"a plan for {plan.num_devices} devices, the trainer has {self.n}")
+        self._build(plan, list(self.copies[0]) + list(self.common))
+        self.plan_history.append((self.round, plan))
 
     # observers ------------------------------------------------------------------------------------
     def add_observer(self, observer: Observer) -> ObserverHandle:
@@ -294,7 +317,7 @@ class SFLTrainer:
         if t % self.cfg.eval_every == 0 or t == self.cfg.rounds:
             test_loss, test_acc = self.evaluate()
         self.round = t
-        self.sim_time_s += self.clock(t)
+        self.sim_time_s += self.clock(t, self.plan)
         self.wall_time_s += time.perf_counter() - start
         record = RoundRecord(
             round=t, train_loss=float(np.dot(self.weights, losses)), test_loss=test_loss,
@@ -302,6 +325,8 @@ class SFLTrainer:
             aggregated=aggregated, device_losses=losses,
         )
         self.history.append(record)
+        if self.replanner is not None and self.replan_every and t % self.replan_every == 0 and t < self.cfg.rounds:
+            self.replan(self.replanner(t))
         return record
 
     def run(self, on_round_end: Callable[["SFLTrainer", RoundRecord], None] | None = None) -> list[RoundRecord]:
@@ -316,6 +341,7 @@ class SFLTrainer:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit-for-bit (loadable with ``weights_only=True``)."""
         return {
+            "plans": [(r, p.to_dict()) for r, p in self.plan_history],
             "round": self.round,
             "sim_time_s": self.sim_time_s,
             "wall_time_s": self.wall_time_s,
@@ -330,7 +356,10 @@ class SFLTrainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output."""
+        """Restore :meth:`state_dict` output (re-laying the model out if the plan had changed)."""
+        self.plan_history = [(int(r), Plan.from_dict(p)) for r, p in state["plans"]]
+        if self.plan_history[-1][1] != self.plan:
+            self._build(self.plan_history[-1][1], list(self.copies[0]) + list(self.common))
         for c, s in zip(self.copies, state["copies"]):
             c.load_state_dict(s)
         self.common.load_state_dict(state["common"])

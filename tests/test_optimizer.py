@@ -171,14 +171,16 @@ def test_deepest_cut_and_rounds(profile, interval):
 
 
 # ----------------------------------------------------------------------------- optimality
-ORACLE_SEEDS = list(range(20))
+# Seeds 1056 and 1200 are instances where plain block-coordinate descent (no joint / polish
+# moves) and naive ceil rounding, respectively, miss the optimum by more than 1%.
+ORACLE_SEEDS = list(range(1000, 1018)) + [1056, 1200]
 
 
 @pytest.mark.parametrize("seed", ORACLE_SEEDS)
 def test_hasfl_matches_oracle_on_synthetic_instances(seed):
     n = 3 if seed % 2 else 4
     c = 5 if seed % 3 else 4
-    problem = synthetic_problem(1000 + seed, n=n, c=c)
+    problem = synthetic_problem(seed, n=n, c=c)
     oracle = PLANNERS.get("oracle")(problem)
     sol = PLANNERS.get("hasfl")(problem)
     gap = sol.time_to_target_s / oracle.time_to_target_s - 1
@@ -199,6 +201,29 @@ def test_hasfl_matches_oracle_on_real_profile(profile, n, cuts, interval, mem_se
     sol = PLANNERS.get("hasfl")(problem)
     assert sol.time_to_target_s <= oracle.time_to_target_s * 1.01
     assert sol.time_to_target_s >= oracle.time_to_target_s * (1 - 1e-12)
+
+
+def tight_real_problem(profile, seed: int) -> Problem:
+    """A random small real-profile problem: random cut subset, tight memory (0.3-10 MB), I and eps."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.choice([2, 3, 4]))
+    c = int(rng.choice([3, 4, 5]) if n == 4 else rng.choice([3, 4, 5, 6, 7]))
+    cuts = tuple(int(x) for x in sorted(rng.choice(np.arange(1, 8), size=c, replace=False)))
+    mem = list(10 ** rng.uniform(5.5, 7, n))
+    fleet = with_memory(generate_fleet(num_devices=n, seed=seed, heterogeneity=str(rng.choice(["high", "medium"]))),
+                        mem)
+    return real_problem(profile, n, interval=int(rng.choice([1, 2, 5, 10])), b_max=16, cuts=cuts, fleet=fleet,
+                        eps_factor=float(10 ** rng.uniform(0.05, 1.2)))[0]
+
+
+# 29, 35, 169: naive ceil rounding fails; 71: plain block-coordinate descent fails; 110, 292: a cut
+# step that cannot clip batch sizes to memory fails (all by more than 1%).
+@pytest.mark.parametrize("seed", [0, 2, 29, 35, 71, 110, 169, 292])
+def test_hasfl_matches_oracle_on_tight_memory_real_profiles(profile, seed):
+    problem = tight_real_problem(profile, seed)
+    oracle = PLANNERS.get("oracle")(problem)
+    sol = PLANNERS.get("hasfl")(problem)
+    assert oracle.time_to_target_s * (1 - 1e-12) <= sol.time_to_target_s <= oracle.time_to_target_s * 1.01
 
 
 def _scipy_relaxed(t, starts: list[np.ndarray]) -> float:
