@@ -7,7 +7,7 @@ rates observed in the round just finished. The simulated clock uses the realised
 Printed: the simulated time to the target accuracy and the ratio static / re-optimized
 (> 1 means re-optimizing is faster).
 
-    python benchmarks/bench_fading.py                       # seeds 0 1 2, coherence 1 and 5 rounds
+    python benchmarks/bench_fading.py                       # seeds 0 1 2, coherence 1 and 20 rounds
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def time_to_target(overrides: list[str], target: float, max_rounds: int) -> tupl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--coherence", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--coherence", type=int, nargs="+", default=[1, 20])
     parser.add_argument("--target", type=float, default=0.90)
     parser.add_argument("--max-rounds", type=int, default=1500)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")

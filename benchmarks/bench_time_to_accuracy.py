@@ -98,8 +98,10 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for s, frames in results.items():
         for k, f in enumerate(frames):
-            ax.plot(f.sim_time_s, f.accuracy, label=s if k == 0 else None,
-                    color=f"C{args.strategies.index(s)}", alpha=0.8)
+            # hasfl drawn thick and underneath: a baseline that finds the same plan overlays it dashed
+            ax.plot(f.sim_time_s, f.accuracy, label=s if k == 0 else None, color=f"C{args.strategies.index(s)}",
+                    alpha=0.8, lw=3.0 if s == "hasfl" else 1.2, ls="-" if s in ("hasfl", "sfl") else "--",
+                    zorder=1 if s == "hasfl" else 2)
     ax.axhline(args.target, color="grey", lw=0.8, ls="--")
     ax.set_xscale("log")
     ax.set_xlabel("simulated training time (s, latency model)")

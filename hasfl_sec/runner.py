@@ -1,0 +1,238 @@
+"""Training runs: ``train(config)`` trains and writes the run directory (:mod:`hasfl_sec.results`).
+
+Every input check happens in :func:`hasfl_sec.api.prepare` before anything is written; a killed
+run continues with ``train(out_dir=..., resume=True)`` from its last checkpoint, with the fleet,
+plan, tap records and random state it had, and ends exactly where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .api import Setup, prepare
+from .config import ExperimentConfig, config_from_dict
+from .defenses.base import Defense
+from .errors import ConfigError
+from .fileio import read_structured
+from .fleet import Fleet, load_fleet
+from .models import ModelProfile
+from .plan import Plan
+from .results import RunDir, atomic_torch_save, metrics_frame
+from .tap import CutLayerTap, TapSelector
+from .trainer import RoundRecord, SFLTrainer
+
+__all__ = ["TrainResult", "train"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced. ``rounds`` and ``metrics`` are the CSV tables as DataFrames."""
+
+    config: ExperimentConfig
+    run_dir: Path
+    plan: Plan
+    fleet: Fleet
+    profile: ModelProfile
+    rounds: pd.DataFrame
+    metrics: pd.DataFrame
+    tap: CutLayerTap | None = None
+    trainer: SFLTrainer | None = field(default=None, repr=False)
+
+    @property
+    def final_accuracy(self) -> float:
+        """Test accuracy after the last round."""
+        return float(self.rounds["test_accuracy"].dropna().iloc[-1])
+
+    @property
+    def sim_time_s(self) -> float:
+        """Simulated training time (latency model)."""
+        return float(self.rounds["sim_time_s"].iloc[-1])
+
+    @property
+    def wall_time_s(self) -> float:
+        """Wall-clock training time on this machine."""
+        return float(self.rounds["wall_time_s"].iloc[-1])
+
+
+def _metric_rows(run_id: str, setup: Setup, history: Sequence[RoundRecord]) -> list[dict[str, Any]]:
+    plan = setup.plan
+    rows: list[dict[str, Any]] = []
+    base = {"run_id": run_id, "attack": "", "defense": ""}
+    stages = setup.latency.stages
+    for stage in ("client_fwd", "uplink", "server", "downlink", "client_bwd", "model_up", "model_down"):
+        for i, value in enumerate(getattr(stages, stage)):
+            rows.append({**base, "phase": "latency", "round": None, "device": i, "cut": plan.cuts[i],
+                         "batch": plan.batch_sizes[i], "metric": f"{stage}_s", "value": float(value)})
+    for r in history:
+        for i, loss in enumerate(r.device_losses):
+            rows.append({**base, "phase": "train", "round": r.round, "device": i, "cut": plan.cuts[i],
+                         "batch": plan.batch_sizes[i], "metric": "train_loss", "value": loss})
+        if not np.isnan(r.test_accuracy):
+            for metric in ("test_loss", "test_accuracy"):
+                rows.append({**base, "phase": "eval", "round": r.round, "device": None, "cut": None,
+                             "batch": None, "metric": metric, "value": getattr(r, metric)})
+    return rows
+
+
+def _default_out(cfg: ExperimentConfig) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{stamp}-{cfg.config_hash()}"
+
+
+def _write_tables(run: RunDir, run_id: str, setup: Setup, history: Sequence[RoundRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rounds = pd.DataFrame([r.row() for r in history])
+    metrics = metrics_frame(_metric_rows(run_id, setup, history))
+    run.write_frame("rounds.csv", rounds)
+    run.write_frame("metrics.csv", metrics)
+    return rounds, metrics
+
+
+def _save_checkpoint(run: RunDir, trainer: SFLTrainer, tap: CutLayerTap | None) -> None:
+    state = {"trainer": trainer.state_dict(), "tap": tap.state_dict() if tap is not None else None}
+    atomic_torch_save(state, run.file("checkpoint.pt"))
+
+
+def _read_run_file(run: RunDir, name: str, reader: Any) -> Any:
+    """``reader(path)`` of the run's file ``name``, turning a missing or damaged file of a run into a one-line error."""
+    if not run.file(name).is_file():
+        raise ConfigError("--resume", str(run.file(name)), "a run directory written by hasfl-sec train",
+                          f"{name} is missing")
+    try:
+        return reader(run.file(name))
+    except ConfigError:
+        raise
+    except Exception as exc:  # a damaged file: say which one instead of a traceback
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ConfigError("--resume", str(run.file(name)), "an intact file written by hasfl-sec train",
+                          first) from None
+
+
+def _resume_config(run: RunDir, config: ExperimentConfig | None) -> ExperimentConfig:
+    saved = config_from_dict(_read_run_file(run, "config.yaml", lambda path: read_structured(path, "--resume")))
+    if config is not None and config.config_hash() != saved.config_hash():
+        raise ConfigError("--resume", str(run.path), "the same config the run was started with",
+                          "drop the config options when resuming; the run's config.yaml is used")
+    return saved
+
+
+def train(
+    config: ExperimentConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    defenses: Sequence[Defense] = (),
+) -> TrainResult:
+    """Train under ``config`` (default: the built-in default run) and write the run directory.
+
+    Args:
+        config: the experiment; ``None`` = defaults, or with ``resume`` the run's own config.
+        out_dir: the run directory; default ``runs/<timestamp>-<confighash>``.
+        resume: continue the run in ``out_dir`` from its last checkpoint. The result equals an
+            uninterrupted run with the same seed (only ``wall_time_s`` differs).
+        progress: show a tqdm progress bar.
+        defenses: defense hooks applied at the exchange points.
+    """
+    saved_fleet = saved_plan = None
+    if resume:
+        if out_dir is None:
+            raise ConfigError("--out", None, "the directory of the run to resume")
+        run = RunDir(out_dir)
+        config = _resume_config(run, config)
+        manifest = _read_run_file(run, "manifest.json", lambda path: json.loads(path.read_text()))
+        if manifest.get("status") == "ok":
+            raise ConfigError("--resume", str(run.path), "an unfinished run", "this run already finished")
+        saved_fleet = _read_run_file(run, "fleet.yaml", load_fleet)
+        saved_plan = _read_run_file(run, "plan.json", lambda path: Plan.from_dict(json.loads(path.read_text())))
+    else:
+        config = (config or ExperimentConfig()).validate()
+        run = RunDir(out_dir if out_dir is not None else _default_out(config))
+        if run.path.exists() and not run.path.is_dir():
+            raise ConfigError("--out", str(run.path), "a directory (new or empty)", "a file has that name")
+        if run.path.exists() and any(run.path.iterdir()):
+            raise ConfigError("--out", str(run.path), "a new or empty directory",
+                              "pass --resume to continue the run there, or choose another --out")
+    # every input check happens here, before anything is written
+    setup = prepare(config, fleet=saved_fleet, plan=saved_plan)
+
+    tap = None
+    trainer = setup.trainer(defenses)
+    if config.tap.enabled:
+        t = config.tap
+        tap = CutLayerTap(TapSelector(rounds=set(t.rounds) if t.rounds is not None else None,
+                                      devices=set(t.devices) if t.devices is not None else None,
+                                      max_records=t.max_records, keep_uploads=t.keep_uploads))
+        tap.attach(trainer)
+
+    if resume:
+        run_id = manifest["run_id"]
+        if run.file("checkpoint.pt").is_file():
+            state = _read_run_file(run, "checkpoint.pt", lambda path: torch.load(path, weights_only=True))
+            trainer.load_state_dict(state["trainer"])
+            if tap is not None and state.get("tap") is not None:
+                tap.load_state_dict(state["tap"])
+        logger.info("resuming %s at round %d of %d", run_id, trainer.round, config.train.rounds)
+    else:
+        run.create()
+        run_id = f"{config.name}-{run.path.name}"
+        run.write_text("config.yaml", config.to_yaml())
+        run.write_json("manifest.json", run.new_manifest(run_id=run_id, seed=config.seed,
+                                                         config_hash=config.config_hash()))
+        run.write_json("plan.json", setup.plan.to_dict())
+        setup.fleet.save(run.file("fleet.yaml"))
+        run.write_frame("profile.csv", setup.profile.to_frame())
+    run.update_manifest(status="running", device=str(setup.device))
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.train.rounds, initial=trainer.round, desc="HASFL rounds", unit="round")
+
+    every = config.train.checkpoint_every
+
+    def on_round_end(tr: SFLTrainer, record: RoundRecord) -> None:
+        if bar is not None:
+            bar.update(1)
+            acc = record.test_accuracy
+            bar.set_postfix(loss=f"{record.train_loss:.3f}", acc="-" if np.isnan(acc) else f"{acc:.3f}")
+        if every and tr.round % every == 0 and tr.round < config.train.rounds:
+            _save_checkpoint(run, tr, tap)
+            _write_tables(run, run_id, setup, tr.history)
+
+    try:
+        trainer.run(on_round_end)
+    except BaseException as exc:
+        run.update_manifest(status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                            error=f"{type(exc).__name__}: {exc}", rounds_done=trainer.round)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        if tap is not None:
+            tap.detach()
+    _save_checkpoint(run, trainer, tap)
+    rounds, metrics = _write_tables(run, run_id, setup, trainer.history)
+    if tap is not None:
+        tap.save(run.file("observations.pt"))
+    result = TrainResult(config, run.path, setup.plan, setup.fleet, setup.profile, rounds, metrics, tap, trainer)
+    run.update_manifest(
+        status="ok", rounds_done=trainer.round, final_test_accuracy=result.final_accuracy,
+        sim_time_s=result.sim_time_s, wall_time_s=result.wall_time_s,
+        finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    logger.info("done: test accuracy %.4f after %d rounds, simulated %.4g s, wall %.1f s",
+                result.final_accuracy, trainer.round, result.sim_time_s, result.wall_time_s)
+    return result
+
