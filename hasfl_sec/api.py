@@ -112,6 +112,8 @@ class Setup:
 
     def replan(self, t: int) -> Plan:
         """A new plan made on the rates observed in round ``t`` (same strategy, same bound)."""
+        if self.context.bound_needed():
+            self.context.bound()  # computed once on the shared context, not on every copy
         ctx = dataclasses.replace(self.context, fleet=self.channel.fleet_at(t), _problem=None)
         return make_plan(ctx)
 
@@ -155,7 +157,14 @@ def prepare(config: ExperimentConfig, *, fleet: Fleet | None = None, plan: Plan 
     model = build_model(m.name, in_channels=dataset.in_channels, num_classes=dataset.num_classes,
                         image_size=dataset.image_size, norm=m.norm, width=m.width, dropout=m.dropout)
     profile = profile_model(model)
-    ctx = PlanContext(cfg, fleet, model, profile, lambda: bound_for(cfg, model, dataset, parts, device))
+    channel = make_channel(cfg.channel.model, fleet, seed=derive_seed(cfg.seed, "channel"),
+                           coherence_rounds=cfg.channel.coherence_rounds)
+
+    def bound_fn() -> BoundConstants:
+        with torch.random.fork_rng():  # the warm-up and pilots must not shift the run's own RNG
+            return bound_for(cfg, model, dataset, parts, device)
+
+    ctx = PlanContext(cfg, fleet, model, profile, bound_fn)
     if plan is None:
         plan = make_plan(ctx)
     latency = round_latency(fleet, plan.batch_sizes, plan_costs(profile, plan))
@@ -166,8 +175,6 @@ def prepare(config: ExperimentConfig, *, fleet: Fleet | None = None, plan: Plan 
         fleet.name, fleet.num_devices, plan.strategy, latency.split_round, latency.aggregation,
         cfg.train.agg_interval,
     )
-    channel = make_channel(cfg.channel.model, fleet, seed=derive_seed(cfg.seed, "channel"),
-                           coherence_rounds=cfg.channel.coherence_rounds)
     return Setup(cfg, dataset, parts, model, profile, fleet, plan, latency, device, ctx, channel)
 
 
@@ -178,8 +185,10 @@ def bound_for(cfg: ExperimentConfig, model: SplitModel, dataset: ImageDataset, p
     o = cfg.optimizer
     if o.bound_file:
         bound = BoundConstants.load(o.bound_file)
-        check(bound.num_devices == len(parts) and bound.num_blocks == model.num_blocks, "optimizer.bound_file",
-              o.bound_file, f"constants for {len(parts)} devices and a {model.num_blocks}-block model")
+        check(bound.num_devices == len(parts) and bound.num_blocks == model.num_blocks
+              and bound.lr == cfg.train.lr and bound.interval == cfg.train.agg_interval, "optimizer.bound_file",
+              o.bound_file, f"constants for {len(parts)} devices, a {model.num_blocks}-block model, "
+              f"lr {cfg.train.lr} and I = {cfg.train.agg_interval}")
     else:
         bound = estimate_bound(model, dataset, parts, cfg.train, seed=cfg.seed, warmup_rounds=o.warmup_rounds,
                                probe_size=o.probe_size, warmup_batch=o.warmup_batch, beta_scale=o.beta_scale,
@@ -188,7 +197,7 @@ def bound_for(cfg: ExperimentConfig, model: SplitModel, dataset: ImageDataset, p
     if o.target_accuracy is not None and calibrated_for != o.target_accuracy:
         bound = calibrate_bound(bound, model, dataset, parts, cfg.train, seed=cfg.seed,
                                 target_accuracy=o.target_accuracy, max_rounds=o.pilot_rounds,
-                                pilots=default_pilots(model, o.b_max), device=device)
+                                pilots=default_pilots(model, o.b_max, cfg.train.agg_interval), device=device)
     return bound
 
 

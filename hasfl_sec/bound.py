@@ -141,10 +141,16 @@ class BoundConstants:
             raise ConfigError("optimizer.bound_file", str(path), "a JSON file written by hasfl-sec optimize")
         try:
             values = json.loads(path.read_text())
-            values["sigma2"] = tuple(values["sigma2"])
-            values["G2"] = tuple(values["G2"])
+            values["sigma2"] = tuple(float(v) for v in values["sigma2"])
+            values["G2"] = tuple(float(v) for v in values["G2"])
+            for key in ("theta", "beta", "grad_norm0", "lr", "drift_const", "variance_scale", "drift_scale"):
+                if key in values:
+                    values[key] = float(values[key])
+            values["num_devices"], values["interval"] = int(values["num_devices"]), int(values["interval"])
+            if not isinstance(values.get("meta") or {}, dict):
+                raise TypeError("meta must be a mapping")
             return cls(**values)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError("optimizer.bound_file", str(path), "a bound JSON written by hasfl-sec optimize",
                               str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 
@@ -234,8 +240,9 @@ def estimate_bound(
     trainer = SFLTrainer(model, dataset, parts, plan, warm_cfg, seed=seed, clock=lambda t, plan: 0.0, device=device)
 
     def measure() -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
-        g_model = copy.deepcopy(model).to(device)
-        g_model.load_state_dict(_global_state(trainer, g_model))
+        # eval mode: dropout would make per-sample gradients random (and vmap refuses randomness)
+        g_model = copy.deepcopy(model).to(device).eval()
+        g_model.load_state_dict(_global_state(trainer))
         s2, g2, g, loss = per_block_gradient_stats(g_model, x, y)
         return s2, g2, g, loss, _flat_params(g_model)
 
@@ -264,7 +271,7 @@ def estimate_bound(
     return bound
 
 
-def _global_state(trainer: Any, model: SplitModel) -> dict[str, torch.Tensor]:
+def _global_state(trainer: Any) -> dict[str, torch.Tensor]:
     """The trainer's aggregated model as a state dict of ``model`` (same block order)."""
     seq = trainer.global_model()
     return {f"blocks.{k}": v for k, v in seq.state_dict().items()}

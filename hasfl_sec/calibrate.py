@@ -38,7 +38,7 @@ from .errors import ConfigError
 from .models import SplitModel
 from .plan import Plan
 
-__all__ = ["pilot_rounds", "calibrate_bound", "default_pilots"]
+__all__ = ["pilot_rounds", "calibrate_bound", "fit_calibration", "default_pilots"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,23 +58,27 @@ def pilot_rounds(model: SplitModel, dataset: ImageDataset, parts: Sequence[np.nd
     return math.inf
 
 
-def default_pilots(model: SplitModel, b_max: int) -> list[tuple[int, int]]:
-    """(batch size, deepest cut) of the pilots: two batch sizes at the shallowest cut, and one
-    batch size at a middle and at the deepest cut, so every coefficient is identified."""
+def default_pilots(model: SplitModel, b_max: int, interval: int) -> list[tuple[int, int]]:
+    """(batch size, deepest cut) of the pilots: three batch sizes at the shallowest cut, and one
+    batch size at a middle and at the deepest cut (only when I > 1: with I = 1 the cut does not
+    enter the bound), so every coefficient is identified. Duplicates are dropped."""
     small, large = max(1, min(4, b_max)), max(1, min(32, b_max))
     mid = max(1, min(12, b_max))
+    if len({small, mid, large}) < 2:
+        raise ConfigError("optimizer.b_max", b_max, "at least 2", "the calibration needs two different batch sizes")
     deep = model.num_blocks - 1
-    return [(small, 1), (large, 1), (mid, 1), (mid, max(1, deep // 2)), (mid, deep)]
+    pilots = [(small, 1), (large, 1), (mid, 1)]
+    if interval > 1:
+        pilots += [(mid, max(1, deep // 2)), (mid, deep)]
+    return list(dict.fromkeys(pilots))
 
 
 def calibrate_bound(bound: BoundConstants, model: SplitModel, dataset: ImageDataset, parts: Sequence[np.ndarray],
                     train: TrainConfig, *, seed: int, target_accuracy: float, max_rounds: int,
                     pilots: Sequence[tuple[int, int]], device: torch.device | str = "cpu") -> BoundConstants:
-    """Fit the bound's three coefficients to pilot runs; return calibrated constants."""
+    """Run the pilots and fit the bound's three coefficients to them (:func:`fit_calibration`)."""
     n = len(parts)
-    g2 = np.asarray(bound.G2, dtype=np.float64)
-    share = np.cumsum(g2) / g2.sum() if g2.sum() > 0 else np.zeros_like(g2)
-    rows, observed = [], []
+    observed = []
     for b, cut in pilots:
         plan = Plan((b,) * n, (cut,) * n, strategy="pilot")
         r = pilot_rounds(model, dataset, parts, train, plan, seed=seed, target_accuracy=target_accuracy,
@@ -84,15 +88,24 @@ def calibrate_bound(bound: BoundConstants, model: SplitModel, dataset: ImageData
             raise ConfigError("optimizer.target_accuracy", target_accuracy,
                               f"an accuracy the pilot plans reach within optimizer.pilot_rounds={max_rounds}",
                               f"the pilot with batch {b} and cut {cut} did not; lower the target or raise pilot_rounds")
-        rows.append([1.0, -1.0 / b, -share[cut - 1] if bound.interval > 1 else 0.0])
         observed.append((b, cut, r))
-    matrix = np.asarray(rows)
+    return fit_calibration(bound, observed, target_accuracy=target_accuracy, max_rounds=max_rounds)
+
+
+def fit_calibration(bound: BoundConstants, observed: Sequence[tuple[int, int, float]], *,
+                    target_accuracy: float, max_rounds: int) -> BoundConstants:
+    """Constants whose Corollary 1 reproduces 1/R = a0 - a1 H - a2 G(L_c) fitted to ``observed``
+    (batch size, deepest cut, rounds) triples of uniform pilot plans."""
+    n = bound.num_devices
+    g2 = np.asarray(bound.G2, dtype=np.float64)
+    share = np.cumsum(g2) / g2.sum() if g2.sum() > 0 else np.zeros_like(g2)
+    matrix = np.asarray([[1.0, -1.0 / b, -share[cut - 1] if bound.interval > 1 else 0.0] for b, cut, _ in observed])
     y = np.array([1.0 / r for _, _, r in observed])
     (a0, a1, a2), residual = nnls(matrix, y)
     scale = 2.0 * bound.theta / bound.lr  # Corollary 1: R = (2 theta / gamma) / bracket
     raw = dataclasses.replace(bound, variance_scale=1.0, drift_scale=1.0)
     var_raw = raw.variance_coeff * n  # the variance term is variance_coeff * sum_i 1/b_i = (.. * N) * H
-    drift_raw = raw.drift(model.num_blocks) if bound.interval > 1 else 0.0  # drift at full share
+    drift_raw = raw.drift(bound.num_blocks)  # the drift at the full share G = 1 (0 when I = 1)
     calibrated = dataclasses.replace(
         bound,
         variance_scale=(a1 * scale / var_raw) if var_raw > 0 else 0.0,

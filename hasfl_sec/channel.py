@@ -2,7 +2,7 @@
 
 HASFL plans from fixed rates r_i^U, r_i^D. Under fading the realised rates change from round to
 round, so the simulated clock uses the realised rates, and a plan may be re-solved on the current
-estimates (see :class:`Replanner` in :mod:`hasfl_sec.api`).
+estimates (``channel.reoptimize_every``; :meth:`hasfl_sec.api.Setup.replan`).
 
 * ``static`` -- every round sees the fleet's rates.
 * ``rayleigh`` -- Rayleigh block fading around each device's mean gain: every ``coherence_rounds``

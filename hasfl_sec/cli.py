@@ -116,12 +116,13 @@ def config_options(func: Any) -> Any:
     return func
 
 
-def _build_config(config_file: str | None, overrides: tuple[str, ...], given: dict[str, Any]) -> Any:
+def _build_config(config_file: str | None, overrides: tuple[str, ...], given: dict[str, Any],
+                  defaults: tuple[str, ...] = ()) -> Any:
     from .config import load_config
 
     shortcut = [f"{TRAIN_SHORTCUTS[k]}={_list_value(str(v)) if k in ('batch_size', 'cut') else _yaml(v)}"
                 for k, v in given.items()]
-    return load_config(config_file, [*shortcut, *overrides])
+    return load_config(config_file, [*shortcut, *overrides], defaults=defaults)
 
 
 @cli.command()
@@ -170,10 +171,13 @@ def optimize(config_file: str | None, overrides: tuple[str, ...], fmt: str, save
              **options: Any) -> None:
     """Choose each device's batch size and cut, and predict the time to reach the target.
 
-    The strategy defaults to hasfl. The bound constants come from a short warm-up
-    (optimizer.warmup_rounds) or from --set optimizer.bound_file=FILE written by --save-bound.
-    The target is optimizer.target_ratio x the squared gradient norm at initialisation, or, when
-    unset, (1 + optimizer.floor_slack) x the smallest floor any plan reaches.
+    The strategy defaults to hasfl (a config file or --strategy can name another, to compare).
+    The bound constants come from a short warm-up (optimizer.warmup_rounds) calibrated against
+    pilot trainings to reach optimizer.target_accuracy [0.9], or from --set
+    optimizer.bound_file=FILE written by --save-bound (no warm-up then). With
+    optimizer.target_accuracy=null the literal bound is used and the target is
+    optimizer.target_ratio x the squared gradient norm at initialisation, or (1 +
+    optimizer.floor_slack) x the smallest floor any plan reaches.
 
     \b
     Examples:
@@ -182,12 +186,15 @@ def optimize(config_file: str | None, overrides: tuple[str, ...], fmt: str, save
         hasfl-sec optimize --save-bound bound.json && hasfl-sec optimize --set optimizer.bound_file=bound.json
     """
     import json
+    from pathlib import Path
 
+    from .errors import ConfigError
     from .optimize import optimize as run_optimize
 
+    if save_bound and not Path(save_bound).resolve().parent.is_dir():
+        raise ConfigError("--save-bound", save_bound, "a file path in an existing directory")
     given = {k: v for k, v in options.items() if v is not None}
-    given.setdefault("strategy", "hasfl")
-    result = run_optimize(_build_config(config_file, overrides, given))
+    result = run_optimize(_build_config(config_file, overrides, given, defaults=("plan.strategy=hasfl",)))
     if save_bound:
         result.bound.save(save_bound)
     if fmt == "json":

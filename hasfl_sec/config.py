@@ -237,6 +237,8 @@ class ExperimentConfig:
         check(o.target_accuracy is None or 0.0 < o.target_accuracy < 1.0, "optimizer.target_accuracy",
               o.target_accuracy, "a number in (0, 1) or null")
         check(o.pilot_rounds >= 1, "optimizer.pilot_rounds", o.pilot_rounds, "an integer >= 1")
+        check(o.target_ratio is None or o.target_accuracy is None, "optimizer.target_ratio", o.target_ratio,
+              "null while optimizer.target_accuracy is set", "set optimizer.target_accuracy=null to use a ratio")
         check(o.target_ratio is None or (math.isfinite(o.target_ratio) and o.target_ratio > 0),
               "optimizer.target_ratio", o.target_ratio, "a finite number > 0 or null")
         check(math.isfinite(o.floor_slack) and o.floor_slack > 0, "optimizer.floor_slack", o.floor_slack,
@@ -365,9 +367,11 @@ def _read_file(path: Path) -> dict[str, Any]:
     return read_structured(path, "--config") or {}
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """The default config, updated from ``path`` (if given) and then from ``overrides``."""
-    base = ExperimentConfig().to_dict()
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                defaults: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """The default config, changed by ``defaults`` (a command's own defaults), then updated from
+    ``path`` (if given) and then from ``overrides``."""
+    base = apply_overrides(ExperimentConfig().to_dict(), defaults)
     if path is not None:
         base = _merge(base, _read_file(Path(path)), "")
     return config_from_dict(apply_overrides(base, overrides))

@@ -105,6 +105,15 @@ class PlanContext:
             self._bound = self.bound_fn()
         return self._bound
 
+    def bound_needed(self) -> bool:
+        """Whether the configured strategy plans from the bound."""
+        return self.config.plan.strategy in BOUND_STRATEGIES
+
+    def set_bound(self, bound: "BoundConstants") -> None:
+        """Use ``bound`` instead of estimating (a resumed run reuses the constants it planned with)."""
+        self._bound = bound
+        self._problem = None
+
     def problem(self) -> Any:
         """The :class:`~hasfl_sec.optimizer.Problem` of this fleet, model, bound and target."""
         if self._problem is None:
@@ -176,6 +185,9 @@ def build_problem(config: ExperimentConfig, fleet: Fleet, profile: ModelProfile,
     from .optimizer import Problem
 
     o = config.optimizer
+    if o.target_accuracy is None and bound.epsilon_calibrated is not None:
+        # the literal bound was asked for: drop the calibration a bound file may carry
+        bound = dataclasses.replace(bound, variance_scale=1.0, drift_scale=1.0, epsilon_calibrated=None)
     if o.target_accuracy is not None:
         if bound.epsilon_calibrated is None:
             raise ConfigError("optimizer.bound_file", o.bound_file, "calibrated constants for target_accuracy",
@@ -184,7 +196,7 @@ def build_problem(config: ExperimentConfig, fleet: Fleet, profile: ModelProfile,
     if o.target_ratio is not None:
         return Problem.from_setup(fleet, profile, bound, epsilon=bound.epsilon(o.target_ratio), b_max=o.b_max)
     # The floor (variance at the largest feasible batches + the smallest drift) is a property of
-    # the problem; build it once with an unreachable-by-nobody epsilon to read it off.
+    # the problem; build it once with an epsilon every plan reaches, to read the floor off.
     loose = Problem.from_setup(fleet, profile, bound, epsilon=1e300, b_max=o.b_max)
     return dataclasses.replace(loose, epsilon=(1.0 + o.floor_slack) * loose.variance_drift_floor())
 
@@ -202,6 +214,8 @@ def _planner_strategy(name: str) -> StrategyFn:
     return make
 
 
+BOUND_STRATEGIES: set[str] = set()  # strategies that plan from the convergence bound
+
 for _name, _help in (
     ("hasfl", "the HASFL optimizer: per-device batch size and cut minimising predicted time to target"),
     ("sfl", "conventional SFL: uniform plan.batch_size and one plan.cut for all devices"),
@@ -211,6 +225,7 @@ for _name, _help in (
     ("oracle", "exhaustive search over all plans (small fleets only)"),
 ):
     STRATEGIES.register(_name, help=_help)(_planner_strategy(_name))
+    BOUND_STRATEGIES.add(_name)
 
 
 def make_plan(ctx: PlanContext) -> Plan:

@@ -7,6 +7,7 @@ plan, tap records and random state it had, and ends exactly where an uninterrupt
 
 from __future__ import annotations
 
+import bisect
 import datetime as _dt
 import json
 import logging
@@ -18,7 +19,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .api import Setup, prepare
+from .api import Setup, plan_costs, prepare
+from .bound import BoundConstants
+from .latency import round_latency
 from .config import ExperimentConfig, config_from_dict
 from .defenses.base import Defense
 from .errors import ConfigError
@@ -65,16 +68,21 @@ class TrainResult:
         return float(self.rounds["wall_time_s"].iloc[-1])
 
 
-def _metric_rows(run_id: str, setup: Setup, history: Sequence[RoundRecord]) -> list[dict[str, Any]]:
-    plan = setup.plan
+def _metric_rows(run_id: str, setup: Setup, trainer: SFLTrainer) -> list[dict[str, Any]]:
+    """Long-format rows: stage latencies of every plan used (at mean rates), per-device losses and
+    evaluations, each labelled with the cut and batch size in effect in that round."""
     rows: list[dict[str, Any]] = []
     base = {"run_id": run_id, "attack": "", "defense": ""}
-    stages = setup.latency.stages
-    for stage in ("client_fwd", "uplink", "server", "downlink", "client_bwd", "model_up", "model_down"):
-        for i, value in enumerate(getattr(stages, stage)):
-            rows.append({**base, "phase": "latency", "round": None, "device": i, "cut": plan.cuts[i],
-                         "batch": plan.batch_sizes[i], "metric": f"{stage}_s", "value": float(value)})
-    for r in history:
+    starts = [r0 for r0, _ in trainer.plan_history]
+    for r0, plan in trainer.plan_history:
+        stages = round_latency(setup.fleet, plan.batch_sizes, plan_costs(setup.profile, plan)).stages
+        for stage in ("client_fwd", "uplink", "server", "downlink", "client_bwd", "model_up", "model_down"):
+            for i, value in enumerate(getattr(stages, stage)):
+                rows.append({**base, "phase": "latency", "round": r0 + 1, "device": i, "cut": plan.cuts[i],
+                             "batch": plan.batch_sizes[i], "metric": f"{stage}_s", "value": float(value)})
+    for r in trainer.history:
+        # the plan made after round r0 governs rounds r0 + 1, r0 + 2, ...
+        plan = trainer.plan_history[bisect.bisect_left(starts, r.round) - 1][1]
         for i, loss in enumerate(r.device_losses):
             rows.append({**base, "phase": "train", "round": r.round, "device": i, "cut": plan.cuts[i],
                          "batch": plan.batch_sizes[i], "metric": "train_loss", "value": loss})
@@ -90,11 +98,13 @@ def _default_out(cfg: ExperimentConfig) -> Path:
     return Path("runs") / f"{stamp}-{cfg.config_hash()}"
 
 
-def _write_tables(run: RunDir, run_id: str, setup: Setup, history: Sequence[RoundRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rounds = pd.DataFrame([r.row() for r in history])
-    metrics = metrics_frame(_metric_rows(run_id, setup, history))
+def _write_tables(run: RunDir, run_id: str, setup: Setup, trainer: SFLTrainer) -> tuple[pd.DataFrame, pd.DataFrame]:
+    rounds = pd.DataFrame([r.row() for r in trainer.history])
+    metrics = metrics_frame(_metric_rows(run_id, setup, trainer))
     run.write_frame("rounds.csv", rounds)
     run.write_frame("metrics.csv", metrics)
+    if len(trainer.plan_history) > 1:
+        run.write_json("plans.json", [{"from_round": r0 + 1, **p.to_dict()} for r0, p in trainer.plan_history])
     return rounds, metrics
 
 
@@ -177,6 +187,8 @@ def train(
 
     if resume:
         run_id = manifest["run_id"]
+        if run.file("bound.json").is_file():  # re-plans must use the constants the run planned with
+            setup.context.set_bound(_read_run_file(run, "bound.json", BoundConstants.load))
         if run.file("checkpoint.pt").is_file():
             state = _read_run_file(run, "checkpoint.pt", lambda path: torch.load(path, weights_only=True))
             trainer.load_state_dict(state["trainer"])
@@ -192,6 +204,8 @@ def train(
         run.write_json("plan.json", setup.plan.to_dict())
         setup.fleet.save(run.file("fleet.yaml"))
         run.write_frame("profile.csv", setup.profile.to_frame())
+        if setup.context.bound_needed():
+            setup.context.bound().save(run.file("bound.json"))
     run.update_manifest(status="running", device=str(setup.device))
 
     bar = None
@@ -209,7 +223,7 @@ def train(
             bar.set_postfix(loss=f"{record.train_loss:.3f}", acc="-" if np.isnan(acc) else f"{acc:.3f}")
         if every and tr.round % every == 0 and tr.round < config.train.rounds:
             _save_checkpoint(run, tr, tap)
-            _write_tables(run, run_id, setup, tr.history)
+            _write_tables(run, run_id, setup, tr)
 
     try:
         trainer.run(on_round_end)
@@ -223,7 +237,7 @@ def train(
         if tap is not None:
             tap.detach()
     _save_checkpoint(run, trainer, tap)
-    rounds, metrics = _write_tables(run, run_id, setup, trainer.history)
+    rounds, metrics = _write_tables(run, run_id, setup, trainer)
     if tap is not None:
         tap.save(run.file("observations.pt"))
     result = TrainResult(config, run.path, setup.plan, setup.fleet, setup.profile, rounds, metrics, tap, trainer)

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from conftest import small_overrides
 from hasfl_sec.api import prepare
 from hasfl_sec.bound import BoundConstants, estimate_bound, per_block_gradient_stats
+from hasfl_sec.calibrate import fit_calibration
 from hasfl_sec.config import load_config
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.models import build_model
@@ -68,6 +69,26 @@ def test_save_load_round_trip(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ConfigError, match="optimizer.bound_file"):
         BoundConstants.load(tmp_path / "bad.json")
+
+
+def test_calibration_fit_reproduces_the_pilots():
+    b = constants()  # I = 5, 3 blocks, G2 shares 0.5/3.5, 1.5/3.5, 1
+    a0, a1, a2 = 0.2, 0.1, 0.02
+    share = [0.5 / 3.5, 1.5 / 3.5, 1.0]
+    pilots = [(bs, c, 1.0 / (a0 - a1 / bs - a2 * share[c - 1])) for bs, c in [(2, 1), (16, 1), (8, 1), (8, 2), (8, 3)]]
+    cal = fit_calibration(b, pilots, target_accuracy=0.9, max_rounds=100)
+    for bs, c, r in pilots:
+        assert cal.rounds([bs] * 4, c, cal.epsilon_calibrated) == pytest.approx(r, rel=1e-6)
+    assert cal.sigma2 == b.sigma2 and cal.beta == b.beta  # the estimates stay on record
+    assert cal.meta["calibration"]["coefficients"]["a1"] == pytest.approx(a1, rel=1e-6)
+
+
+def test_dropout_model_can_be_measured():
+    cfg = load_config(overrides=small_overrides(**{"model.dropout": 0.5}))
+    s = prepare(cfg)
+    bound = estimate_bound(s.model, s.dataset, s.parts, cfg.train, seed=0, warmup_rounds=1, probe_size=8,
+                           warmup_batch=2)
+    assert all(math.isfinite(v) for v in bound.sigma2)
 
 
 def test_estimate_is_deterministic_and_sane():

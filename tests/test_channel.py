@@ -86,9 +86,16 @@ def test_reoptimised_run_resumes_exactly(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(cfg, out_dir=tmp_path / "killed", defenses=[Kill(at_round=8)])
     resumed = train(out_dir=tmp_path / "killed", resume=True)
-    a = pd.read_csv(tmp_path / "full" / "rounds.csv").drop(columns=["wall_time_s"])
-    b = pd.read_csv(tmp_path / "killed" / "rounds.csv").drop(columns=["wall_time_s"])
-    pd.testing.assert_frame_equal(a, b)
+    for name, drop in (("rounds.csv", ["wall_time_s"]), ("metrics.csv", ["run_id"])):
+        a = pd.read_csv(tmp_path / "full" / name).drop(columns=drop)
+        b = pd.read_csv(tmp_path / "killed" / name).drop(columns=drop)
+        pd.testing.assert_frame_equal(a, b)
+    metrics = pd.read_csv(tmp_path / "full" / "metrics.csv")
+    losses = metrics[metrics.metric == "train_loss"]
+    # each round's rows carry the cut and batch in effect then: the plan changes show up in the table
+    per_round = losses.groupby("round").apply(lambda g: tuple(zip(g.cut, g.batch)), include_groups=False)
+    assert per_round.nunique() > 1
+    assert (tmp_path / "full" / "plans.json").is_file()
     assert [p for _, p in full.trainer.plan_history] == [p for _, p in resumed.trainer.plan_history]
 
 

@@ -58,6 +58,17 @@ def test_saved_bound_round_trips(bound_file):
     assert bound.epsilon_calibrated is not None and bound.epsilon_calibrated > 0
 
 
+def test_saved_bound_is_reused_and_recalibrated_only_for_a_new_target(bound_file, tmp_path):
+    same, other = tmp_path / "same.json", tmp_path / "other.json"
+    base = [*FAST, "--set", f"optimizer.bound_file={bound_file}", "--format", "json"]
+    assert CliRunner().invoke(cli, ["optimize", *base, "--save-bound", str(same)]).exit_code == 0
+    assert BoundConstants.load(same) == BoundConstants.load(bound_file)  # no second calibration
+    result = CliRunner().invoke(cli, ["optimize", *base, "--set", "optimizer.target_accuracy=0.5",
+                                      "--save-bound", str(other)])
+    assert result.exit_code == 0, result.output
+    assert BoundConstants.load(other).meta["calibration"]["target_accuracy"] == 0.5
+
+
 def test_table_output(bound_file):
     result = CliRunner().invoke(cli, ["optimize", *FAST, "--set", f"optimizer.bound_file={bound_file}"])
     assert result.exit_code == 0, result.output
@@ -74,7 +85,7 @@ def test_bad_optimizer_input(args, field):
     result = CliRunner().invoke(cli, ["optimize", *FAST, *args])
     assert result.exit_code == 2, result.output
     lines = [l for l in result.output.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"Error: {field}"), result.output
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {field}:"), result.output
 
 
 def test_train_with_the_hasfl_strategy(bound_file, tmp_path):
