@@ -68,9 +68,6 @@ class DefenseStack(Defense):
     def __init__(self, defenses: Sequence[Defense] = ()) -> None:
         self.defenses = list(defenses)
 
-    def __bool__(self) -> bool:
-        return bool(self.defenses)
-
     def wrap_optimizer(self, optimizer: torch.optim.Optimizer, *, device: int) -> torch.optim.Optimizer:
         for d in self.defenses:
             optimizer = d.wrap_optimizer(optimizer, device=device)

@@ -268,6 +268,8 @@ def _type_name(hint: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(hint))
     if origin is list:
         return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    if dataclasses.is_dataclass(hint):
+        return "a mapping of " + ", ".join(f.name for f in dataclasses.fields(hint))
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false", type(None): "null"}.get(
         hint, str(hint)
     )
@@ -352,6 +354,8 @@ def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ..
             raise ConfigError("--set", item, "KEY=VALUE, e.g. train.rounds=50")
         key, _, text = item.partition("=")
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError("--set", item, "KEY=VALUE with a dotted key such as train.rounds=50")
         node = result
         for part in parts[:-1]:
             child = node.get(part)

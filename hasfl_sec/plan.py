@@ -249,8 +249,8 @@ def check_memory(plan: Plan, fleet: Fleet, profile: ModelProfile) -> None:
         need = device_memory_bytes(b, c, profile)
         have = fleet.devices[i].memory_bytes
         if need > have:
-            per_sample = need / b
-            fit = int((have - profile.cut(c).client_param_bytes * 3) // per_sample)
+            fixed = device_memory_bytes(0, c, profile)  # parameters, gradients, optimizer copies
+            fit = int((have - fixed) // (device_memory_bytes(1, c, profile) - fixed))
             raise ConfigError(
                 f"plan.batch_size[{i}]",
                 b,

@@ -153,6 +153,10 @@ class SFLTrainer:
         ]
         server_params = [p for nc in self.noncommon for p in nc.parameters()] + list(self.common.parameters())
         self.server_opt = torch.optim.SGD(server_params, **sgd)
+        # per-sample loss weights w_i / b_i: the common part's gradient is the weighted average
+        self._sample_w = torch.cat(
+            [torch.full((b,), w / b, device=self.device) for b, w in zip(self.batch_sizes, self.weights)]
+        )
 
     def replan(self, plan: Plan) -> None:
         """Switch to a new plan right after an aggregation round (all copies are then identical).
@@ -203,10 +207,7 @@ class SFLTrainer:
         logits = self.common(h)
         labels = self.y_train[torch.cat(batches)]
         per_sample = F.cross_entropy(logits, labels, reduction="none")
-        sample_w = torch.cat(
-            [torch.full((b,), w / b, device=self.device) for b, w in zip(self.batch_sizes, self.weights)]
-        )
-        (per_sample * sample_w).sum().backward()
+        (per_sample * self._sample_w).sum().backward()
         h_grads = torch.split(h.grad, self.batch_sizes)
         outs, grads = [], []
         for i in range(self.n):
@@ -351,6 +352,7 @@ class SFLTrainer:
             "server_opt": self.server_opt.state_dict(),
             "samplers": [s.state_dict() for s in self.samplers],
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             "defense": self.defense.state_dict(),
             "history": [vars(r).copy() for r in self.history],
         }
@@ -369,6 +371,8 @@ class SFLTrainer:
         for smp, s in zip(self.samplers, state["samplers"]):
             smp.load_state_dict(s)
         torch.set_rng_state(state["torch_rng"])
+        if self.device.type == "cuda" and state.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.defense.load_state_dict(state["defense"])
         self.round = int(state["round"])
         self.sim_time_s = float(state["sim_time_s"])
