@@ -9,3 +9,6 @@ from ..registry import Registry
 ATTACKS: Registry[type] = Registry("attack", "attack.name")
 
 __all__ = ["ATTACKS"]
+
+# Built-in attacks register themselves on import.
+from . import feature_inversion  # noqa: E402,F401

@@ -1,0 +1,206 @@
+"""The attack protocol: threat models, what an attack may see, and what it returns.
+
+Every attack declares a :class:`ThreatModel` (DESIGN.md section 4): where the attacker sits,
+which records it observes, and what else it knows. The audit runner enforces it in one place:
+:func:`observe` strips every field of the tap's records that the threat model does not grant, and
+:func:`make_context` hands the attack only the model access and auxiliary data it is entitled to.
+Ground truth (:class:`~hasfl_sec.protocol.GroundTruth`) never reaches an attack; metrics compare
+the attack's :class:`Reconstruction` with it afterwards (Breaching's separation of
+``true_user_data``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..protocol import Exchange, Key, Upload
+
+__all__ = ["ThreatModel", "Observations", "AttackContext", "Reconstruction", "Attack", "observe", "make_context",
+           "OBSERVABLE"]
+
+#: What a tap records and an attacker may be granted.
+OBSERVABLE = frozenset({"smashed", "labels", "grad", "uploads"})
+POSITIONS = ("edge-server", "fed-server")
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """What an attacker knows and sees.
+
+    Attributes:
+        position: ``edge-server`` (sees every exchange) or ``fed-server`` (sees client uploads).
+        observes: subset of :data:`OBSERVABLE`.
+        client_architecture: knows the client part's architecture.
+        client_weights: knows the client part's current weights (white-box).
+        auxiliary_samples: number of auxiliary samples from the data distribution (0 = none).
+        query_access: may run the client part on inputs of its choice (black-box).
+    """
+
+    position: str
+    observes: frozenset[str]
+    client_architecture: bool = False
+    client_weights: bool = False
+    auxiliary_samples: int = 0
+    query_access: bool = False
+
+    def __post_init__(self) -> None:
+        if self.position not in POSITIONS:
+            raise ValueError(f"position {self.position!r}; valid: {', '.join(POSITIONS)}")
+        unknown = set(self.observes) - OBSERVABLE
+        if unknown:
+            raise ValueError(f"observes {sorted(unknown)}; valid: {', '.join(sorted(OBSERVABLE))}")
+        if self.client_weights and not self.client_architecture:
+            raise ValueError("knowing the client weights implies knowing its architecture")
+
+    def describe(self) -> str:
+        """One line for reports, printed next to the attack's numbers."""
+        knows = [k for k, v in (("architecture", self.client_architecture), ("weights", self.client_weights),
+                                ("query access", self.query_access)) if v]
+        if self.auxiliary_samples:
+            knows.append(f"{self.auxiliary_samples} auxiliary samples")
+        return (f"{self.position}; observes {', '.join(sorted(self.observes))}; "
+                f"knows {', '.join(knows) if knows else 'nothing else'}")
+
+
+@dataclass(frozen=True)
+class Observations:
+    """What the attacker's position lets it see: exchanges (fields nulled as needed) and uploads."""
+
+    exchanges: tuple[Exchange, ...]
+    uploads: tuple[Upload, ...] = ()
+
+
+def observe(exchanges: Sequence[Exchange], uploads: Sequence[Upload], threat: ThreatModel) -> Observations:
+    """The records as ``threat`` may see them: ungranted fields become None, uploads only if granted.
+
+    This is the single place where the threat model is enforced on recorded data.
+    """
+    grants = threat.observes
+    kept = tuple(
+        dataclasses.replace(
+            e,
+            smashed=e.smashed if "smashed" in grants else None,
+            labels=e.labels if "labels" in grants else None,
+            grad=e.grad if "grad" in grants else None,
+            meta={},  # e.g. the device's loss: not something the server is given
+        )
+        for e in exchanges
+    )
+    return Observations(kept, tuple(uploads) if "uploads" in grants else ())
+
+
+@dataclass
+class AttackContext:
+    """Model access and side information, filled only as far as the threat model grants.
+
+    Attributes:
+        input_shape, num_classes: public facts about the task.
+        cut: the cut of the device under attack.
+        client_model: the client part with its weights (white-box), else None.
+        client_template: the client part's architecture, freshly initialised, else None.
+        query: runs the client part on attacker-chosen inputs (black-box), else None.
+        auxiliary: auxiliary inputs from the data distribution, else None.
+        device, generator: where to compute and the attack's own random stream.
+    """
+
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    cut: int
+    client_model: nn.Module | None = None
+    client_template: nn.Module | None = None
+    query: Callable[[torch.Tensor], torch.Tensor] | None = None
+    auxiliary: torch.Tensor | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    generator: torch.Generator = field(default_factory=torch.Generator)
+
+
+def make_context(threat: ThreatModel, *, client: nn.Module, fresh_client: Callable[[], nn.Module],
+                 input_shape: tuple[int, int, int], num_classes: int, cut: int,
+                 auxiliary: torch.Tensor | None = None, device: torch.device | str = "cpu",
+                 seed: int = 0) -> AttackContext:
+    """An :class:`AttackContext` with exactly what ``threat`` grants.
+
+    ``client`` is the real client part (never handed over unless the weights are granted);
+    ``fresh_client`` builds an untrained copy of its architecture.
+    """
+    device = torch.device(device)
+    frozen = copy.deepcopy(client).to(device).eval()
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+
+    def query(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return frozen(x.to(device))
+
+    if threat.auxiliary_samples and (auxiliary is None or len(auxiliary) < threat.auxiliary_samples):
+        have = 0 if auxiliary is None else len(auxiliary)
+        raise ConfigError("attack.auxiliary_samples", have, f"at least {threat.auxiliary_samples} auxiliary samples")
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return AttackContext(
+        input_shape=input_shape, num_classes=num_classes, cut=cut,
+        client_model=frozen if threat.client_weights else None,
+        client_template=fresh_client().to(device) if threat.client_architecture else None,
+        query=query if threat.query_access else None,
+        auxiliary=auxiliary[: threat.auxiliary_samples] if threat.auxiliary_samples else None,
+        device=device, generator=gen,
+    )
+
+
+@dataclass
+class Reconstruction:
+    """What an attack recovered, aligned with the exchanges it was given.
+
+    Attributes:
+        keys: the (round, device, step) of each reconstructed sample's exchange.
+        positions: the sample's position inside that exchange's batch.
+        inputs: reconstructed inputs ``[n, C, H, W]`` in [0, 1], or None.
+        labels: inferred labels ``[n]``, or None; ``label_scores`` ``[n, K]`` when available.
+        stats: free-form per-attack figures (final loss, iterations, ...).
+    """
+
+    keys: list[Key]
+    positions: list[int]
+    inputs: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    label_scores: torch.Tensor | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class Attack(ABC):
+    """Base class. Subclasses set ``name``, ``threat_model``, ``Params`` and implement :meth:`reconstruct`."""
+
+    name: ClassVar[str] = "attack"
+    threat_model: ClassVar[ThreatModel]
+    Params: ClassVar[type] = object
+
+    def __init__(self, params: Any = None) -> None:
+        self.params = params if params is not None else self.Params()
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None = None) -> "Attack":
+        """Build with ``Params`` from a dict; unknown keys are refused with the valid ones listed."""
+        values = dict(values or {})
+        names = [f.name for f in dataclasses.fields(cls.Params)]
+        for key in values:
+            if key not in names:
+                raise ConfigError(f"attack.{cls.name}.{key}", values[key], "a known parameter: " + ", ".join(names))
+        return cls(cls.Params(**values))
+
+    def fit(self, context: AttackContext) -> None:
+        """Prepare with side information (e.g. train a decoder on auxiliary data); default no-op."""
+
+    @abstractmethod
+    def reconstruct(self, observations: Observations, context: AttackContext) -> Reconstruction:
+        """Recover private inputs and/or labels from ``observations``."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params})"
