@@ -1,9 +1,9 @@
-"""The Python API behind ``hasfl-sec train``: config in, trained run directory out.
+"""Setting a run up: config in, validated data, model, fleet, plan and simulated clock out.
 
 ``prepare(config)`` turns a config into everything a run needs -- data, partitions, model and its
-measured profile, fleet, plan and the latency of one round -- and validates all of it before
-anything touches the disk. ``train(config, out_dir=...)`` then trains and writes the run
-directory described in :mod:`hasfl_sec.results`. The CLI is a thin layer over these two.
+measured profile, fleet, plan, channel and the latency of one round -- and validates all of it
+before anything touches the disk. :func:`hasfl_sec.runner.train` then trains and writes the run
+directory described in :mod:`hasfl_sec.results`. The CLI is a thin layer over these.
 
 Example::
 
@@ -36,7 +36,7 @@ from .plan import Plan, PlanContext, make_plan
 from .seeding import derive_seed, seed_everything
 from .trainer import SFLTrainer
 
-__all__ = ["Setup", "TrainResult", "prepare", "train", "resolve_device", "plan_costs", "SimClock", "bound_for",
+__all__ = ["Setup", "prepare", "resolve_device", "plan_costs", "SimClock", "bound_for",
            "make_fleet"]
 
 logger = logging.getLogger(__name__)
@@ -200,6 +200,3 @@ def bound_for(cfg: ExperimentConfig, model: SplitModel, dataset: ImageDataset, p
                                 pilots=default_pilots(model, o.b_max, cfg.train.agg_interval), device=device)
     return bound
 
-
-# Re-exported so that ``from hasfl_sec.api import train`` keeps working; runner imports this module.
-from .runner import TrainResult, train  # noqa: E402

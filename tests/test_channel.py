@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from conftest import small_overrides
-from hasfl_sec.api import plan_costs, prepare, train
+from hasfl_sec.api import plan_costs, prepare
+from hasfl_sec.runner import train
 from hasfl_sec.channel import make_channel
 from hasfl_sec.config import load_config
 from hasfl_sec.errors import ConfigError

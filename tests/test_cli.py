@@ -97,3 +97,29 @@ def test_fleet_preset_by_name(tmp_path):
 def test_resume_refuses_config_options(tmp_path):
     result = CliRunner().invoke(cli, ["train", "--out", str(tmp_path), "--resume", "--rounds", "3"])
     assert result.exit_code == 2 and "--resume" in result.output
+
+
+def test_console_script_in_a_fresh_interpreter(tmp_path):
+    """The installed entry point, as a user runs it: a new process, nothing imported before."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-c", "from hasfl_sec.cli import main; main()", "-q", "train", "--devices", "3",
+           "--rounds", "2", "--set", "plan.candidate_cuts=[1,2]", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (out / "manifest.json").is_file() and "test accuracy" in done.stdout
+    bad = subprocess.run([*cmd[:3], "train", "--devices", "abc"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--devices" in bad.stderr
+
+
+@pytest.mark.parametrize("module", ["hasfl_sec.runner", "hasfl_sec.optimize", "hasfl_sec.api", "hasfl_sec.attacks",
+                                    "hasfl_sec.metrics", "hasfl_sec.calibrate", "hasfl_sec.plan"])
+def test_every_module_imports_first(module):
+    """No import cycle depends on which module a user happens to import first."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
