@@ -107,19 +107,23 @@ def test_console_script_in_a_fresh_interpreter(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-c", "from hasfl_sec.cli import main; main()", "-q", "train", "--devices", "3",
            "--rounds", "2", "--set", "plan.candidate_cuts=[1,2]", "--out", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    # run outside the source tree, as a user does: from the repo root a non-editable install is
+    # shadowed by the local hasfl_sec/ folder, which lacks the attacks/ and defenses/ mapping
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (out / "manifest.json").is_file() and "test accuracy" in done.stdout
-    bad = subprocess.run([*cmd[:3], "train", "--devices", "abc"], capture_output=True, text=True, timeout=300)
+    bad = subprocess.run([*cmd[:3], "train", "--devices", "abc"], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--devices" in bad.stderr
 
 
 @pytest.mark.parametrize("module", ["hasfl_sec.runner", "hasfl_sec.optimize", "hasfl_sec.api", "hasfl_sec.attacks",
                                     "hasfl_sec.metrics", "hasfl_sec.calibrate", "hasfl_sec.plan"])
-def test_every_module_imports_first(module):
+def test_every_module_imports_first(module, tmp_path):
     """No import cycle depends on which module a user happens to import first."""
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
     assert done.returncode == 0, done.stderr
