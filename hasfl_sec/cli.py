@@ -215,23 +215,30 @@ def _yaml(value: Any) -> str:
     return str(value)
 
 
-LISTS = ("models", "datasets", "fleets", "strategies", "partitions", "heterogeneity")
+LISTS = ("models", "datasets", "fleets", "strategies", "partitions", "heterogeneity", "channels", "attacks", "metrics")
 
 
 @cli.command(name="list")
 @click.argument("what", type=click.Choice(LISTS), default="models")
 def list_(what: str) -> None:
-    """List what can be chosen: models, datasets, fleets, strategies, partitions, heterogeneity."""
+    """List what can be chosen: models, datasets, fleets, strategies, partitions, heterogeneity
+    levels, channels, attacks (with their threat models) and metrics."""
+    from .attacks import ATTACKS
+    from .channel import CHANNELS
     from .data import DATASETS, PARTITIONS
     from .fleet import FLEETS, HETEROGENEITY
+    from .metrics import METRICS
     from .models import MODELS
     from .plan import STRATEGIES
 
     registry = {"models": MODELS, "datasets": DATASETS, "fleets": FLEETS, "strategies": STRATEGIES,
-                "partitions": PARTITIONS, "heterogeneity": HETEROGENEITY}[what]
+                "partitions": PARTITIONS, "heterogeneity": HETEROGENEITY, "channels": CHANNELS,
+                "attacks": ATTACKS, "metrics": METRICS}[what]
     width = max(len(n) for n in registry.names())
     for name in registry.names():
         click.echo(f"{name:<{width}}  {registry.describe(name)}")
+        if what == "attacks":
+            click.echo(f"{'':<{width}}  threat model: {ATTACKS.get(name).threat_model.describe()}")
 
 
 def main() -> None:

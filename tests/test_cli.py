@@ -20,7 +20,9 @@ def test_help(command):
 
 
 @pytest.mark.parametrize("what, name", [("models", "hecnn"), ("datasets", "digits"), ("fleets", "paper-default"),
-                                        ("strategies", "tiered"), ("partitions", "dirichlet")])
+                                        ("strategies", "tiered"), ("partitions", "dirichlet"),
+                                        ("channels", "rayleigh"), ("attacks", "threat model: edge-server"),
+                                        ("metrics", "ssim")])
 def test_list(what, name):
     result = CliRunner().invoke(cli, ["list", what])
     assert result.exit_code == 0 and name in result.output
