@@ -174,6 +174,15 @@ class Reconstruction:
     label_scores: torch.Tensor | None = None
     stats: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_images(cls, exchanges: Sequence[Exchange], images: Sequence[torch.Tensor],
+                    input_shape: tuple[int, int, int], **stats: Any) -> "Reconstruction":
+        """One reconstructed image batch per exchange, keyed by exchange and position in its batch."""
+        keys = [ex.key for ex, batch in zip(exchanges, images) for _ in range(len(batch))]
+        positions = [k for batch in images for k in range(len(batch))]
+        inputs = torch.cat([b.cpu() for b in images]) if images else torch.empty(0, *input_shape)
+        return cls(keys, positions, inputs=inputs, stats=dict(stats))
+
 
 class Attack(ABC):
     """Base class. Subclasses set ``name``, ``threat_model``, ``Params`` and implement :meth:`reconstruct`."""

@@ -65,7 +65,7 @@ class RMLEInversion(Attack):
         client = context.client_model
         if client is None:
             raise ValueError("rmle needs the client weights (its threat model grants them)")
-        keys, positions, images, losses = [], [], [], []
+        images, losses = [], []
         p = self.params
         for ex in observations.exchanges:
             target = ex.smashed.to(context.device)
@@ -78,9 +78,6 @@ class RMLEInversion(Attack):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-            images.append(torch.sigmoid(z).detach().cpu())
+            images.append(torch.sigmoid(z).detach())
             losses.append(float(loss.detach()))
-            keys += [ex.key] * len(target)
-            positions += list(range(len(target)))
-        inputs = torch.cat(images) if images else torch.empty(0, *context.input_shape)
-        return Reconstruction(keys, positions, inputs=inputs, stats={"final_loss": losses})
+        return Reconstruction.from_images(observations.exchanges, images, context.input_shape, final_loss=losses)

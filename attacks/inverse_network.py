@@ -103,11 +103,7 @@ class InverseNetwork(Attack):
     def reconstruct(self, observations: Observations, context: AttackContext) -> Reconstruction:
         if self.decoder is None:
             self.fit(context)
-        keys, positions, images = [], [], []
         with torch.no_grad():
-            for ex in observations.exchanges:
-                images.append(self.decoder(ex.smashed.to(context.device)).cpu())
-                keys += [ex.key] * len(ex.smashed)
-                positions += list(range(len(ex.smashed)))
-        inputs = torch.cat(images) if images else torch.empty(0, *context.input_shape)
-        return Reconstruction(keys, positions, inputs=inputs, stats={"decoder_loss": self.final_loss})
+            images = [self.decoder(ex.smashed.to(context.device)) for ex in observations.exchanges]
+        return Reconstruction.from_images(observations.exchanges, images, context.input_shape,
+                                          decoder_loss=self.final_loss)

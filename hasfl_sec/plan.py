@@ -8,7 +8,6 @@ registered in :data:`STRATEGIES`, so ``--strategy NAME`` reaches any of them the
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -66,10 +65,6 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form."""
         return asdict(self)
-
-    def to_json(self) -> str:
-        """The plan as indented JSON text."""
-        return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Plan":

@@ -109,10 +109,6 @@ class RunDir:
         """Parse a JSON file of the run."""
         return json.loads(self.file(name).read_text())
 
-    def read_frame(self, name: str) -> pd.DataFrame:
-        """Read a CSV file of the run."""
-        return pd.read_csv(self.file(name))
-
     def new_manifest(self, *, run_id: str, seed: int, config_hash: str, command: str = "train") -> dict[str, Any]:
         """A fresh manifest with status ``running``."""
         return {

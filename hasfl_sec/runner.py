@@ -76,8 +76,8 @@ def _metric_rows(run_id: str, setup: Setup, trainer: SFLTrainer) -> list[dict[st
     starts = [r0 for r0, _ in trainer.plan_history]
     for r0, plan in trainer.plan_history:
         stages = round_latency(setup.fleet, plan.batch_sizes, plan_costs(setup.profile, plan)).stages
-        for stage in ("client_fwd", "uplink", "server", "downlink", "client_bwd", "model_up", "model_down"):
-            for i, value in enumerate(getattr(stages, stage)):
+        for stage, values in stages.as_dict().items():
+            for i, value in enumerate(values):
                 rows.append({**base, "phase": "latency", "round": r0 + 1, "device": i, "cut": plan.cuts[i],
                              "batch": plan.batch_sizes[i], "metric": f"{stage}_s", "value": float(value)})
     for r in trainer.history:
