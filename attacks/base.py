@@ -42,6 +42,10 @@ class ThreatModel:
         client_weights: knows the client part's current weights (white-box).
         auxiliary_samples: number of auxiliary samples from the data distribution (0 = none).
         query_access: may run the client part on inputs of its choice (black-box).
+        sybil: controls a participating device holding its own labelled data, so it can push
+            labelled inputs through the same split step as the victim and see the cut-layer
+            gradients they get back (the colluding-client setting of similarity-based label
+            inference, Liu & Lyu, IEEE TIFS 2024). Needs ``auxiliary_samples`` for the data.
     """
 
     position: str
@@ -50,6 +54,7 @@ class ThreatModel:
     client_weights: bool = False
     auxiliary_samples: int = 0
     query_access: bool = False
+    sybil: bool = False
 
     def __post_init__(self) -> None:
         if self.position not in POSITIONS:
@@ -59,11 +64,13 @@ class ThreatModel:
             raise ValueError(f"observes {sorted(unknown)}; valid: {', '.join(sorted(OBSERVABLE))}")
         if self.client_weights and not self.client_architecture:
             raise ValueError("knowing the client weights implies knowing its architecture")
+        if self.sybil and not self.auxiliary_samples:
+            raise ValueError("a sybil device needs auxiliary (labelled) samples of its own")
 
     def describe(self) -> str:
         """One line for reports, printed next to the attack's numbers."""
         knows = [k for k, v in (("architecture", self.client_architecture), ("weights", self.client_weights),
-                                ("query access", self.query_access)) if v]
+                                ("query access", self.query_access), ("a sybil device", self.sybil)) if v]
         if self.auxiliary_samples:
             knows.append(f"{self.auxiliary_samples} auxiliary samples")
         return (f"{self.position}; observes {', '.join(sorted(self.observes))}; "
@@ -108,6 +115,12 @@ class AttackContext:
         client_template: the client part's architecture, freshly initialised, else None.
         query: runs the client part on attacker-chosen inputs (black-box), else None.
         auxiliary: auxiliary inputs from the data distribution, else None.
+        auxiliary_labels: their labels (the attacker's own labelled data), else None.
+        sybil_grad: ``(x, y) -> g`` runs a sybil device's labelled batch through the victim's split
+            step (same cut, same current weights) and returns the cut-layer gradient the server sends
+            back, shape ``[b, *smashed]``; granted by ``ThreatModel.sybil``, else None.
+        client_optimizer: the public training hyper-parameters of the client part
+            (``lr``, ``momentum``, ``weight_decay`` of its SGD), always given.
         device, generator: where to compute and the attack's own random stream.
     """
 
@@ -118,18 +131,25 @@ class AttackContext:
     client_template: nn.Module | None = None
     query: Callable[[torch.Tensor], torch.Tensor] | None = None
     auxiliary: torch.Tensor | None = None
+    auxiliary_labels: torch.Tensor | None = None
+    sybil_grad: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    client_optimizer: dict[str, float] = field(default_factory=lambda: {"lr": 0.05, "momentum": 0.0,
+                                                                         "weight_decay": 0.0})
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     generator: torch.Generator = field(default_factory=torch.Generator)
 
 
 def make_context(threat: ThreatModel, *, client: nn.Module, fresh_client: Callable[[], nn.Module],
                  input_shape: tuple[int, int, int], num_classes: int, cut: int,
-                 auxiliary: torch.Tensor | None = None, device: torch.device | str = "cpu",
+                 auxiliary: torch.Tensor | None = None, auxiliary_labels: torch.Tensor | None = None,
+                 sybil_grad: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 client_optimizer: dict[str, float] | None = None, device: torch.device | str = "cpu",
                  seed: int = 0) -> AttackContext:
     """An :class:`AttackContext` with exactly what ``threat`` grants.
 
     ``client`` is the real client part (never handed over unless the weights are granted);
-    ``fresh_client`` builds an untrained copy of its architecture.
+    ``fresh_client`` builds an untrained copy of its architecture; ``sybil_grad`` is the runner's
+    split step for a sybil device (handed over only if ``threat.sybil``).
     """
     device = torch.device(device)
     frozen = copy.deepcopy(client).to(device).eval()
@@ -140,6 +160,8 @@ def make_context(threat: ThreatModel, *, client: nn.Module, fresh_client: Callab
         with torch.no_grad():
             return frozen(x.to(device))
 
+    if threat.sybil and sybil_grad is None:
+        raise ConfigError("attack.sybil", None, "a sybil split step (the run must let the attacker join as a device)")
     if threat.auxiliary_samples and (auxiliary is None or len(auxiliary) < threat.auxiliary_samples):
         have = 0 if auxiliary is None else len(auxiliary)
         raise ConfigError("attack.auxiliary_samples", have, f"at least {threat.auxiliary_samples} auxiliary samples")
@@ -151,6 +173,10 @@ def make_context(threat: ThreatModel, *, client: nn.Module, fresh_client: Callab
         client_template=fresh_client().to(device) if threat.client_architecture else None,
         query=query if threat.query_access else None,
         auxiliary=auxiliary[: threat.auxiliary_samples] if threat.auxiliary_samples else None,
+        auxiliary_labels=(auxiliary_labels[: threat.auxiliary_samples]
+                          if threat.auxiliary_samples and auxiliary_labels is not None else None),
+        sybil_grad=sybil_grad if threat.sybil else None,
+        client_optimizer=dict(client_optimizer or {"lr": 0.05, "momentum": 0.0, "weight_decay": 0.0}),
         device=device, generator=gen,
     )
 
@@ -185,14 +211,28 @@ class Reconstruction:
 
 
 class Attack(ABC):
-    """Base class. Subclasses set ``name``, ``threat_model``, ``Params`` and implement :meth:`reconstruct`."""
+    """Base class. Subclasses set ``name``, ``threat_model``, ``Params`` and implement :meth:`reconstruct`.
+
+    ``unit`` says what one call of :meth:`reconstruct` covers, so the audit runner can group the
+    records and give the right client weights: ``"round"`` -- one device's exchanges of one round,
+    with the client weights in use during that round; ``"period"`` -- one device's exchanges over an
+    aggregation period of I rounds plus its upload at the period's end, with the client weights
+    broadcast at the period's start (what the fed server itself sent).
+    ``recovers`` is ``"inputs"`` or ``"labels"``.
+    """
 
     name: ClassVar[str] = "attack"
     threat_model: ClassVar[ThreatModel]
     Params: ClassVar[type] = object
+    unit: ClassVar[str] = "round"
+    recovers: ClassVar[str] = "inputs"
 
     def __init__(self, params: Any = None) -> None:
         self.params = params if params is not None else self.Params()
+        # An attack whose Params choose how much auxiliary data it uses declares exactly that much.
+        wanted = getattr(self.params, "auxiliary_samples", None)
+        if wanted is not None and wanted != self.threat_model.auxiliary_samples:
+            self.threat_model = dataclasses.replace(type(self).threat_model, auxiliary_samples=int(wanted))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None = None) -> "Attack":
@@ -203,6 +243,11 @@ class Attack(ABC):
             if key not in names:
                 raise ConfigError(f"attack.{cls.name}.{key}", values[key], "a known parameter: " + ", ".join(names))
         return cls(cls.Params(**values))
+
+    def applies(self, context: AttackContext) -> str | None:
+        """None if the attack can run in ``context``, else why not (e.g. a binary-only attack on a
+        10-class task); the runner then skips it and says so."""
+        return None
 
     def fit(self, context: AttackContext) -> None:
         """Prepare with side information (e.g. train a decoder on auxiliary data); default no-op."""

@@ -69,6 +69,10 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     \b
     Train with the built-in defaults (digits, 20 heterogeneous devices):
         hasfl-sec train
+    Choose each device's batch size and cut:
+        hasfl-sec optimize
+    Measure what each device leaks at its cut:
+        hasfl-sec audit RUN_DIR
     See what can be chosen:
         hasfl-sec list models
     """
@@ -239,6 +243,11 @@ def list_(what: str) -> None:
         click.echo(f"{name:<{width}}  {registry.describe(name)}")
         if what == "attacks":
             click.echo(f"{'':<{width}}  threat model: {ATTACKS.get(name).threat_model.describe()}")
+
+
+from .cli_audit import audit  # noqa: E402  (a command of its own module; registered here)
+
+cli.add_command(audit)
 
 
 def main() -> None:

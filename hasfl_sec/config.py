@@ -107,6 +107,13 @@ class TrainConfig:
     One round = one mini-batch step on every device. ``agg_interval`` is I: client-side and
     non-common server-side layers are averaged every I rounds; the common layers every round.
     ``agg_weighting`` is ``uniform`` (1/N, matching the paper's objective) or ``data`` (|D_i|).
+
+    ``share_labels`` false is the label-private (U-shaped) variant: the classifier's last block
+    runs on the devices, which compute the loss, so the edge server never receives labels (the
+    tap records ``labels=None``). The devices' copies of that block are kept identical by
+    averaging their gradients every round, exactly as the common part is, so the optimisation is
+    numerically the same as with shared labels; only what the server observes changes. Label
+    inference attacks then have to work from the cut-layer gradients.
     """
 
     rounds: int = 150
@@ -118,6 +125,7 @@ class TrainConfig:
     eval_every: int = 10
     eval_batch_size: int = 512
     checkpoint_every: int = 25
+    share_labels: bool = True
 
 
 @dataclass

@@ -113,10 +113,10 @@ def _save_checkpoint(run: RunDir, trainer: SFLTrainer, tap: CutLayerTap | None) 
     atomic_torch_save(state, run.file("checkpoint.pt"))
 
 
-def _read_run_file(run: RunDir, name: str, reader: Any) -> Any:
+def _read_run_file(run: RunDir, name: str, reader: Any, field: str = "--resume") -> Any:
     """``reader(path)`` of the run's file ``name``, turning a missing or damaged file of a run into a one-line error."""
     if not run.file(name).is_file():
-        raise ConfigError("--resume", str(run.file(name)), "a run directory written by hasfl-sec train",
+        raise ConfigError(field, str(run.file(name)), "a run directory written by hasfl-sec train",
                           f"{name} is missing")
     try:
         return reader(run.file(name))
@@ -124,8 +124,35 @@ def _read_run_file(run: RunDir, name: str, reader: Any) -> Any:
         raise
     except Exception as exc:  # a damaged file: say which one instead of a traceback
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise ConfigError("--resume", str(run.file(name)), "an intact file written by hasfl-sec train",
+        raise ConfigError(field, str(run.file(name)), "an intact file written by hasfl-sec train",
                           first) from None
+
+
+@dataclass
+class SavedRun:
+    """A finished run directory as written by :func:`train`, read back for auditing."""
+
+    path: Path
+    run_id: str
+    config: ExperimentConfig
+    fleet: Fleet
+    plan: Plan
+    checkpoint: dict[str, Any]
+    bound: BoundConstants | None
+
+
+def load_run(path: str | Path, field: str = "RUN_DIR") -> SavedRun:
+    """Read a finished run (config, fleet, plan, bound, last checkpoint); one-line errors name ``field``."""
+    run = RunDir(path)
+    if not run.path.is_dir():
+        raise ConfigError(field, str(run.path), "a run directory written by hasfl-sec train", "no such directory")
+    manifest = _read_run_file(run, "manifest.json", lambda p: json.loads(p.read_text()), field)
+    config = config_from_dict(_read_run_file(run, "config.yaml", lambda p: read_structured(p, field), field))
+    fleet = _read_run_file(run, "fleet.yaml", load_fleet, field)
+    plan = _read_run_file(run, "plan.json", lambda p: Plan.from_dict(json.loads(p.read_text())), field)
+    bound = _read_run_file(run, "bound.json", BoundConstants.load, field) if run.file("bound.json").is_file() else None
+    state = _read_run_file(run, "checkpoint.pt", lambda p: torch.load(p, weights_only=True), field)
+    return SavedRun(run.path, str(manifest.get("run_id", run.path.name)), config, fleet, plan, state, bound)
 
 
 def _resume_config(run: RunDir, config: ExperimentConfig | None) -> ExperimentConfig:

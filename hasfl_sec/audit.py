@@ -1,0 +1,352 @@
+"""The per-split audit: run every attack on what each device exchanged at its cut, and score it.
+
+Flow (DESIGN.md section 3): traces of victim devices (:mod:`hasfl_sec.victims`) -> each attack sees
+only :func:`~hasfl_sec.attacks.base.observe`-filtered records and a
+:func:`~hasfl_sec.attacks.base.make_context` granted by its threat model -> the metrics compare its
+output with the ground truth, which only this module holds -> one tidy long table.
+
+Two entry points:
+
+* :func:`audit_run` audits a finished ``hasfl-sec train`` run: it continues the run from its
+  checkpoint for a few rounds with the tap attached and attacks the devices at the cuts the plan
+  used; cuts the plan did not use (``cuts="all"`` or a list) are attacked on the run's aggregated
+  model through a simulated device.
+* :func:`audit_model` profiles a bare model over its cuts without a fleet: the model is trained
+  centrally (or loaded from a state-dict checkpoint) and every cut is attacked through a simulated
+  device.
+
+Every attack runs per (device, cut) on ``images`` victim images for each seed; per-image metrics
+are summarised as mean, standard deviation and count over images and seeds. Attack-independent
+figures (distance correlation, nHSIC, KSG mutual information on random projections, the dFIL
+Fisher bound) are computed on the same victim images and reported with ``attack = "none"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .attacks import ATTACKS
+from .attacks.base import Attack, AttackContext, Reconstruction, make_context, observe
+from .errors import ConfigError
+from .metrics import DEPENDENCE, identifiability, image_report, label_accuracy, label_auc, match_batch
+from .metrics.fisher import dfil
+from .protocol import Exchange, GroundTruth
+from .seeding import derive_seed
+from .splitstep import cut_gradient
+from .victims import RoundView, Trace
+
+__all__ = ["AuditConfig", "AuditResult", "AuditEnv", "LEAKAGE_COLUMNS", "audit_traces", "check_attacks"]
+
+logger = logging.getLogger(__name__)
+
+#: leakage.csv: the long metric columns of DESIGN.md section 6, extended (never changed).
+LEAKAGE_COLUMNS = ["run_id", "phase", "round", "device", "cut", "batch", "attack", "defense", "metric", "value",
+                   "std", "n", "seeds", "source", "threat_model", "params"]
+
+
+@dataclass
+class AuditConfig:
+    """What to audit.
+
+    Attributes:
+        attacks: registered attack names; None = every registered attack.
+        cuts: ``"plan"`` (the cuts the run's plan used), ``"all"`` (every legal cut), or a list.
+        devices: ``"first"`` (the first device at each planned cut), ``"all"``, or device ids.
+        images: victim images per (device, cut); per-round attacks use exactly this many,
+            per-period attacks whole periods until at least this many.
+        seeds: attack seeds; each seed re-runs every attack from a fresh random start.
+        batch_size: batch size of simulated devices (cuts outside the plan, bare models).
+        attack_params: per attack, overrides of its ``Params`` (``{"rmle": {"steps": 500}}``).
+        dependence: dependence estimators to report (names in ``metrics.DEPENDENCE``).
+        dependence_params: their keyword arguments; KSG is only meaningful on low-dimensional
+            projections (PRIVACY.md section 3b), hence ``project_to`` by default.
+        dfil_relative_sigma: reference noise of the dFIL bound, relative to the smashed data's RMS.
+        grid_images: originals and reconstructions kept per (device, cut, attack) for the figure.
+    """
+
+    attacks: list[str] | None = None
+    cuts: str | list[int] = "plan"
+    devices: str | list[int] = "first"
+    images: int = 64
+    seeds: list[int] = field(default_factory=lambda: [0])
+    batch_size: int = 16
+    attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dependence: list[str] = field(default_factory=lambda: ["dcor", "nhsic", "ksg"])
+    dependence_params: dict[str, dict[str, Any]] = field(default_factory=lambda: {"ksg": {"project_to": 4}})
+    dfil_relative_sigma: float | None = 0.1
+    grid_images: int = 8
+
+    def attack_names(self) -> list[str]:
+        """The attacks to run, in registry order when not given."""
+        return list(self.attacks) if self.attacks is not None else ATTACKS.names()
+
+
+@dataclass
+class AuditEnv:
+    """What the runner knows about the task and hands to attacks as far as threat models allow."""
+
+    run_id: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    auxiliary: torch.Tensor
+    auxiliary_labels: torch.Tensor
+    fresh_client: Callable[[int], torch.nn.Module]
+    client_optimizer: dict[str, float]
+    seed: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    defense: str = "none"
+
+
+@dataclass
+class AuditResult:
+    """The leakage table, a few images per attack for figures, and what was skipped and why."""
+
+    frame: pd.DataFrame
+    samples: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]]
+    skipped: list[str]
+    meta: dict[str, Any]
+
+
+def check_attacks(audit: AuditConfig, labels_shared: bool) -> list[Attack]:
+    """Build every requested attack once, refusing unknown names, bad params, and threat models the
+    recorded run cannot serve; one-line :class:`ConfigError` before any work is done."""
+    if audit.images < 1:
+        raise ConfigError("--images", audit.images, "an integer >= 1")
+    if not audit.seeds:
+        raise ConfigError("--seeds", audit.seeds, "at least one seed")
+    unknown = set(audit.attack_params) - set(audit.attack_names())
+    if unknown:
+        raise ConfigError("--attack-param", sorted(unknown)[0], "parameters of an attack being run: "
+                          + ", ".join(audit.attack_names()))
+    built = []
+    for name in audit.attack_names():
+        attack = ATTACKS.get(name).from_dict(audit.attack_params.get(name))
+        if "labels" in attack.threat_model.observes and not labels_shared:
+            raise ConfigError("--attacks", name, "attacks that the run's records support",
+                              f"{name} observes labels but the run did not share them; "
+                              "re-train with --set train.share_labels=true")
+        built.append(attack)
+    for name in audit.dependence:
+        DEPENDENCE.get(name)
+    return built
+
+
+# grouping ----------------------------------------------------------------------------------------
+def _head(view: RoundView, k: int) -> tuple[Exchange, GroundTruth]:
+    """The first ``k`` samples of a round's exchange and truth."""
+    ex, tr = view.exchange, view.truth
+    cut = lambda t: None if t is None else t[:k]  # noqa: E731
+    return (dataclasses.replace(ex, smashed=cut(ex.smashed), labels=cut(ex.labels), grad=cut(ex.grad)),
+            dataclasses.replace(tr, inputs=tr.inputs[:k], labels=tr.labels[:k], index=tr.index[:k]))
+
+
+@dataclass
+class _Group:
+    views: list[RoundView]  # the rounds of one reconstruct() call; views[0] sets the weights
+    exchanges: list[Exchange]
+    truths: list[GroundTruth]
+    uploads: list[Any]
+
+
+def _groups(trace: Trace, unit: str, images: int) -> list[_Group]:
+    """The reconstruct() calls for an attack of this ``unit``, covering ``images`` victim images."""
+    groups, have = [], 0
+    if unit == "round":
+        for view in trace.rounds:
+            if have >= images:
+                break
+            ex, tr = _head(view, images - have)
+            have += len(tr.inputs)
+            groups.append(_Group([view], [ex], [tr], []))
+    elif unit == "period":
+        for period in trace.periods():
+            if have >= images:
+                break
+            have += sum(len(v.truth.inputs) for v in period)
+            groups.append(_Group(period, [v.exchange for v in period], [v.truth for v in period],
+                                 [trace.uploads[period[-1].round]]))
+    else:
+        raise ValueError(f"unknown attack unit {unit!r}")
+    return groups
+
+
+def trace_rounds_needed(batch: int, images: int, interval: int) -> int:
+    """Rounds to record so that every attack unit reaches ``images``: whole periods of I rounds."""
+    return max(1, math.ceil(math.ceil(images / batch) / interval)) * interval
+
+
+# running one attack --------------------------------------------------------------------------------
+def _context(attack: Attack, view: RoundView, trace: Trace, env: AuditEnv, seed: int) -> AttackContext:
+    client, server = view.client, view.server
+
+    def sybil(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return cut_gradient(client, server, x.to(env.device), y.to(env.device))[1]
+
+    return make_context(attack.threat_model, client=client, fresh_client=lambda: env.fresh_client(trace.cut),
+                        input_shape=env.input_shape, num_classes=env.num_classes, cut=trace.cut,
+                        auxiliary=env.auxiliary, auxiliary_labels=env.auxiliary_labels, sybil_grad=sybil,
+                        client_optimizer=env.client_optimizer, device=env.device, seed=seed)
+
+
+def _aligned_truth(rec: Reconstruction, truths: Sequence[GroundTruth]) -> tuple[torch.Tensor, torch.Tensor]:
+    by_key = {t.key: t for t in truths}
+    inputs = torch.stack([by_key[k].inputs[p] for k, p in zip(rec.keys, rec.positions)])
+    labels = torch.stack([by_key[k].labels[p] for k, p in zip(rec.keys, rec.positions)])
+    return inputs, labels
+
+
+def _match_per_exchange(rec: Reconstruction, truth: torch.Tensor) -> torch.Tensor:
+    """Reorder a jointly reconstructed batch within each exchange (Hungarian on pixel MSE)."""
+    out = rec.inputs.clone()
+    keys = np.array([hash(k) for k in rec.keys])
+    for key in dict.fromkeys(keys.tolist()):
+        rows = np.flatnonzero(keys == key)
+        perm = match_batch(rec.inputs[rows], truth[rows])
+        out[rows] = rec.inputs[rows][perm]
+    return out
+
+
+def _attack_trace(attack_name: str, trace: Trace, env: AuditEnv, audit: AuditConfig
+                  ) -> tuple[dict[str, list[float]], tuple[torch.Tensor, torch.Tensor] | None, str | None, float]:
+    """Run one attack on one trace for every seed: per-metric values, sample images, skip reason, seconds."""
+    cls = ATTACKS.get(attack_name)
+    values: dict[str, list[float]] = {}
+    sample = None
+    start = time.perf_counter()
+    for s in audit.seeds:
+        attack = cls.from_dict(audit.attack_params.get(attack_name))
+        seed = derive_seed(env.seed, "audit", attack_name, trace.device, trace.cut, s)
+        torch.manual_seed(seed)
+        groups = _groups(trace, cls.unit, audit.images)
+        if not groups:
+            return {}, None, f"{attack_name} at cut {trace.cut}: no complete {cls.unit} was recorded", 0.0
+        first = _context(attack, groups[0].views[0], trace, env, seed)
+        reason = attack.applies(first)
+        if reason:
+            return {}, None, f"{attack_name}: {reason}", 0.0
+        attack.fit(first)
+        recs, truths = [], []
+        for g in groups:
+            ctx = first if g is groups[0] else _context(attack, g.views[0], trace, env, seed)
+            recs.append(attack.reconstruct(observe(g.exchanges, g.uploads, attack.threat_model), ctx))
+            truths.extend(g.truths)
+        for rec in recs:
+            for k, v in _score(rec, truths, cls.unit).items():
+                values.setdefault(k, []).extend(v)
+        if sample is None and cls.recovers == "inputs":
+            truth, _ = _aligned_truth(recs[0], truths)
+            shown = _match_per_exchange(recs[0], truth) if cls.unit == "period" else recs[0].inputs
+            sample = (truth[: audit.grid_images].cpu(), shown[: audit.grid_images].detach().cpu())
+    return values, sample, None, time.perf_counter() - start
+
+
+def _score(rec: Reconstruction, truths: Sequence[GroundTruth], unit: str) -> dict[str, list[float]]:
+    truth, labels = _aligned_truth(rec, truths)
+    out: dict[str, list[float]] = {}
+    if rec.inputs is not None:
+        recon = _match_per_exchange(rec, truth) if unit == "period" else rec.inputs
+        for name, per_image in image_report(recon.detach().cpu(), truth).items():
+            out[name] = [float(v) for v in per_image]
+        out["identifiability"] = [identifiability(recon.detach().cpu(), truth)] if len(truth) > 1 else []
+    if rec.labels is not None:
+        out["label_accuracy"] = [label_accuracy(rec.labels, labels)]
+        if rec.label_scores is not None:
+            try:
+                out["label_auc"] = [label_auc(rec.label_scores, labels)]
+            except ValueError:  # a single class among the victims' labels: AUC undefined
+                pass
+    return out
+
+
+# attack-independent figures ----------------------------------------------------------------------
+def _independent(trace: Trace, env: AuditEnv, audit: AuditConfig) -> list[tuple[str, list[float], dict[str, Any]]]:
+    """Dependence estimates and the dFIL bound on the trace's first ``images`` victim images."""
+    views = [_head(v, audit.images) for v in trace.rounds]
+    x = torch.cat([t.inputs for _, t in views])[: audit.images]
+    z = torch.cat([e.smashed for e, _ in views])[: audit.images]
+    out = []
+    for name in audit.dependence:
+        params = dict(audit.dependence_params.get(name, {}))
+        if name == "ksg":
+            params.setdefault("seed", derive_seed(env.seed, "ksg", trace.cut))
+        if len(x) < 4:
+            continue
+        res = DEPENDENCE.get(name)(x.numpy(), z.numpy(), **params)
+        out.append((name, [float(res.value)], {"estimator": res.estimator, **res.params}))
+    if audit.dfil_relative_sigma is not None:
+        gen = torch.Generator().manual_seed(derive_seed(env.seed, "dfil", trace.cut))
+        fisher = dfil(trace.rounds[0].client, x.to(env.device), relative_sigma=audit.dfil_relative_sigma,
+                      generator=gen)
+        info = {"sigma": float(fisher.sigma), "relative_sigma": audit.dfil_relative_sigma, "method": fisher.method}
+        out.append(("dfil", fisher.dfil.tolist(), info))
+        out.append(("dfil_mse_bound", fisher.mse_bound.tolist(), info))
+    return out
+
+
+def _row(env: AuditEnv, trace: Trace, attack: str, metric: str, values: Sequence[float], seeds: str,
+         threat: str, params: dict[str, Any]) -> dict[str, Any]:
+    arr = np.asarray(values, dtype=np.float64)
+    finite = arr[np.isfinite(arr)] if np.isfinite(arr).any() else arr
+    return {"run_id": env.run_id, "phase": "audit", "round": trace.trained_rounds, "device": trace.device,
+            "cut": trace.cut, "batch": trace.batch, "attack": attack, "defense": env.defense, "metric": metric,
+            "value": float(np.mean(arr)) if len(arr) else float("nan"),
+            "std": float(np.std(finite)) if len(finite) > 1 else 0.0, "n": int(len(arr)), "seeds": seeds,
+            "source": trace.source, "threat_model": threat, "params": json.dumps(params, sort_keys=True, default=str)}
+
+
+def audit_traces(traces: Sequence[Trace], env: AuditEnv, audit: AuditConfig, *, progress: bool = False) -> AuditResult:
+    """Run every attack of ``audit`` on every trace and return the leakage table."""
+    attacks = audit.attack_names()
+    tasks = [(t, a) for t in traces for a in [None, *attacks]]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(tasks), desc="audit", unit="attack")
+    rows, samples, skipped, timings = [], {}, [], {}
+    seeds = ",".join(str(s) for s in audit.seeds)
+    try:
+        for trace, name in tasks:
+            if bar is not None:
+                bar.set_postfix(cut=trace.cut, device=trace.device, attack=name or "dependence")
+            if name is None:
+                for metric, vals, info in _independent(trace, env, audit):
+                    rows.append(_row(env, trace, "none", metric, vals, seeds, "attack-independent", info))
+            else:
+                values, sample, reason, seconds = _attack_trace(name, trace, env, audit)
+                if reason:
+                    if reason not in skipped:
+                        skipped.append(reason)
+                        logger.warning("skipped %s", reason)
+                else:
+                    attack = ATTACKS.get(name).from_dict(audit.attack_params.get(name))
+                    params = dataclasses.asdict(attack.params)
+                    threat = attack.threat_model.describe()
+                    for metric, vals in values.items():
+                        if vals:
+                            rows.append(_row(env, trace, name, metric, vals, seeds, threat, params))
+                    rows.append(_row(env, trace, name, "wall_time_s", [seconds], seeds, threat, params))
+                    timings[name] = timings.get(name, 0.0) + seconds
+                    if sample is not None:
+                        samples[(trace.device, trace.cut, name)] = sample
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    frame = pd.DataFrame(rows, columns=LEAKAGE_COLUMNS)
+    meta = {"run_id": env.run_id, "attacks": {a: ATTACKS.get(a).threat_model.describe() for a in attacks},
+            "attack_seconds": timings, "skipped": skipped, "images": audit.images, "seeds": audit.seeds,
+            "traces": [{"device": t.device, "cut": t.cut, "batch": t.batch, "source": t.source,
+                        "rounds": [v.round for v in t.rounds]} for t in traces]}
+    return AuditResult(frame, samples, skipped, meta)

@@ -1,0 +1,118 @@
+"""Writing an audit: ``leakage.csv``, ``audit.json``, a figure per metric, and reconstruction grids.
+
+Everything is rendered in a temporary sibling directory first and renamed into place at the end,
+so an interrupted audit leaves no half-written output directory behind.
+
+Layout::
+
+    OUT/
+      leakage.csv                 long format (hasfl_sec.audit.LEAKAGE_COLUMNS)
+      audit.json                  threat models, parameters, timings, skipped attacks, traces
+      leakage_<metric>.png        the metric against cut depth, one line per attack
+      reconstructions_<attack>.png  originals (top row) and reconstructions, one row pair per cut
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from .audit import AuditResult  # noqa: E402
+from .errors import ConfigError  # noqa: E402
+
+__all__ = ["write_audit", "summary_table", "FIGURE_METRICS"]
+
+#: metrics drawn against cut depth when present.
+FIGURE_METRICS = ("ssim", "psnr", "mse", "label_accuracy", "dcor", "dfil_mse_bound")
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing, non-empty directory unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError("--out", str(out), "a directory", "a file has that name")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError("--out", str(out), "a new or empty directory", "pass --overwrite to replace it")
+
+
+def _metric_figure(frame: pd.DataFrame, metric: str, path: Path) -> None:
+    rows = frame[frame.metric == metric]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for attack, part in rows.groupby("attack"):
+        part = part.groupby("cut", as_index=False).agg(value=("value", "mean"), std=("std", "mean"))
+        ax.errorbar(part.cut, part.value, yerr=part["std"], marker="o", capsize=3, label=attack)
+    ax.set_xlabel("cut (blocks on the device)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} against cut depth")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _grid(samples: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]], attack: str, path: Path) -> None:
+    keys = sorted(k for k in samples if k[2] == attack)
+    n = max(len(samples[k][0]) for k in keys)
+    fig, axes = plt.subplots(2 * len(keys), n, figsize=(1.1 * n, 2.3 * len(keys)), squeeze=False)
+    for r, key in enumerate(keys):
+        truth, recon = samples[key]
+        for row, images, label in ((2 * r, truth, "original"), (2 * r + 1, recon, f"cut {key[1]}")):
+            for j in range(n):
+                ax = axes[row][j]
+                ax.axis("off")
+                if j < len(images):
+                    img = images[j].clamp(0, 1)
+                    ax.imshow(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0), cmap="gray", vmin=0, vmax=1)
+            axes[row][0].set_title(f"{label} (device {key[0]})" if row % 2 else label, fontsize=7, loc="left")
+    fig.suptitle(f"{attack}: originals and reconstructions", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_audit(result: AuditResult, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Write the audit to ``out`` (see the module docstring); returns the directory."""
+    out = Path(out)
+    check_out(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        result.frame.to_csv(tmp / "leakage.csv", index=False)
+        (tmp / "audit.json").write_text(json.dumps(result.meta, indent=2, default=str) + "\n")
+        for metric in FIGURE_METRICS:
+            if (result.frame.metric == metric).any():
+                _metric_figure(result.frame, metric, tmp / f"leakage_{metric}.png")
+        for attack in sorted({k[2] for k in result.samples}):
+            _grid(result.samples, attack, tmp / f"reconstructions_{attack}.png")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    return out
+
+
+def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (device, cut, attack): the headline metrics as columns (mean over images/seeds)."""
+    wanted = ["ssim", "psnr", "mse", "identifiability", "label_accuracy", "label_auc", "dcor", "nhsic", "ksg",
+              "dfil", "dfil_mse_bound", "wall_time_s"]
+    part = frame[frame.metric.isin(wanted)]
+    table = part.pivot_table(index=["cut", "device", "attack"], columns="metric", values="value", aggfunc="mean")
+    return table[[m for m in wanted if m in table.columns]].reset_index()

@@ -1,0 +1,181 @@
+"""Where the audit's victims come from: a finished training run, or a bare model.
+
+:func:`audit_run` reads a ``hasfl-sec train`` run directory, restores its trainer from the last
+checkpoint, and records a few more rounds of the devices at the plan's cuts (:func:`victims.replay`);
+cuts the plan did not use are attacked on the aggregated model through a simulated device.
+:func:`audit_model` builds a model, trains it centrally (or loads a state dict), and simulates a
+device at each requested cut. Both then call :func:`hasfl_sec.audit.audit_traces`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .api import prepare, resolve_device
+from .audit import AuditConfig, AuditEnv, AuditResult, audit_traces, check_attacks, trace_rounds_needed
+from .config import ExperimentConfig
+from .datasets import ImageDataset, load_dataset
+from .errors import ConfigError
+from .models import SplitModel, build_model
+from .runner import load_run
+from .seeding import derive_seed, torch_generator
+from .victims import Trace, replay, simulate
+
+__all__ = ["audit_run", "audit_model", "train_central", "resolve_cuts"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_cuts(model: SplitModel, cuts: str | Sequence[int | str], planned: Sequence[int]) -> list[int]:
+    """``"plan"`` -> the planned cuts, ``"all"`` -> every legal cut, else each cut validated."""
+    if cuts == "plan":
+        return sorted(set(planned))
+    if cuts == "all":
+        return list(model.legal_cuts)
+    if isinstance(cuts, str):
+        raise ConfigError("--cuts", cuts, "plan, all, or a comma-separated list of cuts")
+    return sorted({model.resolve_cut(c, field="--cuts") for c in cuts})
+
+
+def _build(cfg: ExperimentConfig, dataset: ImageDataset, seed_label: str) -> SplitModel:
+    torch.manual_seed(derive_seed(cfg.seed, seed_label))
+    m = cfg.model
+    return build_model(m.name, in_channels=dataset.in_channels, num_classes=dataset.num_classes,
+                       image_size=dataset.image_size, norm=m.norm, width=m.width, dropout=m.dropout)
+
+
+def _env(cfg: ExperimentConfig, dataset: ImageDataset, run_id: str, device: torch.device) -> AuditEnv:
+    template = _build(cfg, dataset, "attacker-template")  # an untrained copy: architecture only
+    return AuditEnv(
+        run_id=run_id, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+        auxiliary=dataset.x_test, auxiliary_labels=dataset.y_test,
+        fresh_client=lambda cut: template.client_part(cut),
+        client_optimizer={"lr": cfg.train.lr, "momentum": cfg.train.momentum,
+                          "weight_decay": cfg.train.weight_decay},
+        seed=cfg.seed, device=device,
+    )
+
+
+def _simulated(blocks: Sequence[nn.Module], cuts: Sequence[int], dataset: ImageDataset, cfg: ExperimentConfig,
+               audit: AuditConfig, trained_rounds: int, device: torch.device) -> list[Trace]:
+    """A simulated device at each cut, on the same seeded draw of training images."""
+    b = audit.batch_size
+    if b < 1:
+        raise ConfigError("--batch-size", b, "an integer >= 1")
+    n = trace_rounds_needed(b, audit.images, cfg.train.agg_interval) * b
+    if n > len(dataset.y_train):
+        raise ConfigError("--images", audit.images, f"at most about {len(dataset.y_train) // 2} for this dataset")
+    idx = torch.randperm(len(dataset.y_train), generator=torch_generator(cfg.seed, "audit-victims"))[:n]
+    x, y = dataset.x_train[idx].to(device), dataset.y_train[idx].to(device)
+    return [simulate(blocks, c, x, y, idx, b, cfg.train, trained_rounds=trained_rounds) for c in cuts]
+
+
+def audit_run(path: str | Path, audit: AuditConfig, *, progress: bool = False,
+              device: str | None = None) -> AuditResult:
+    """Audit a finished training run; see the module docstring."""
+    saved = load_run(path)
+    cfg = saved.config
+    if device is not None:
+        cfg.device = device
+    attacks_labels = cfg.train.share_labels
+    check_attacks(audit, attacks_labels)
+    setup = prepare(cfg, fleet=saved.fleet, plan=saved.plan)
+    trainer = setup.trainer()
+    trainer.load_state_dict(saved.checkpoint["trainer"])
+    cuts = resolve_cuts(setup.model, audit.cuts, trainer.cuts)
+    if audit.devices == "first":
+        devices = [trainer.cuts.index(c) for c in cuts if c in trainer.cuts]
+    elif audit.devices == "all":
+        devices = [d for d in range(trainer.n) if trainer.cuts[d] in cuts]
+    else:
+        bad = [d for d in audit.devices if not 0 <= int(d) < trainer.n]
+        if bad:
+            raise ConfigError("--devices", bad[0], f"device ids 0..{trainer.n - 1}, 'first' or 'all'")
+        devices = sorted({int(d) for d in audit.devices})
+        cuts = sorted(set(cuts) | {trainer.cuts[d] for d in devices}) if audit.cuts == "plan" else cuts
+    env = _env(cfg, setup.dataset, saved.run_id, setup.device)
+    traces: list[Trace] = []
+    unplanned = [c for c in cuts if c not in {trainer.cuts[d] for d in devices}]
+    if unplanned:  # taken before the replay advances the trainer: the model the run ended with
+        blocks = list(trainer.global_model())
+        traces += _simulated(blocks, unplanned, setup.dataset, cfg, audit, trainer.round, setup.device)
+    if devices:
+        rounds = max(trace_rounds_needed(trainer.batch_sizes[d], audit.images, cfg.train.agg_interval)
+                     for d in devices)
+        logger.info("audit: replaying %d rounds of devices %s", rounds, devices)
+        traces += replay(trainer, devices, rounds)
+    traces.sort(key=lambda t: (t.cut, t.device))
+    result = audit_traces(traces, env, audit, progress=progress)
+    result.meta.update(source="run", run_dir=str(saved.path), model=cfg.model.name, dataset=cfg.data.dataset,
+                       trained_rounds=trainer.round if not devices else traces[0].trained_rounds)
+    return result
+
+
+def train_central(model: SplitModel, dataset: ImageDataset, *, epochs: int, lr: float, batch_size: int,
+                  seed: int, device: torch.device, progress: bool = False) -> float:
+    """Train ``model`` on the whole training set (SGD, momentum 0.9); returns the test accuracy."""
+    model.to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    x, y = dataset.x_train.to(device), dataset.y_train.to(device)
+    gen = torch_generator(seed, "central")
+    epochs_iter = range(epochs)
+    if progress:
+        from tqdm.auto import tqdm
+
+        epochs_iter = tqdm(epochs_iter, desc="central training", unit="epoch")
+    for _ in epochs_iter:
+        for idx in torch.randperm(len(y), generator=gen).split(batch_size):
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        acc = float((model(dataset.x_test.to(device)).argmax(1).cpu() == dataset.y_test).float().mean())
+    return acc
+
+
+def audit_model(cfg: ExperimentConfig, audit: AuditConfig, *, checkpoint: str | Path | None = None,
+                epochs: int = 20, progress: bool = False) -> tuple[AuditResult, SplitModel]:
+    """Profile a bare model over its cuts: central training (or a state dict), simulated devices."""
+    cfg = cfg.validate()
+    check_attacks(audit, cfg.train.share_labels)
+    if epochs < 0:
+        raise ConfigError("--epochs", epochs, "an integer >= 0")
+    device = resolve_device(cfg.device)
+    d = cfg.data
+    dataset = load_dataset(d.dataset, data_root=d.data_root, image_size=d.image_size, seed=cfg.seed,
+                           test_fraction=d.test_fraction)
+    model = _build(cfg, dataset, "model")
+    cuts = resolve_cuts(model, "all" if audit.cuts == "plan" else audit.cuts, [])
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        try:
+            state = torch.load(path, weights_only=True, map_location="cpu")
+            model.load_state_dict(state)
+        except FileNotFoundError:
+            raise ConfigError("--checkpoint", str(path), "a model state dict saved with torch.save",
+                              "no such file") from None
+        except Exception as exc:
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise ConfigError("--checkpoint", str(path), f"a state dict of {cfg.model.name} for {d.dataset}",
+                              first[:200]) from None
+        accuracy, trained = float("nan"), "checkpoint"
+    else:
+        accuracy = train_central(model, dataset, epochs=epochs, lr=cfg.train.lr, batch_size=64, seed=cfg.seed,
+                                 device=device, progress=progress)
+        trained = f"central, {epochs} epochs"
+    logger.info("bare model %s on %s (%s), test accuracy %.4f", cfg.model.name, d.dataset, trained, accuracy)
+    run_id = f"{cfg.model.name}-{d.dataset}-bare"
+    env = _env(cfg, dataset, run_id, device)
+    traces = _simulated(list(model.to(device).blocks), cuts, dataset, cfg, audit, 0, device)
+    result = audit_traces(traces, env, audit, progress=progress)
+    result.meta.update(source="model", model=cfg.model.name, dataset=d.dataset, training=trained,
+                       test_accuracy=accuracy, checkpoint=str(checkpoint) if checkpoint else None)
+    return result, model
