@@ -70,8 +70,8 @@ def _grid(samples: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]]
                 ax = axes[row][j]
                 ax.axis("off")
                 if j < len(images):
-                    img = images[j].clamp(0, 1)
-                    ax.imshow(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0), cmap="gray", vmin=0, vmax=1)
+                    img = images[j].clamp(0, 1).numpy()
+                    ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=1)
             axes[row][0].set_title(f"{label} (device {key[0]})" if row % 2 else label, fontsize=7, loc="left")
     fig.suptitle(f"{attack}: originals and reconstructions", fontsize=9)
     fig.tight_layout()
