@@ -277,11 +277,11 @@ def test_dependence_registry_entries_return_results() -> None:
 
 def test_metrics_registry_specs() -> None:
     assert METRICS.names() == sorted(
-        ["mse", "psnr", "ssim", "identifiability", "label_accuracy", "label_auc"]
+        ["mse", "psnr", "ssim", "identifiability", "label_accuracy", "label_auc", "dfil", "dfil_mse_bound"]
     )
-    assert METRICS.get("mse").higher_is_better is False
-    assert all(METRICS.get(n).higher_is_better for n in METRICS.names() if n != "mse")
-    assert {METRICS.get(n).needs for n in METRICS.names()} == {"images", "labels"}
+    lower = {"mse", "dfil_mse_bound"}
+    assert all(METRICS.get(n).higher_is_better is (n not in lower) for n in METRICS.names())
+    assert {METRICS.get(n).needs for n in METRICS.names()} == {"images", "labels", "model"}
     spec = METRICS.get("psnr")
     assert isinstance(spec, MetricSpec) and spec.fn is psnr
     truth = 0.9 * _images(n=2)
