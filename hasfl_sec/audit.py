@@ -45,7 +45,8 @@ from .seeding import derive_seed
 from .splitstep import cut_gradient
 from .victims import RoundView, Trace
 
-__all__ = ["AuditConfig", "AuditResult", "AuditEnv", "LEAKAGE_COLUMNS", "audit_traces", "check_attacks"]
+__all__ = ["AuditConfig", "AuditResult", "AuditEnv", "LEAKAGE_COLUMNS", "audit_traces", "check_attacks",
+           "build_attack", "run_attack"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def check_attacks(audit: AuditConfig, labels_shared: bool) -> list[Attack]:
                           + ", ".join(audit.attack_names()))
     built = []
     for name in audit.attack_names():
-        attack = ATTACKS.get(name).from_dict(audit.attack_params.get(name))
+        attack = build_attack(name, audit)
         if "labels" in attack.threat_model.observes and not labels_shared:
             raise ConfigError("--attacks", name, "attacks that the run's records support",
                               f"{name} observes labels but the run did not share them; "
@@ -216,36 +217,62 @@ def _match_per_exchange(rec: Reconstruction, truth: torch.Tensor) -> torch.Tenso
     return out
 
 
+def build_attack(name: str, audit: AuditConfig, env: AuditEnv | None = None) -> Attack:
+    """The attack ``name`` with the audit's parameter overrides.
+
+    An attack whose ``Params`` size its auxiliary data (``auxiliary_samples``) is capped at what
+    the task holds out (with a warning): the threat model then records the smaller number.
+    """
+    attack = ATTACKS.get(name).from_dict(audit.attack_params.get(name))
+    wanted = getattr(attack.params, "auxiliary_samples", None)
+    if env is not None and wanted is not None and wanted > len(env.auxiliary):
+        logger.warning("%s: %d auxiliary samples wanted, the held-out split has %d; using %d",
+                       name, wanted, len(env.auxiliary), len(env.auxiliary))
+        attack = type(attack)(dataclasses.replace(attack.params, auxiliary_samples=len(env.auxiliary)))
+    return attack
+
+
+def run_attack(attack: Attack, trace: Trace, env: AuditEnv, images: int, seed: int
+               ) -> tuple[list[Reconstruction], list[GroundTruth]] | str:
+    """One attack on one trace with one seed: its reconstructions and the ground truth behind them,
+    or why it does not apply. Each :class:`~hasfl_sec.attacks.base.Attack.unit` gets the client
+    weights its threat model speaks of (see :func:`_groups`)."""
+    torch.manual_seed(seed)
+    groups = _groups(trace, attack.unit, images)
+    if not groups:
+        return f"{attack.name} at cut {trace.cut}: no complete {attack.unit} was recorded"
+    first = _context(attack, groups[0].views[0], trace, env, seed)
+    reason = attack.applies(first)
+    if reason:
+        return f"{attack.name}: {reason}"
+    attack.fit(first)
+    recs, truths = [], []
+    for g in groups:
+        ctx = first if g is groups[0] else _context(attack, g.views[0], trace, env, seed)
+        recs.append(attack.reconstruct(observe(g.exchanges, g.uploads, attack.threat_model), ctx))
+        truths.extend(g.truths)
+    return recs, truths
+
+
 def _attack_trace(attack_name: str, trace: Trace, env: AuditEnv, audit: AuditConfig
                   ) -> tuple[dict[str, list[float]], tuple[torch.Tensor, torch.Tensor] | None, str | None, float]:
     """Run one attack on one trace for every seed: per-metric values, sample images, skip reason, seconds."""
-    cls = ATTACKS.get(attack_name)
     values: dict[str, list[float]] = {}
     sample = None
     start = time.perf_counter()
     for s in audit.seeds:
-        attack = cls.from_dict(audit.attack_params.get(attack_name))
-        seed = derive_seed(env.seed, "audit", attack_name, trace.device, trace.cut, s)
-        torch.manual_seed(seed)
-        groups = _groups(trace, cls.unit, audit.images)
-        if not groups:
-            return {}, None, f"{attack_name} at cut {trace.cut}: no complete {cls.unit} was recorded", 0.0
-        first = _context(attack, groups[0].views[0], trace, env, seed)
-        reason = attack.applies(first)
-        if reason:
-            return {}, None, f"{attack_name}: {reason}", 0.0
-        attack.fit(first)
-        recs, truths = [], []
-        for g in groups:
-            ctx = first if g is groups[0] else _context(attack, g.views[0], trace, env, seed)
-            recs.append(attack.reconstruct(observe(g.exchanges, g.uploads, attack.threat_model), ctx))
-            truths.extend(g.truths)
+        attack = build_attack(attack_name, audit, env)
+        outcome = run_attack(attack, trace, env, audit.images,
+                             derive_seed(env.seed, "audit", attack_name, trace.device, trace.cut, s))
+        if isinstance(outcome, str):
+            return {}, None, outcome, 0.0
+        recs, truths = outcome
         for rec in recs:
-            for k, v in _score(rec, truths, cls.unit).items():
+            for k, v in _score(rec, truths, attack.unit).items():
                 values.setdefault(k, []).extend(v)
-        if sample is None and cls.recovers == "inputs":
+        if sample is None and attack.recovers == "inputs":
             truth, _ = _aligned_truth(recs[0], truths)
-            shown = _match_per_exchange(recs[0], truth) if cls.unit == "period" else recs[0].inputs
+            shown = _match_per_exchange(recs[0], truth) if attack.unit == "period" else recs[0].inputs
             sample = (truth[: audit.grid_images].cpu(), shown[: audit.grid_images].detach().cpu())
     return values, sample, None, time.perf_counter() - start
 
@@ -329,7 +356,7 @@ def audit_traces(traces: Sequence[Trace], env: AuditEnv, audit: AuditConfig, *, 
                         skipped.append(reason)
                         logger.warning("skipped %s", reason)
                 else:
-                    attack = ATTACKS.get(name).from_dict(audit.attack_params.get(name))
+                    attack = build_attack(name, audit, env)
                     params = dataclasses.asdict(attack.params)
                     threat = attack.threat_model.describe()
                     for metric, vals in values.items():
@@ -345,7 +372,7 @@ def audit_traces(traces: Sequence[Trace], env: AuditEnv, audit: AuditConfig, *, 
         if bar is not None:
             bar.close()
     frame = pd.DataFrame(rows, columns=LEAKAGE_COLUMNS)
-    meta = {"run_id": env.run_id, "attacks": {a: ATTACKS.get(a).threat_model.describe() for a in attacks},
+    meta = {"run_id": env.run_id, "attacks": {a: build_attack(a, audit, env).threat_model.describe() for a in attacks},
             "attack_seconds": timings, "skipped": skipped, "images": audit.images, "seeds": audit.seeds,
             "traces": [{"device": t.device, "cut": t.cut, "batch": t.batch, "source": t.source,
                         "rounds": [v.round for v in t.rounds]} for t in traces]}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -11,8 +12,10 @@ from click.testing import CliRunner
 
 from conftest import small_overrides
 from hasfl_sec.api import prepare
-from hasfl_sec.audit import LEAKAGE_COLUMNS, AuditConfig
-from hasfl_sec.audit_run import audit_model, audit_run
+from hasfl_sec.attacks import ATTACKS
+from hasfl_sec.audit import LEAKAGE_COLUMNS, AuditConfig, build_attack, run_attack
+from hasfl_sec.audit_run import _env, audit_model, audit_run
+from hasfl_sec.errors import ConfigError
 from hasfl_sec.cli import cli
 from hasfl_sec.config import load_config
 from hasfl_sec.runner import train
@@ -47,6 +50,45 @@ def test_simulated_trace_reproduces_the_split_step_and_its_periods():
     start = trace.periods()[1][0].client.state_dict()
     end = trace.uploads[9].state
     assert any(not torch.equal(start[k], end[k]) for k in end)
+
+
+#: Parameters that make any registered attack quick; only those an attack has are used.
+QUICK = {"steps": 3, "outer_steps": 2, "inner_steps": 2, "restarts": 1, "auxiliary_samples": 32, "batch_size": 8}
+
+
+@pytest.fixture(scope="module")
+def small_trace():
+    cfg = load_config(overrides=small_overrides())
+    setup = prepare(cfg)
+    x, y = setup.dataset.x_train[:12], setup.dataset.y_train[:12]
+    trace = simulate(list(setup.model.blocks), 2, x, y, torch.arange(12), 4, cfg.train, trained_rounds=3)
+    return setup, trace, _env(cfg, setup.dataset, "test", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("name", ATTACKS.names())
+def test_every_registered_attack_dry_run(small_trace, name):
+    """Each attack, given what its threat model grants, returns finite output of the right shapes."""
+    setup, trace, env = small_trace
+    cls = ATTACKS.get(name)
+    fields = {f.name for f in dataclasses.fields(cls.Params)}
+    audit = AuditConfig(attacks=[name], attack_params={name: {k: v for k, v in QUICK.items() if k in fields}})
+    attack = build_attack(name, audit, env)
+    outcome = run_attack(attack, trace, env, images=6, seed=0)
+    if isinstance(outcome, str):  # e.g. a binary-only attack on 10 classes: it must say so
+        assert outcome.startswith(name)
+        return
+    recs, truths = outcome
+    n = sum(len(r.keys) for r in recs)
+    assert n >= 6 and all(len(r.keys) == len(r.positions) for r in recs)
+    for rec in recs:
+        if cls.recovers == "inputs":
+            assert rec.inputs.shape == (len(rec.keys), *setup.dataset.input_shape)
+            assert torch.isfinite(rec.inputs).all() and rec.inputs.min() >= 0 and rec.inputs.max() <= 1
+        else:
+            assert rec.labels.shape == (len(rec.keys),) and rec.labels.max() < env.num_classes
+            assert rec.label_scores is None or rec.label_scores.shape == (len(rec.keys), env.num_classes)
+    with pytest.raises(ConfigError, match=f"attack.{name}.nonsense"):
+        cls.from_dict({"nonsense": 1})
 
 
 def test_replay_records_every_round_with_the_weights_in_use(small_config):
