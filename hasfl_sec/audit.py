@@ -347,8 +347,10 @@ def audit_traces(traces: Sequence[Trace], env: AuditEnv, audit: AuditConfig, *, 
             if bar is not None:
                 bar.set_postfix(cut=trace.cut, device=trace.device, attack=name or "dependence")
             if name is None:
+                start = time.perf_counter()
                 for metric, vals, info in _independent(trace, env, audit):
                     rows.append(_row(env, trace, "none", metric, vals, seeds, "attack-independent", info))
+                timings["none"] = timings.get("none", 0.0) + time.perf_counter() - start
             else:
                 values, sample, reason, seconds = _attack_trace(name, trace, env, audit)
                 if reason:
