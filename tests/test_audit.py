@@ -195,3 +195,19 @@ def test_a_directory_that_is_not_a_run_is_refused(tmp_path):
 def test_bare_model_bad_names_list_the_valid_ones(tmp_path):
     result = CliRunner().invoke(cli, ["audit", "--model", "nonet", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "hecnn" in result.output
+
+
+def test_an_attack_needing_labels_on_a_label_private_run_says_what_to_rerun(tmp_path, monkeypatch):
+    from hasfl_sec.attacks.base import ThreatModel
+    from hasfl_sec.attacks.feature_inversion import RMLEInversion
+
+    class NeedsLabels(RMLEInversion):
+        name = "needs-labels"
+        threat_model = ThreatModel("edge-server", frozenset({"smashed", "labels"}), True, True)
+
+    monkeypatch.setitem(ATTACKS._items, "needs-labels", NeedsLabels)
+    out = tmp_path / "run"
+    train(load_config(overrides=small_overrides(**{"train.rounds": 3, "train.share_labels": "false"})), out_dir=out)
+    result = CliRunner().invoke(cli, ["audit", str(out), "--attacks", "needs-labels", "--out", str(tmp_path / "a")])
+    assert result.exit_code == 2 and "train.share_labels=true" in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "a").exists()
