@@ -67,13 +67,16 @@ def _attack_params(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
               help="Override an attack parameter, e.g. rmle.steps=500. Repeatable.")
 @click.option("--seed", type=int, help="Bare model: master seed.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to compute.")
+@click.option("--threads", type=int, help="Torch CPU threads [torch's default]; 1 is often fastest for the small "
+                                          "default models on a busy machine.")
 @click.option("-o", "--out", help="Output directory [RUN_DIR/audit, or runs/audit-<model>-<dataset>-<time>].")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [on when stderr is a terminal].")
 def audit(run_dir: str | None, model: str | None, dataset: str | None, config_file: str | None,
           overrides: tuple[str, ...], checkpoint: str | None, epochs: int, cuts: str | None, victims: str,
           attacks: str, images: int, seeds: str, batch_size: int, attack_params: tuple[str, ...],
-          seed: int | None, device: str | None, out: str | None, overwrite: bool, progress: bool | None) -> None:
+          seed: int | None, device: str | None, threads: int | None, out: str | None, overwrite: bool,
+          progress: bool | None) -> None:
     """Attack what each device sends across its cut, and measure the leakage per split point.
 
     With RUN_DIR (a run of hasfl-sec train) the run continues from its checkpoint for a few
@@ -101,6 +104,12 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
     from .errors import ConfigError
 
     bare = run_dir is None
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError("--threads", threads, "an integer >= 1")
+        import torch
+
+        torch.set_num_threads(threads)
     if not bare and (model or dataset or config_file or overrides or checkpoint or seed is not None):
         raise ConfigError("RUN_DIR", run_dir, "either a run directory or --model/--dataset/--config, not both",
                           "a run is audited with its own config")

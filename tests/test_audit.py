@@ -170,6 +170,7 @@ BAD = [
     (["--attack-param", "rmle.nosuch=1"], "attack.rmle.nosuch"),
     (["--attack-param", "steps=1"], "--attack-param"),
     (["--model", "hecnn"], "RUN_DIR"),
+    (["--threads", "0"], "--threads"),
 ]
 
 
