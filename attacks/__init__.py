@@ -11,4 +11,4 @@ ATTACKS: Registry[type] = Registry("attack", "attack.name")
 __all__ = ["ATTACKS"]
 
 # Built-in attacks register themselves on import.
-from . import feature_inversion, inverse_network  # noqa: E402,F401
+from . import feature_inversion, gradient_inversion, inverse_network, label_inference, unsplit  # noqa: E402,F401
