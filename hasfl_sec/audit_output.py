@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from .audit import AuditResult  # noqa: E402
 from .errors import ConfigError  # noqa: E402
 
-__all__ = ["write_audit", "summary_table", "FIGURE_METRICS"]
+__all__ = ["write_audit", "summary_tables", "check_out", "FIGURE_METRICS", "SUMMARY_GROUPS"]
 
 #: metrics drawn against cut depth when present.
 FIGURE_METRICS = ("ssim", "psnr", "mse", "label_accuracy", "dcor", "dfil_mse_bound")
@@ -109,10 +109,24 @@ def write_audit(result: AuditResult, out: str | Path, *, overwrite: bool = False
     return out
 
 
-def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (device, cut, attack): the headline metrics as columns (mean over images/seeds)."""
-    wanted = ["ssim", "psnr", "mse", "identifiability", "label_accuracy", "label_auc", "dcor", "nhsic", "ksg",
-              "dfil", "dfil_mse_bound", "wall_time_s"]
-    part = frame[frame.metric.isin(wanted)]
-    table = part.pivot_table(index=["cut", "device", "attack"], columns="metric", values="value", aggfunc="mean")
-    return table[[m for m in wanted if m in table.columns]].reset_index()
+#: The summary's three tables: reconstructions, label inference, attack-independent figures.
+SUMMARY_GROUPS = {
+    "reconstruction": ["ssim", "psnr", "mse", "identifiability", "wall_time_s"],
+    "labels": ["label_accuracy", "label_auc", "wall_time_s"],
+    "attack-independent": ["dcor", "nhsic", "ksg", "dfil", "dfil_mse_bound", "wall_time_s"],
+}
+
+
+def summary_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per group of :data:`SUMMARY_GROUPS`, one row per (cut, device, attack) with the group's
+    metrics as columns (means over images and seeds); empty groups are left out."""
+    out = {}
+    for group, wanted in SUMMARY_GROUPS.items():
+        keys = frame[frame.metric.isin(wanted[:-1])][["cut", "device", "attack"]].drop_duplicates()
+        part = frame.merge(keys, on=["cut", "device", "attack"])
+        part = part[part.metric.isin(wanted)]
+        if part.empty:
+            continue
+        table = part.pivot_table(index=["cut", "device", "attack"], columns="metric", values="value", aggfunc="mean")
+        out[group] = table[[m for m in wanted if m in table.columns]].reset_index()
+    return out

@@ -98,7 +98,7 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
         hasfl-sec audit runs/demo --attack-param rmle.steps=500 --out runs/demo/audit-fast
     """
     from .audit import AuditConfig
-    from .audit_output import check_out, summary_table, write_audit
+    from .audit_output import check_out, summary_tables, write_audit
     from .audit_run import audit_model, audit_run
     from .cli import _build_config
     from .errors import ConfigError
@@ -137,8 +137,10 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
         from .results import atomic_torch_save
 
         atomic_torch_save(trained.state_dict(), target / "model.pt")
-    table = summary_table(result.frame)
-    click.echo(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    for group, table in summary_tables(result.frame).items():
+        click.echo(f"{group} (means over images and seeds; wall_time_s in seconds):")
+        click.echo(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+        click.echo("")
     for name, threat in result.meta["attacks"].items():
         click.echo(f"{name}: {threat}")
     for reason in result.skipped:
