@@ -33,7 +33,6 @@ flattened per sample, so any cut and any batch size is accepted.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
@@ -166,14 +165,6 @@ def _sybil_missing(context: AttackContext, name: str) -> str | None:
     return None
 
 
-def _sybil_threat(attack: Attack) -> None:
-    """Make the instance's threat model grant exactly the sybil samples its params ask for."""
-    n = attack.params.auxiliary_samples
-    if n != type(attack).threat_model.auxiliary_samples:
-        attack.threat_model = dataclasses.replace(type(attack).threat_model,  # type: ignore[misc]
-                                                  auxiliary_samples=n)
-
-
 def _check_dims(victims: torch.Tensor, anchors: torch.Tensor, name: str) -> None:
     if len(victims) and victims.shape[1] != anchors.shape[1]:
         raise ValueError(f"{name}: victim gradients have {victims.shape[1]} values per sample, the sybil's "
@@ -235,8 +226,29 @@ class LabelNorm(Attack):
         return _result(exchanges, sizes, scores, threshold=threshold, low_centre=low, high_centre=high)
 
 
+class _SybilLabelAttack(Attack):
+    """Shared by the sybil-anchored label attacks: the threat model, ``applies``, and the victims'
+    and anchors' unit gradients with the class prototypes."""
+
+    unit = "round"
+    recovers = "labels"
+    threat_model = ThreatModel(position="edge-server", observes=frozenset({"grad"}), auxiliary_samples=64, sybil=True)
+
+    def applies(self, context: AttackContext) -> str | None:
+        return _sybil_missing(context, self.name)
+
+    def _anchored(self, observations: Observations, context: AttackContext
+                  ) -> tuple[torch.Tensor, list[int], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Victim gradients (flat), batch sizes, unit anchor gradients and labels, prototypes, classes present."""
+        grads, sizes = _flat_grads(observations.exchanges, self.name)
+        anchors, anchor_labels = _sybil_gradients(context, self.params.auxiliary_samples, self.name)
+        _check_dims(grads, anchors, self.name)
+        protos, present = class_prototypes(anchors, anchor_labels, context.num_classes)
+        return grads, sizes, anchors, anchor_labels, protos, present
+
+
 @ATTACKS.register("label-direction", help="cosine label inference against a sybil's class prototypes (Li et al. 2022)")
-class LabelDirection(Attack):
+class LabelDirection(_SybilLabelAttack):
     """Li et al. (2022) direction scoring, K classes, prototypes from a sybil device's gradients.
 
     Params:
@@ -257,23 +269,10 @@ class LabelDirection(Attack):
         auxiliary_samples: int = 64
 
     name = "label-direction"
-    unit = "round"
-    recovers = "labels"
-    threat_model = ThreatModel(position="edge-server", observes=frozenset({"grad"}), auxiliary_samples=64, sybil=True)
-
-    def __init__(self, params: "LabelDirection.Params | None" = None) -> None:
-        super().__init__(params)
-        _sybil_threat(self)
-
-    def applies(self, context: AttackContext) -> str | None:
-        return _sybil_missing(context, self.name)
 
     def reconstruct(self, observations: Observations, context: AttackContext) -> Reconstruction:
         exchanges = observations.exchanges
-        grads, sizes = _flat_grads(exchanges, self.name)
-        anchors, anchor_labels = _sybil_gradients(context, self.params.auxiliary_samples, self.name)
-        _check_dims(grads, anchors, self.name)
-        protos, present = class_prototypes(anchors, anchor_labels, context.num_classes)
+        grads, sizes, anchors, _, protos, present = self._anchored(observations, context)
         scores = _unit(grads) @ protos.T if len(grads) else torch.empty(0, context.num_classes, dtype=torch.float64)
         scores[:, ~present] = ABSENT_SCORE
         return _result(exchanges, sizes, scores, sybil_samples=len(anchors),
@@ -281,7 +280,7 @@ class LabelDirection(Attack):
 
 
 @ATTACKS.register("label-cluster", help="k-means label inference with a sybil's labelled anchors (Liu & Lyu 2024)")
-class LabelCluster(Attack):
+class LabelCluster(_SybilLabelAttack):
     """Liu & Lyu et al. (2024) clustering label inference with a sybil device's anchors.
 
     Params:
@@ -306,16 +305,6 @@ class LabelCluster(Attack):
         n_init: int = 10
 
     name = "label-cluster"
-    unit = "round"
-    recovers = "labels"
-    threat_model = ThreatModel(position="edge-server", observes=frozenset({"grad"}), auxiliary_samples=64, sybil=True)
-
-    def __init__(self, params: "LabelCluster.Params | None" = None) -> None:
-        super().__init__(params)
-        _sybil_threat(self)
-
-    def applies(self, context: AttackContext) -> str | None:
-        return _sybil_missing(context, self.name)
 
     def reconstruct(self, observations: Observations, context: AttackContext) -> Reconstruction:
         from sklearn.cluster import KMeans
@@ -323,10 +312,7 @@ class LabelCluster(Attack):
 
         exchanges = observations.exchanges
         k = context.num_classes
-        grads, sizes = _flat_grads(exchanges, self.name)
-        anchors, anchor_labels = _sybil_gradients(context, self.params.auxiliary_samples, self.name)
-        _check_dims(grads, anchors, self.name)
-        protos, present = class_prototypes(anchors, anchor_labels, k)
+        grads, sizes, anchors, anchor_labels, protos, present = self._anchored(observations, context)
         victims = _unit(grads) if len(grads) else torch.empty(0, anchors.shape[1], dtype=torch.float64)
         points = torch.cat([victims, anchors]).numpy()
         n_clusters = min(k, len(points))
