@@ -10,6 +10,7 @@ Layout::
       audit.json                  threat models, parameters, timings, skipped attacks, traces
       leakage_<metric>.png        the metric against cut depth, one line per attack
       reconstructions_<attack>.png  originals (top row) and reconstructions, one row pair per cut
+      model.pt                    bare-model audits trained here: the model's state dict (--checkpoint)
 """
 
 from __future__ import annotations
@@ -79,8 +80,13 @@ def _grid(samples: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]]
     plt.close(fig)
 
 
-def write_audit(result: AuditResult, out: str | Path, *, overwrite: bool = False) -> Path:
-    """Write the audit to ``out`` (see the module docstring); returns the directory."""
+def write_audit(result: AuditResult, out: str | Path, *, overwrite: bool = False,
+                tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+    """Write the audit to ``out`` (see the module docstring); returns the directory.
+
+    ``tensors`` are further files saved with ``torch.save`` inside the same atomic write (the
+    bare-model audit's ``model.pt``).
+    """
     out = Path(out)
     check_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +102,8 @@ def write_audit(result: AuditResult, out: str | Path, *, overwrite: bool = False
                 _metric_figure(result.frame, metric, tmp / f"leakage_{metric}.png")
         for attack in sorted({k[2] for k in result.samples}):
             _grid(result.samples, attack, tmp / f"reconstructions_{attack}.png")
+        for name, state in (tensors or {}).items():
+            torch.save(state, tmp / name)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

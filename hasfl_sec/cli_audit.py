@@ -132,11 +132,8 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
         target = Path(out or Path(run_dir) / "audit")
         check_out(target, overwrite)
         result = audit_run(run_dir, cfg_audit, progress=show, device=device)
-    write_audit(result, target, overwrite=overwrite)
-    if bare and checkpoint is None:
-        from .results import atomic_torch_save
-
-        atomic_torch_save(trained.state_dict(), target / "model.pt")
+    saved = {"model.pt": trained.state_dict()} if bare and checkpoint is None else None
+    write_audit(result, target, overwrite=overwrite, tensors=saved)
     for group, table in summary_tables(result.frame).items():
         click.echo(f"{group} (means over images and seeds; wall_time_s in seconds):")
         click.echo(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
