@@ -217,7 +217,9 @@ class Attack(ABC):
     records and give the right client weights: ``"round"`` -- one device's exchanges of one round,
     with the client weights in use during that round; ``"period"`` -- one device's exchanges over an
     aggregation period of I rounds plus its upload at the period's end, with the client weights
-    broadcast at the period's start (what the fed server itself sent).
+    broadcast at the period's start (what the fed server itself sent); ``"trace"`` -- all of one
+    device's recorded exchanges at once (for attacks that use no client weights, e.g. one clone
+    learnt from every batch the server saw).
     ``recovers`` is ``"inputs"`` or ``"labels"``.
     """
 

@@ -145,7 +145,8 @@ class UnSplit(Attack):
         init_std: standard deviation of the initial input logits around 0, i.e. mid-grey as in
             the paper, plus a little noise (default 0.1).
 
-    Shapes: the exchanges of one call (one device, one round, one cut) carry smashed data
+    Shapes: the exchanges of one call (all the batches of one device at one cut the server saw,
+    ``unit = "trace"``; the client changes by one SGD step per round, which the clone absorbs) carry smashed data
     ``[b, ...]``; they are inverted jointly with one shared clone; the reconstruction is
     ``[n, C, H, W]`` in [0, 1], one image per observed sample. Stats: ``final_loss`` (matching
     MSE of the selected candidate), ``relative_loss`` (that over the mean square of the smashed
@@ -173,7 +174,7 @@ class UnSplit(Attack):
         init_std: float = 0.1
 
     name = "unsplit"
-    unit = "round"
+    unit = "trace"  # one clone learnt from all the batches the server saw from this device
     recovers = "inputs"
     threat_model = ThreatModel(position="edge-server", observes=frozenset({"smashed"}), client_architecture=True,
                                client_weights=False)

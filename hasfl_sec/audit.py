@@ -169,6 +169,17 @@ def _groups(trace: Trace, unit: str, images: int) -> list[_Group]:
             ex, tr = _head(view, images - have)
             have += len(tr.inputs)
             groups.append(_Group([view], [ex], [tr], []))
+    elif unit == "trace":
+        views, exchanges, truths = [], [], []
+        for view in trace.rounds:
+            if have >= images:
+                break
+            ex, tr = _head(view, images - have)
+            have += len(tr.inputs)
+            views.append(view)
+            exchanges.append(ex)
+            truths.append(tr)
+        groups = [_Group(views, exchanges, truths, [])] if views else []
     elif unit == "period":
         for period in trace.periods():
             if have >= images:
