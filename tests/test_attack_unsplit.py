@@ -58,7 +58,7 @@ def _context(recorded, attack, device: int, seed: int = 0):
 
 def test_registered_with_its_threat_model(recorded):
     cls = ATTACKS.get("unsplit")
-    assert cls is UnSplit and cls.unit == "round" and cls.recovers == "inputs"
+    assert cls is UnSplit and cls.unit == "trace" and cls.recovers == "inputs"
     tm = cls.threat_model
     assert tm.position == "edge-server" and tm.observes == frozenset({"smashed"})
     assert tm.client_architecture and not tm.client_weights and not tm.query_access and tm.auxiliary_samples == 0
