@@ -246,7 +246,8 @@ class SFLTrainer:
             y = self.y_train[idx].cpu()
             ex = Exchange(
                 round=t, device=i, step=0, cut=self.cuts[i], smashed=sent[i].detach().cpu(),
-                labels=y if self.cfg.share_labels else None, grad=returned[i].detach().cpu(), meta={"loss": losses[i]},
+                labels=y if self.cfg.share_labels else None, grad=returned[i].detach().cpu(),
+                meta={"loss": losses[i]},
             )
             truth = GroundTruth(t, i, 0, self.x_train[idx].cpu(), y, idx.cpu())
             for o in observers:
