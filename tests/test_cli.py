@@ -12,7 +12,7 @@ from hasfl_sec.cli import cli
 SMALL = ["--devices", "4", "--rounds", "4", "--set", "train.eval_every=2", "--set", "plan.candidate_cuts=[1,2]"]
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["optimize"], ["list"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["optimize"], ["list"], ["audit"]])
 def test_help(command):
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0
