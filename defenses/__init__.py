@@ -10,3 +10,6 @@ from .base import Defense, DefenseStack
 DEFENSES: Registry[type[Defense]] = Registry("defense", "defenses")
 
 __all__ = ["DEFENSES", "Defense", "DefenseStack"]
+
+# Built-in defenses register themselves on import.
+from . import noise  # noqa: E402,F401
