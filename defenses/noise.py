@@ -11,8 +11,11 @@ sensitivity ``2 * clip`` (Dwork & Roth 2014, section 3.5).
 Noise comes from one seeded generator per device, so a run is reproducible and a resumed run
 continues the same noise stream. ``sigma = 0`` with ``clip = None`` is exactly the identity.
 
-Privacy accounting (the (epsilon, delta) per step and over training, through Opacus'
-accountants) is not part of this increment (issue 5).
+Accounting: with clipping, each release of a sample is a Gaussian mechanism with noise multiplier
+``z = sigma / (2 * clip)``; :func:`gaussian_epsilon` composes ``k`` releases with Opacus' RDP
+accountant (Mironov, "Renyi differential privacy", CSF 2017) and no subsampling amplification
+(the device sampler is not Poisson), so it is an upper bound. Laplace noise under an L2 clip has
+no tight L2-based account here and reports none.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from ..seeding import derive_seed
 from . import DEFENSES
 from .base import Defense
 
-__all__ = ["SmashedNoise", "clip_per_sample"]
+__all__ = ["SmashedNoise", "clip_per_sample", "gaussian_epsilon"]
 
 MECHANISMS = ("gaussian", "laplace")
 
@@ -38,6 +41,21 @@ def clip_per_sample(a: torch.Tensor, clip: float) -> torch.Tensor:
     return a * factor.view(-1, *([1] * (a.dim() - 1)))
 
 
+def gaussian_epsilon(noise_multiplier: float, releases: int, delta: float) -> float:
+    """Epsilon at ``delta`` of ``releases`` adaptive uses of the Gaussian mechanism with
+    ``noise_multiplier`` (noise std over L2 sensitivity), via Opacus' RDP accountant, q = 1."""
+    from opacus.accountants.analysis.rdp import compute_rdp, get_privacy_spent
+    from opacus.accountants.rdp import RDPAccountant
+
+    if noise_multiplier <= 0 or releases < 1 or not 0 < delta < 1:
+        raise ValueError(f"need noise_multiplier > 0, releases >= 1 and 0 < delta < 1; got "
+                         f"{noise_multiplier}, {releases}, {delta}")
+    orders = RDPAccountant.DEFAULT_ALPHAS
+    rdp = compute_rdp(q=1.0, noise_multiplier=noise_multiplier, steps=releases, orders=orders)
+    eps, _ = get_privacy_spent(orders=orders, rdp=rdp, delta=delta)
+    return float(eps)
+
+
 @DEFENSES.register("noise", help="clip each sample's smashed data, add Gaussian or Laplace noise (He et al. 2020)")
 class SmashedNoise(Defense):
     """Clip-and-noise on the smashed data each device sends.
@@ -47,6 +65,7 @@ class SmashedNoise(Defense):
         clip: per-sample L2 norm bound applied first, or None for no clipping.
         mechanism: ``gaussian`` or ``laplace``.
         seed: seed of the per-device noise generators.
+        delta: the delta at which :meth:`report` states epsilon (default 1e-5).
 
     Example::
 
@@ -59,6 +78,7 @@ class SmashedNoise(Defense):
         clip: float | None = None
         mechanism: str = "gaussian"
         seed: int = 0
+        delta: float = 1e-5
 
     name = "noise"
 
@@ -96,7 +116,10 @@ class SmashedNoise(Defense):
         if p.clip is not None:
             out["clip"] = float(p.clip)
             if p.mechanism == "gaussian" and p.sigma > 0:
-                out["noise_multiplier"] = float(p.sigma) / (2.0 * float(p.clip))
+                z = float(p.sigma) / (2.0 * float(p.clip))
+                out["noise_multiplier"] = z
+                out["epsilon_per_release"] = gaussian_epsilon(z, 1, p.delta)
+                out["delta"] = float(p.delta)
         return out
 
     def state_dict(self) -> dict[str, object]:

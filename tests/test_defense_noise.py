@@ -10,7 +10,7 @@ from conftest import small_overrides
 from hasfl_sec.api import prepare
 from hasfl_sec.config import load_config
 from hasfl_sec.defenses import DEFENSES
-from hasfl_sec.defenses.noise import SmashedNoise, clip_per_sample
+from hasfl_sec.defenses.noise import SmashedNoise, clip_per_sample, gaussian_epsilon
 from hasfl_sec.errors import ConfigError
 
 
@@ -72,6 +72,16 @@ def test_bad_parameters_name_the_field(kw, field):
         SmashedNoise(SmashedNoise.Params(**kw))
 
 
-def test_registered():
+def test_registered_and_reports_its_privacy():
     assert DEFENSES.get("noise") is SmashedNoise
-    assert SmashedNoise(SmashedNoise.Params(sigma=1.0, clip=2.0)).report()["noise_multiplier"] == 0.25
+    report = SmashedNoise(SmashedNoise.Params(sigma=2.0, clip=1.0)).report()
+    assert report["noise_multiplier"] == 1.0
+    # Opacus' RDP accountant for one Gaussian release at z = 1, delta = 1e-5 (golden value)
+    assert report["epsilon_per_release"] == pytest.approx(4.7285, abs=1e-3)
+
+
+def test_epsilon_grows_with_releases_and_falls_with_noise():
+    assert gaussian_epsilon(1.0, 10, 1e-5) == pytest.approx(19.0536, abs=1e-3)
+    assert gaussian_epsilon(2.0, 10, 1e-5) < gaussian_epsilon(1.0, 10, 1e-5) < gaussian_epsilon(1.0, 20, 1e-5)
+    with pytest.raises(ValueError):
+        gaussian_epsilon(0.0, 1, 1e-5)
