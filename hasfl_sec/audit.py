@@ -118,7 +118,7 @@ class AuditResult:
     meta: dict[str, Any]
 
 
-def check_attacks(audit: AuditConfig, labels_shared: bool) -> list[Attack]:
+def check_attacks(audit: AuditConfig, labels_shared: bool) -> None:
     """Build every requested attack once, refusing unknown names, bad params, and threat models the
     recorded run cannot serve; one-line :class:`ConfigError` before any work is done."""
     if audit.images < 1:
@@ -129,17 +129,14 @@ def check_attacks(audit: AuditConfig, labels_shared: bool) -> list[Attack]:
     if unknown:
         raise ConfigError("--attack-param", sorted(unknown)[0], "parameters of an attack being run: "
                           + ", ".join(audit.attack_names()))
-    built = []
     for name in audit.attack_names():
         attack = build_attack(name, audit)
         if "labels" in attack.threat_model.observes and not labels_shared:
             raise ConfigError("--attacks", name, "attacks that the run's records support",
                               f"{name} observes labels but the run did not share them; "
                               "re-train with --set train.share_labels=true")
-        built.append(attack)
     for name in audit.dependence:
         DEPENDENCE.get(name)
-    return built
 
 
 # grouping ----------------------------------------------------------------------------------------
@@ -210,22 +207,21 @@ def _context(attack: Attack, view: RoundView, trace: Trace, env: AuditEnv, seed:
                         client_optimizer=env.client_optimizer, device=env.device, seed=seed)
 
 
-def _aligned_truth(rec: Reconstruction, truths: Sequence[GroundTruth]) -> tuple[torch.Tensor, torch.Tensor]:
+def _aligned(rec: Reconstruction, truths: Sequence[GroundTruth], unit: str
+             ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """``(recon, truth_inputs, truth_labels)`` row by row; a jointly reconstructed (per-period)
+    batch is first reordered within each exchange (Hungarian on pixel MSE)."""
     by_key = {t.key: t for t in truths}
-    inputs = torch.stack([by_key[k].inputs[p] for k, p in zip(rec.keys, rec.positions)])
+    truth = torch.stack([by_key[k].inputs[p] for k, p in zip(rec.keys, rec.positions)])
     labels = torch.stack([by_key[k].labels[p] for k, p in zip(rec.keys, rec.positions)])
-    return inputs, labels
-
-
-def _match_per_exchange(rec: Reconstruction, truth: torch.Tensor) -> torch.Tensor:
-    """Reorder a jointly reconstructed batch within each exchange (Hungarian on pixel MSE)."""
-    out = rec.inputs.clone()
-    keys = np.array([hash(k) for k in rec.keys])
-    for key in dict.fromkeys(keys.tolist()):
-        rows = np.flatnonzero(keys == key)
-        perm = match_batch(rec.inputs[rows], truth[rows])
-        out[rows] = rec.inputs[rows][perm]
-    return out
+    recon = None if rec.inputs is None else rec.inputs.detach().cpu()
+    if recon is not None and unit == "period":
+        matched = recon.clone()
+        for key in dict.fromkeys(rec.keys):
+            rows = [i for i, k in enumerate(rec.keys) if k == key]
+            matched[rows] = recon[rows][match_batch(recon[rows], truth[rows])]
+        recon = matched
+    return recon, truth, labels
 
 
 def build_attack(name: str, audit: AuditConfig, env: AuditEnv | None = None) -> Attack:
@@ -266,8 +262,10 @@ def run_attack(attack: Attack, trace: Trace, env: AuditEnv, images: int, seed: i
 
 
 def _attack_trace(attack_name: str, trace: Trace, env: AuditEnv, audit: AuditConfig
-                  ) -> tuple[dict[str, list[float]], tuple[torch.Tensor, torch.Tensor] | None, str | None, float]:
-    """Run one attack on one trace for every seed: per-metric values, sample images, skip reason, seconds."""
+                  ) -> tuple[Attack, dict[str, list[float]], tuple[torch.Tensor, torch.Tensor] | None, str | None,
+                             float]:
+    """Run one attack on one trace for every seed: the attack (as built), per-metric values, sample
+    images, skip reason, seconds."""
     values: dict[str, list[float]] = {}
     sample = None
     start = time.perf_counter()
@@ -276,26 +274,24 @@ def _attack_trace(attack_name: str, trace: Trace, env: AuditEnv, audit: AuditCon
         outcome = run_attack(attack, trace, env, audit.images,
                              derive_seed(env.seed, "audit", attack_name, trace.device, trace.cut, s))
         if isinstance(outcome, str):
-            return {}, None, outcome, 0.0
+            return attack, {}, None, outcome, 0.0
         recs, truths = outcome
         for rec in recs:
-            for k, v in _score(rec, truths, attack.unit).items():
+            recon, truth, labels = _aligned(rec, truths, attack.unit)
+            for k, v in _score(rec, recon, truth, labels).items():
                 values.setdefault(k, []).extend(v)
-        if sample is None and attack.recovers == "inputs":
-            truth, _ = _aligned_truth(recs[0], truths)
-            shown = _match_per_exchange(recs[0], truth) if attack.unit == "period" else recs[0].inputs
-            sample = (truth[: audit.grid_images].cpu(), shown[: audit.grid_images].detach().cpu())
-    return values, sample, None, time.perf_counter() - start
+            if sample is None and recon is not None:
+                sample = (truth[: audit.grid_images], recon[: audit.grid_images])
+    return attack, values, sample, None, time.perf_counter() - start
 
 
-def _score(rec: Reconstruction, truths: Sequence[GroundTruth], unit: str) -> dict[str, list[float]]:
-    truth, labels = _aligned_truth(rec, truths)
+def _score(rec: Reconstruction, recon: torch.Tensor | None, truth: torch.Tensor,
+           labels: torch.Tensor) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
-    if rec.inputs is not None:
-        recon = _match_per_exchange(rec, truth) if unit == "period" else rec.inputs
-        for name, per_image in image_report(recon.detach().cpu(), truth).items():
+    if recon is not None:
+        for name, per_image in image_report(recon, truth).items():
             out[name] = [float(v) for v in per_image]
-        out["identifiability"] = [identifiability(recon.detach().cpu(), truth)] if len(truth) > 1 else []
+        out["identifiability"] = [identifiability(recon, truth)] if len(truth) > 1 else []
     if rec.labels is not None:
         out["label_accuracy"] = [label_accuracy(rec.labels, labels)]
         if rec.label_scores is not None:
@@ -363,13 +359,12 @@ def audit_traces(traces: Sequence[Trace], env: AuditEnv, audit: AuditConfig, *, 
                     rows.append(_row(env, trace, "none", metric, vals, seeds, "attack-independent", info))
                 timings["none"] = timings.get("none", 0.0) + time.perf_counter() - start
             else:
-                values, sample, reason, seconds = _attack_trace(name, trace, env, audit)
+                attack, values, sample, reason, seconds = _attack_trace(name, trace, env, audit)
                 if reason:
                     if reason not in skipped:
                         skipped.append(reason)
                         logger.warning("skipped %s", reason)
                 else:
-                    attack = build_attack(name, audit, env)
                     params = dataclasses.asdict(attack.params)
                     threat = attack.threat_model.describe()
                     for metric, vals in values.items():

@@ -83,8 +83,7 @@ def audit_run(path: str | Path, audit: AuditConfig, *, progress: bool = False,
     cfg = saved.config
     if device is not None:
         cfg.device = device
-    attacks_labels = cfg.train.share_labels
-    check_attacks(audit, attacks_labels)
+    check_attacks(audit, cfg.train.share_labels)
     setup = prepare(cfg, fleet=saved.fleet, plan=saved.plan)
     trainer = setup.trainer()
     trainer.load_state_dict(saved.checkpoint["trainer"])

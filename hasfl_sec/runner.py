@@ -128,6 +128,21 @@ def _read_run_file(run: RunDir, name: str, reader: Any, field: str = "--resume")
                           first) from None
 
 
+def _read(run: RunDir, name: str, field: str = "--resume") -> Any:
+    """One of a run's own files, parsed by its reader in :data:`_READERS`."""
+    return _read_run_file(run, name, lambda path: _READERS[name](path, field), field)
+
+
+_READERS: dict[str, Any] = {
+    "manifest.json": lambda path, field: json.loads(path.read_text()),
+    "config.yaml": lambda path, field: config_from_dict(read_structured(path, field)),
+    "fleet.yaml": lambda path, field: load_fleet(path),
+    "plan.json": lambda path, field: Plan.from_dict(json.loads(path.read_text())),
+    "bound.json": lambda path, field: BoundConstants.load(path),
+    "checkpoint.pt": lambda path, field: torch.load(path, weights_only=True),
+}
+
+
 @dataclass
 class SavedRun:
     """A finished run directory as written by :func:`train`, read back for auditing."""
@@ -146,17 +161,17 @@ def load_run(path: str | Path, field: str = "RUN_DIR") -> SavedRun:
     run = RunDir(path)
     if not run.path.is_dir():
         raise ConfigError(field, str(run.path), "a run directory written by hasfl-sec train", "no such directory")
-    manifest = _read_run_file(run, "manifest.json", lambda p: json.loads(p.read_text()), field)
-    config = config_from_dict(_read_run_file(run, "config.yaml", lambda p: read_structured(p, field), field))
-    fleet = _read_run_file(run, "fleet.yaml", load_fleet, field)
-    plan = _read_run_file(run, "plan.json", lambda p: Plan.from_dict(json.loads(p.read_text())), field)
-    bound = _read_run_file(run, "bound.json", BoundConstants.load, field) if run.file("bound.json").is_file() else None
-    state = _read_run_file(run, "checkpoint.pt", lambda p: torch.load(p, weights_only=True), field)
+    manifest = _read(run, "manifest.json", field)
+    config = _read(run, "config.yaml", field)
+    fleet = _read(run, "fleet.yaml", field)
+    plan = _read(run, "plan.json", field)
+    bound = _read(run, "bound.json", field) if run.file("bound.json").is_file() else None
+    state = _read(run, "checkpoint.pt", field)
     return SavedRun(run.path, str(manifest.get("run_id", run.path.name)), config, fleet, plan, state, bound)
 
 
 def _resume_config(run: RunDir, config: ExperimentConfig | None) -> ExperimentConfig:
-    saved = config_from_dict(_read_run_file(run, "config.yaml", lambda path: read_structured(path, "--resume")))
+    saved = _read(run, "config.yaml")
     if config is not None and config.config_hash() != saved.config_hash():
         raise ConfigError("--resume", str(run.path), "the same config the run was started with",
                           "drop the config options when resuming; the run's config.yaml is used")
@@ -187,11 +202,11 @@ def train(
             raise ConfigError("--out", None, "the directory of the run to resume")
         run = RunDir(out_dir)
         config = _resume_config(run, config)
-        manifest = _read_run_file(run, "manifest.json", lambda path: json.loads(path.read_text()))
+        manifest = _read(run, "manifest.json")
         if manifest.get("status") == "ok":
             raise ConfigError("--resume", str(run.path), "an unfinished run", "this run already finished")
-        saved_fleet = _read_run_file(run, "fleet.yaml", load_fleet)
-        saved_plan = _read_run_file(run, "plan.json", lambda path: Plan.from_dict(json.loads(path.read_text())))
+        saved_fleet = _read(run, "fleet.yaml")
+        saved_plan = _read(run, "plan.json")
     else:
         config = (config or ExperimentConfig()).validate()
         run = RunDir(out_dir if out_dir is not None else _default_out(config))
@@ -215,9 +230,9 @@ def train(
     if resume:
         run_id = manifest["run_id"]
         if run.file("bound.json").is_file():  # re-plans must use the constants the run planned with
-            setup.context.set_bound(_read_run_file(run, "bound.json", BoundConstants.load))
+            setup.context.set_bound(_read(run, "bound.json"))
         if run.file("checkpoint.pt").is_file():
-            state = _read_run_file(run, "checkpoint.pt", lambda path: torch.load(path, weights_only=True))
+            state = _read(run, "checkpoint.pt")
             trainer.load_state_dict(state["trainer"])
             if tap is not None and state.get("tap") is not None:
                 tap.load_state_dict(state["tap"])
