@@ -5,11 +5,13 @@ every defense follows is :class:`~hasfl_sec.defenses.base.Defense`.
 """
 
 from ..registry import Registry
-from .base import Defense, DefenseStack
+from .base import Defense, DefenseContext, DefenseStack
 
-DEFENSES: Registry[type[Defense]] = Registry("defense", "defenses")
-
-__all__ = ["DEFENSES", "Defense", "DefenseStack"]
+DEFENSES: Registry[type[Defense]] = Registry("defense", "defense.use")
 
 # Built-in defenses register themselves on import.
 from . import noise  # noqa: E402,F401
+from .build import build_defenses, check_defenses, describe_defenses  # noqa: E402
+
+__all__ = ["DEFENSES", "Defense", "DefenseContext", "DefenseStack", "build_defenses", "check_defenses",
+           "describe_defenses"]

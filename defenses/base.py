@@ -1,5 +1,10 @@
 """The defense protocol: four optional hook points, all identity by default.
 
+Before training, :meth:`Defense.prepare` receives a :class:`DefenseContext` (plan, data sizes,
+schedule, model), for defenses whose parameters depend on them (DP-SGD's sampling rate and
+accounting). :meth:`Defense.transform_smashed` must work without ``prepare`` (an adaptive
+attacker simulates the defense on its own data).
+
 A defense may use any subset of them (STYLE.md 7.4: Opacus-style wrapping, NoPeek-style loss
 terms, Flower-mod-style transforms of what crosses the cut):
 
@@ -18,17 +23,49 @@ configured defense in order (the last transform is closest to the wire).
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 
-__all__ = ["Defense", "DefenseStack"]
+__all__ = ["Defense", "DefenseContext", "DefenseStack"]
+
+
+@dataclass(frozen=True)
+class DefenseContext:
+    """What a defense may need to know about the run before training starts.
+
+    Attributes:
+        batch_sizes, cuts: each device's b_i and c_i under the plan in effect.
+        part_sizes: each device's number of training samples |D_i|.
+        rounds: total training rounds; agg_interval: I.
+        model: the split model (before any device copy is made).
+    """
+
+    batch_sizes: tuple[int, ...]
+    cuts: tuple[int, ...]
+    part_sizes: tuple[int, ...]
+    rounds: int
+    agg_interval: int
+    model: Any = None
+
+    @property
+    def num_devices(self) -> int:
+        """N."""
+        return len(self.batch_sizes)
 
 
 class Defense:
-    """Base class; subclasses override only the hooks they need."""
+    """Base class; subclasses override only the hooks they need.
+
+    A registered defense has a ``Params`` dataclass (its config section) and is built as
+    ``Defense(params)``.
+    """
 
     name: str = "identity"
+
+    def prepare(self, context: DefenseContext) -> None:
+        """Called once before training and again after a re-plan (no-op by default)."""
 
     def wrap_optimizer(self, optimizer: torch.optim.Optimizer, *, device: int) -> torch.optim.Optimizer:
         """Return the optimizer device ``device`` will step (identity by default)."""
@@ -67,6 +104,10 @@ class DefenseStack(Defense):
 
     def __init__(self, defenses: Sequence[Defense] = ()) -> None:
         self.defenses = list(defenses)
+
+    def prepare(self, context: DefenseContext) -> None:
+        for d in self.defenses:
+            d.prepare(context)
 
     def wrap_optimizer(self, optimizer: torch.optim.Optimizer, *, device: int) -> torch.optim.Optimizer:
         for d in self.defenses:

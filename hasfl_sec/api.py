@@ -27,7 +27,7 @@ from .calibrate import calibrate_bound, default_pilots
 from .channel import ChannelModel, make_channel
 from .config import ExperimentConfig
 from .data import ImageDataset, load_dataset, partition
-from .defenses.base import Defense
+from .defenses import Defense, build_defenses
 from .errors import ConfigError, check
 from .fleet import FLEETS, Fleet, generate_fleet, load_fleet
 from .latency import CutCosts, RoundLatency, round_latency
@@ -103,11 +103,22 @@ class Setup:
     context: PlanContext
     channel: ChannelModel
 
+    def defenses(self, label: str = "defense") -> list[Defense]:
+        """The defenses the config's ``defense`` section names, freshly built and seeded.
+
+        ``label`` keys their seeds: the trainer uses the default; an adaptive attacker that
+        simulates the defense on its own data passes another label, so it never reuses the
+        victim's noise.
+        """
+        return build_defenses(self.config.defense, seed=self.config.seed, label=label)
+
     def trainer(self, defenses: Sequence[Defense] = ()) -> SFLTrainer:
-        """A fresh trainer for this setup: same seed, the simulated clock of its channel."""
+        """A fresh trainer for this setup: same seed, the simulated clock of its channel, the
+        config's defenses followed by ``defenses`` (extra hooks, for example a test's)."""
         clock = SimClock(self.profile, self.channel, self.config.train.agg_interval)
+        hooks = [*self.defenses(), *defenses]
         return SFLTrainer(self.model, self.dataset, self.parts, self.plan, self.config.train, seed=self.config.seed,
-                          clock=clock, device=self.device, defenses=defenses, replanner=self.replan,
+                          clock=clock, device=self.device, defenses=hooks, replanner=self.replan,
                           replan_every=self.config.channel.reoptimize_every)
 
     def replan(self, t: int) -> Plan:

@@ -23,6 +23,7 @@ from typing import Any, Union
 
 import yaml
 
+from .defenses import DEFENSES, check_defenses
 from .errors import ConfigError, check
 from .fileio import read_structured
 
@@ -35,6 +36,7 @@ __all__ = [
     "TapConfig",
     "OptimizerConfig",
     "ChannelConfig",
+    "DefenseConfig",
     "ExperimentConfig",
     "load_config",
     "apply_overrides",
@@ -187,9 +189,34 @@ class ChannelConfig:
     reoptimize_every: int = 0
 
 
+def _defense_config_class() -> type:
+    """``DefenseConfig``: ``use`` plus one section per registered defense, typed by its ``Params``.
+
+    Built from the registry so that a new defense gets its config section (and ``--set
+    defense.<name>.<param>=...`` overrides, type-checked like every other field) by registering
+    itself. Defenses registered after this module is imported have no section.
+    """
+    fields: list[Any] = [("use", list[str], field(default_factory=list))]
+    for name in DEFENSES.names():
+        params = DEFENSES.get(name).Params
+        fields.append((name, params, field(default_factory=params)))
+    doc = (
+        "Defenses applied during training, in the order of ``use`` (the last one is nearest the wire).\n\n"
+        "``use`` lists registered defense names (``hasfl-sec list defenses``); each has a section of\n"
+        "its own parameters, used only when the name is in ``use``: "
+        + ", ".join(DEFENSES.names()) + "."
+    )
+    return dataclasses.make_dataclass("DefenseConfig", fields, namespace={"__doc__": doc,
+                                                                         "__module__": __name__})
+
+
+DefenseConfig = _defense_config_class()
+
+
 @dataclass
 class ExperimentConfig:
-    """One run: data, model, fleet, plan, training and tap settings, seed and compute device."""
+    """One run: data, model, fleet, plan, training, tap, optimizer, channel and defense settings,
+    seed and compute device."""
 
     name: str = "hasfl"
     seed: int = 0
@@ -202,6 +229,7 @@ class ExperimentConfig:
     tap: TapConfig = field(default_factory=TapConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     channel: ChannelConfig = field(default_factory=ChannelConfig)
+    defense: DefenseConfig = field(default_factory=DefenseConfig)  # type: ignore[valid-type]
 
     def to_dict(self) -> dict[str, Any]:
         """A plain nested dict (YAML/JSON-safe)."""
@@ -263,6 +291,7 @@ class ExperimentConfig:
         check(ch.reoptimize_every >= 0 and ch.reoptimize_every % t.agg_interval == 0, "channel.reoptimize_every",
               ch.reoptimize_every, f"0 or a multiple of train.agg_interval = {t.agg_interval}",
               "plans change only right after an aggregation")
+        check_defenses(self.defense)
         return self
 
 
@@ -339,7 +368,7 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
 def config_from_dict(values: dict[str, Any]) -> ExperimentConfig:
     """Build and validate an :class:`ExperimentConfig` from a nested dict (unknown keys refused)."""
     if not isinstance(values, dict):
-        raise ConfigError("config", values, "a mapping of sections (data, model, fleet, plan, train, tap)")
+        raise ConfigError("config", values, "a mapping of sections (data, model, fleet, plan, train, tap, optimizer, channel, defense)")
     return _build(ExperimentConfig, values, "").validate()
 
 

@@ -38,7 +38,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .data import ImageDataset
-from .defenses.base import Defense, DefenseStack
+from .defenses.base import Defense, DefenseContext, DefenseStack
 from .models import SplitModel
 from .plan import Plan
 from .protocol import Exchange, GroundTruth, Upload
@@ -122,6 +122,8 @@ class SFLTrainer:
         sizes = np.array([len(p) for p in parts], dtype=np.float64)
         weights = sizes / sizes.sum() if train.agg_weighting == "data" else np.full(self.n, 1.0 / self.n)
         self.weights = [float(w) for w in weights]
+        self._part_sizes = tuple(len(p) for p in parts)
+        self._model = model
         self._build(plan, list(copy.deepcopy(model).to(self.device).blocks))
         self.plan_history: list[tuple[int, Plan]] = [(0, plan)]
 
@@ -146,6 +148,9 @@ class SFLTrainer:
         self._eval_shared = copy.deepcopy(shared)
         self._eval_model = nn.Sequential(*self._eval_shared, *self.common)
         train = self.cfg
+        self.defense.prepare(DefenseContext(
+            batch_sizes=tuple(self.batch_sizes), cuts=tuple(self.cuts), part_sizes=self._part_sizes,
+            rounds=train.rounds, agg_interval=train.agg_interval, model=self._model))
         sgd = dict(lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
         self.client_opts = [
             self.defense.wrap_optimizer(torch.optim.SGD(self.clients[i].parameters(), **sgd), device=i)

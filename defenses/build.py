@@ -1,0 +1,58 @@
+"""Turning the ``defense`` section of a config into defense objects.
+
+The config section (:data:`hasfl_sec.config.DefenseConfig`) has ``use`` -- registered names in
+the order they apply -- and one ``Params`` section per registered defense. This module does not
+import the config module (the config imports the registry), so it takes the section duck-typed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..errors import ConfigError
+from ..seeding import derive_seed
+from . import DEFENSES
+from .base import Defense
+
+__all__ = ["build_defenses", "check_defenses", "describe_defenses"]
+
+
+def check_defenses(section: Any) -> None:
+    """Refuse unknown or repeated names in ``defense.use`` and invalid parameters of used ones."""
+    seen: set[str] = set()
+    for name in section.use:
+        DEFENSES.get(name)  # unknown name: ConfigError listing the registered ones
+        if name in seen:
+            raise ConfigError("defense.use", section.use, "each defense at most once")
+        seen.add(name)
+    build_defenses(section, seed=0)  # every defense checks its own parameters on construction
+
+
+def build_defenses(section: Any, *, seed: int, label: str = "defense") -> list[Defense]:
+    """The defenses ``section.use`` names, in order, each with its section's parameters.
+
+    A ``seed`` field of a defense's Params is an offset: the seed actually used is derived from
+    the run's ``seed``, ``label`` and the defense's name, so two runs with different seeds draw
+    different noise and an attacker's simulation (another ``label``) never reuses the victim's.
+    """
+    out: list[Defense] = []
+    for name in section.use:
+        params = getattr(section, name)
+        if any(f.name == "seed" for f in dataclasses.fields(params)):
+            params = dataclasses.replace(params, seed=derive_seed(seed, label, name, params.seed))
+        out.append(DEFENSES.get(name)(params))
+    return out
+
+
+def describe_defenses(section: Any) -> str:
+    """A short label for tables: ``none`` or ``noise(sigma=0.5, clip=None)+topk(ratio=0.1)``."""
+    if not section.use:
+        return "none"
+    parts = []
+    for name in section.use:
+        params = getattr(section, name)
+        shown = ", ".join(f"{f.name}={getattr(params, f.name)}" for f in dataclasses.fields(params)
+                          if f.name not in ("seed", "delta"))
+        parts.append(f"{name}({shown})")
+    return "+".join(parts)
