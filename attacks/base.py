@@ -20,6 +20,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 from torch import nn
 
+from ..defenses.base import Defense
 from ..errors import ConfigError
 from ..protocol import Exchange, Key, Upload
 
@@ -46,6 +47,9 @@ class ThreatModel:
             labelled inputs through the same split step as the victim and see the cut-layer
             gradients they get back (the colluding-client setting of similarity-based label
             inference, Liu & Lyu, IEEE TIFS 2024). Needs ``auxiliary_samples`` for the data.
+        knows_defense: an adaptive attacker: knows the devices' defense and its parameters (not
+            the victims' random draws) and may simulate it on its own data
+            (:mod:`hasfl_sec.attacks.adaptive`).
     """
 
     position: str
@@ -55,6 +59,7 @@ class ThreatModel:
     auxiliary_samples: int = 0
     query_access: bool = False
     sybil: bool = False
+    knows_defense: bool = False
 
     def __post_init__(self) -> None:
         if self.position not in POSITIONS:
@@ -70,7 +75,8 @@ class ThreatModel:
     def describe(self) -> str:
         """One line for reports, printed next to the attack's numbers."""
         knows = [k for k, v in (("architecture", self.client_architecture), ("weights", self.client_weights),
-                                ("query access", self.query_access), ("a sybil device", self.sybil)) if v]
+                                ("query access", self.query_access), ("a sybil device", self.sybil),
+                                ("the defense", self.knows_defense)) if v]
         if self.auxiliary_samples:
             knows.append(f"{self.auxiliary_samples} auxiliary samples")
         return (f"{self.position}; observes {', '.join(sorted(self.observes))}; "
@@ -110,7 +116,7 @@ class AttackContext:
 
     Attributes:
         input_shape, num_classes: public facts about the task.
-        cut: the cut of the device under attack.
+        cut, victim: the cut and the id of the device under attack.
         client_model: the client part with its weights (white-box), else None.
         client_template: the client part's architecture, freshly initialised, else None.
         query: runs the client part on attacker-chosen inputs (black-box), else None.
@@ -118,7 +124,11 @@ class AttackContext:
         auxiliary_labels: their labels (the attacker's own labelled data), else None.
         sybil_grad: ``(x, y) -> g`` runs a sybil device's labelled batch through the victim's split
             step (same cut, same current weights) and returns the cut-layer gradient the server sends
-            back, shape ``[b, *smashed]``; granted by ``ThreatModel.sybil``, else None.
+            back, shape ``[b, *smashed]``; granted by ``ThreatModel.sybil``, else None. Called as
+            ``sybil_grad(x, y, defense=d)`` the sybil's uplink passes through
+            ``d.transform_smashed`` and its gradient through ``d.transform_grad``, as a victim's do.
+        defense: the attacker's own copy of the devices' defense (seeded apart from the victims'),
+            granted by ``ThreatModel.knows_defense`` when the run has a defense, else None.
         client_optimizer: the public training hyper-parameters of the client part
             (``lr``, ``momentum``, ``weight_decay`` of its SGD), always given.
         device, generator: where to compute and the attack's own random stream.
@@ -127,12 +137,14 @@ class AttackContext:
     input_shape: tuple[int, int, int]
     num_classes: int
     cut: int
+    victim: int = 0
     client_model: nn.Module | None = None
     client_template: nn.Module | None = None
     query: Callable[[torch.Tensor], torch.Tensor] | None = None
     auxiliary: torch.Tensor | None = None
     auxiliary_labels: torch.Tensor | None = None
-    sybil_grad: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    sybil_grad: Callable[..., torch.Tensor] | None = None
+    defense: Defense | None = None
     client_optimizer: dict[str, float] = field(default_factory=lambda: {"lr": 0.05, "momentum": 0.0,
                                                                          "weight_decay": 0.0})
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -140,16 +152,17 @@ class AttackContext:
 
 
 def make_context(threat: ThreatModel, *, client: nn.Module, fresh_client: Callable[[], nn.Module],
-                 input_shape: tuple[int, int, int], num_classes: int, cut: int,
+                 input_shape: tuple[int, int, int], num_classes: int, cut: int, victim: int = 0,
                  auxiliary: torch.Tensor | None = None, auxiliary_labels: torch.Tensor | None = None,
-                 sybil_grad: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 sybil_grad: Callable[..., torch.Tensor] | None = None, defense: Defense | None = None,
                  client_optimizer: dict[str, float] | None = None, device: torch.device | str = "cpu",
                  seed: int = 0) -> AttackContext:
     """An :class:`AttackContext` with exactly what ``threat`` grants.
 
     ``client`` is the real client part (never handed over unless the weights are granted);
     ``fresh_client`` builds an untrained copy of its architecture; ``sybil_grad`` is the runner's
-    split step for a sybil device (handed over only if ``threat.sybil``).
+    split step for a sybil device (handed over only if ``threat.sybil``); ``defense`` is the
+    attacker's copy of the devices' defense (handed over only if ``threat.knows_defense``).
     """
     device = torch.device(device)
     frozen = copy.deepcopy(client).to(device).eval()
@@ -168,7 +181,7 @@ def make_context(threat: ThreatModel, *, client: nn.Module, fresh_client: Callab
     gen = torch.Generator()
     gen.manual_seed(seed)
     return AttackContext(
-        input_shape=input_shape, num_classes=num_classes, cut=cut,
+        input_shape=input_shape, num_classes=num_classes, cut=cut, victim=victim,
         client_model=frozen if threat.client_weights else None,
         client_template=fresh_client().to(device) if threat.client_architecture else None,
         query=query if threat.query_access else None,
@@ -176,6 +189,7 @@ def make_context(threat: ThreatModel, *, client: nn.Module, fresh_client: Callab
         auxiliary_labels=(auxiliary_labels[: threat.auxiliary_samples]
                           if threat.auxiliary_samples and auxiliary_labels is not None else None),
         sybil_grad=sybil_grad if threat.sybil else None,
+        defense=defense if threat.knows_defense else None,
         client_optimizer=dict(client_optimizer or {"lr": 0.05, "momentum": 0.0, "weight_decay": 0.0}),
         device=device, generator=gen,
     )
@@ -221,6 +235,10 @@ class Attack(ABC):
     device's recorded exchanges at once (for attacks that use no client weights, e.g. one clone
     learnt from every batch the server saw).
     ``recovers`` is ``"inputs"`` or ``"labels"``.
+
+    An attack that can adapt to a known defense has a ``Params.adaptive`` flag (default True);
+    the instance's ``threat_model.knows_defense`` follows it, and :meth:`adapts_to` says whether
+    knowing a given defense changes anything the attack computes.
     """
 
     name: ClassVar[str] = "attack"
@@ -235,6 +253,9 @@ class Attack(ABC):
         wanted = getattr(self.params, "auxiliary_samples", None)
         if wanted is not None and wanted != self.threat_model.auxiliary_samples:
             self.threat_model = dataclasses.replace(type(self).threat_model, auxiliary_samples=int(wanted))
+        adaptive = getattr(self.params, "adaptive", None)
+        if adaptive is not None and bool(adaptive) != self.threat_model.knows_defense:
+            self.threat_model = dataclasses.replace(self.threat_model, knows_defense=bool(adaptive))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None = None) -> "Attack":
@@ -250,6 +271,14 @@ class Attack(ABC):
         """None if the attack can run in ``context``, else why not (e.g. a binary-only attack on a
         10-class task); the runner then skips it and says so."""
         return None
+
+    def adapts_to(self, defense: Defense | None) -> bool:
+        """True if this attack, told ``defense``, computes anything differently than without it.
+
+        False by default (an attack without ``Params.adaptive``); the audit runs an adaptive
+        variant of an attack only where this is True, since otherwise it would repeat the plain one.
+        """
+        return False
 
     def fit(self, context: AttackContext) -> None:
         """Prepare with side information (e.g. train a decoder on auxiliary data); default no-op."""

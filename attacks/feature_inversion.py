@@ -9,6 +9,15 @@ smashed data, with a total-variation prior::
 
 The box constraint is kept by optimising unconstrained logits z with x = sigmoid(z); Adam does
 the optimisation. Threat model: edge server, observes smashed data, knows the client weights.
+
+Adaptive variant (``adaptive``, default True, when the defense is known): the observation is
+``T(f_c(x))`` for the defense's transform ``T``, so the attack matches ``E[T(f_c(x))]`` instead of
+``f_c(x)`` (:func:`hasfl_sec.attacks.adaptive.expected_transform`): under zero-mean noise after a
+clip this is the maximum-likelihood objective with the clip; for top-k or quantisation it
+optimises through the transform, back-propagated as the defense defines it. For additive
+zero-mean noise without a clip the expectation is ``f_c(x)`` itself and both variants coincide
+(the audit then runs only one). The prior weight is not rescaled with the noise level (a MAP attacker would raise
+it with sigma^2); that would be a further, stronger adaptation.
 """
 
 from __future__ import annotations
@@ -19,6 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from . import ATTACKS
+from ..defenses.base import Defense
+from .adaptive import expected_transform
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel
 
 __all__ = ["RMLEInversion", "total_variation"]
@@ -40,6 +51,8 @@ class RMLEInversion(Attack):
         lr: Adam learning rate on the input logits (default 0.05).
         tv_weight: weight lambda of the total-variation prior (default 1e-3).
         init_std: standard deviation of the initial logits around 0 (mid-grey) (default 0.1).
+        adaptive: match the defense's expected transform of the smashed data when the defense is
+            known (default True).
 
     Shapes: observations carry smashed data ``[b, ...]``; the reconstruction is ``[n, C, H, W]``
     in [0, 1], one image per observed sample.
@@ -56,10 +69,14 @@ class RMLEInversion(Attack):
         lr: float = 0.05
         tv_weight: float = 1e-3
         init_std: float = 0.1
+        adaptive: bool = True
 
     name = "rmle"
     threat_model = ThreatModel(position="edge-server", observes=frozenset({"smashed"}), client_architecture=True,
-                               client_weights=True)
+                               client_weights=True, knows_defense=True)
+
+    def adapts_to(self, defense: Defense | None) -> bool:
+        return expected_transform(defense) is not None
 
     def reconstruct(self, observations: Observations, context: AttackContext) -> Reconstruction:
         client = context.client_model
@@ -67,6 +84,8 @@ class RMLEInversion(Attack):
             raise ValueError("rmle needs the client weights (its threat model grants them)")
         images, losses = [], []
         p = self.params
+        transform = expected_transform(context.defense, device=context.victim) if p.adaptive else None
+        forward = client if transform is None else (lambda x: transform(client(x)))
         for ex in observations.exchanges:
             target = ex.smashed.to(context.device)
             shape = (len(target), *context.input_shape)
@@ -74,7 +93,7 @@ class RMLEInversion(Attack):
             opt = torch.optim.Adam([z], lr=p.lr)
             for _ in range(p.steps):
                 x = torch.sigmoid(z)
-                loss = F.mse_loss(client(x), target) + p.tv_weight * total_variation(x)
+                loss = F.mse_loss(forward(x), target) + p.tv_weight * total_variation(x)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

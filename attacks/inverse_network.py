@@ -6,6 +6,12 @@ auxiliary samples from the data distribution through it, trains an inverse netwo
 g: smashed -> input on the pairs, and applies g to the victims' smashed data. Threat model:
 edge server, observes smashed data, query access, auxiliary samples (disjoint from the victims').
 
+Adaptive variant (``adaptive``, default True; needs the run's defense, which the threat model then
+grants): the decoder trains on *defended* smashed data, ``T(f_c(x_aux))`` with a fresh draw of the
+defense's randomness at every step, as the noise-aware decoders of Titcombe et al., ICLR-W 2021,
+and ResSFL (Li et al., CVPR 2022) are trained. The unaware variant trains on clean pairs and meets
+the defense only at reconstruction time.
+
 The decoder adapts to any cut: for a feature map ``[C, h, w]`` it is conv -> bilinear upsampling
 to the input size -> two convs -> sigmoid; for a flat vector a linear layer first maps it to a
 coarse map. Trained with MSE and Adam (our choice of architecture and schedule; He et al. use a
@@ -21,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ATTACKS
+from ..defenses.base import Defense
+from .adaptive import changes_smashed, defend
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel
 
 __all__ = ["InverseNetwork", "make_decoder"]
@@ -64,6 +72,7 @@ class InverseNetwork(Attack):
         width: decoder channels (default 32; 64 gains about 0.02 SSIM at cut 6 of the default CNN on
             digits for six times the cost, see benchmarks/RESULTS.md).
         auxiliary_samples: auxiliary samples required (default 256).
+        adaptive: train on defended smashed data when the defense is known (default True).
 
     Shapes: the decoder maps ``[b, *smashed]`` to ``[b, C, H, W]`` in [0, 1].
     """
@@ -75,27 +84,35 @@ class InverseNetwork(Attack):
         lr: float = 2e-3
         width: int = 32
         auxiliary_samples: int = 256
+        adaptive: bool = True
 
     name = "inverse-network"
     threat_model = ThreatModel(position="edge-server", observes=frozenset({"smashed"}), query_access=True,
-                               auxiliary_samples=256)
+                               auxiliary_samples=256, knows_defense=True)
 
     def __init__(self, params: "InverseNetwork.Params | None" = None) -> None:
         super().__init__(params)
         self.decoder: nn.Module | None = None
 
+    def adapts_to(self, defense: Defense | None) -> bool:
+        return changes_smashed(defense)
+
     def fit(self, context: AttackContext) -> None:
-        """Query the client part on the auxiliary data and train the decoder on the pairs."""
+        """Query the client part on the auxiliary data and train the decoder on the pairs
+        (adaptive: on the defended smashed data, a fresh draw per step)."""
         if context.query is None or context.auxiliary is None:
             raise ValueError("inverse-network needs query access and auxiliary data (its threat model grants them)")
         p = self.params
         aux = context.auxiliary[: p.auxiliary_samples].to(context.device)
         smashed = context.query(aux)
         self.decoder = make_decoder(tuple(smashed.shape[1:]), context.input_shape, p.width).to(context.device)
+        defense = context.defense if p.adaptive else None
         opt = torch.optim.Adam(self.decoder.parameters(), lr=p.lr)
         for _ in range(p.steps):
             idx = torch.randint(len(aux), (min(p.batch_size, len(aux)),), generator=context.generator)
-            loss = F.mse_loss(self.decoder(smashed[idx]), aux[idx])
+            with torch.no_grad():
+                seen = defend(defense, smashed[idx], device=context.victim)
+            loss = F.mse_loss(self.decoder(seen), aux[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -107,4 +124,5 @@ class InverseNetwork(Attack):
         with torch.no_grad():
             images = [self.decoder(ex.smashed.to(context.device)) for ex in observations.exchanges]
         return Reconstruction.from_images(observations.exchanges, images, context.input_shape,
-                                          decoder_loss=self.final_loss)
+                                          decoder_loss=self.final_loss,
+                                          adapted=bool(self.params.adaptive and context.defense is not None))

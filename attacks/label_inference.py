@@ -26,6 +26,13 @@ together; each cluster takes the majority label of the anchors in it (a cluster 
 takes the class of the nearest prototype), and a victim takes its cluster's label. Same sybil
 threat model as ``label-direction``.
 
+Adaptive variants (``adaptive``, default True, when the defense is known): the sybil follows the
+devices' defense -- its smashed data pass through the defense's ``transform_smashed`` and the
+gradient it gets back through ``transform_grad``, with the attacker's own random draws -- so its
+prototypes and anchors come from the same distribution as the victims' gradients. ``label-norm``
+has no adaptive variant: it uses no reference data, only the ranking of the victims' own gradient
+norms, which knowing the defense does not change.
+
 All three return a :class:`~hasfl_sec.attacks.base.Reconstruction` with ``labels`` ``[n]`` and
 ``label_scores`` ``[n, K]`` aligned with the exchanges given (``inputs`` None). Gradients are
 flattened per sample, so any cut and any batch size is accepted.
@@ -40,8 +47,10 @@ from typing import Sequence
 
 import torch
 
+from ..defenses.base import Defense
 from ..protocol import Exchange
 from . import ATTACKS
+from .adaptive import changes_grad, changes_smashed
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel
 
 __all__ = ["LabelNorm", "LabelDirection", "LabelCluster", "split_two_means", "class_prototypes",
@@ -138,8 +147,12 @@ def class_prototypes(unit_grads: torch.Tensor, labels: torch.Tensor,
     return _unit(protos), present
 
 
-def _sybil_gradients(context: AttackContext, limit: int, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sybil's labelled auxiliary batch through the victim's split step: ``(unit grads [m, D], labels [m])``."""
+def _sybil_gradients(context: AttackContext, limit: int, name: str,
+                     adaptive: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sybil's labelled auxiliary batch through the victim's split step: ``(unit grads [m, D], labels [m])``.
+
+    ``adaptive`` and a known defense: through the defended split step (see the module docstring).
+    """
     reason = _sybil_missing(context, name)
     if reason:
         raise ValueError(reason)
@@ -149,7 +162,10 @@ def _sybil_gradients(context: AttackContext, limit: int, name: str) -> tuple[tor
         raise ValueError(f"{name}: {len(x)} auxiliary samples with {len(y)} labels")
     if int(y.min()) < 0 or int(y.max()) >= context.num_classes:
         raise ValueError(f"{name}: auxiliary labels must lie in 0..{context.num_classes - 1}")
-    g = context.sybil_grad(x.to(context.device), y.to(context.device))
+    if adaptive and context.defense is not None:
+        g = context.sybil_grad(x.to(context.device), y.to(context.device), defense=context.defense)
+    else:
+        g = context.sybil_grad(x.to(context.device), y.to(context.device))
     if g.ndim < 1 or len(g) != len(x):
         raise ValueError(f"{name}: the sybil step returned gradients of shape {tuple(g.shape)} for {len(x)} samples")
     return _unit(_per_sample(g)), y.cpu()
@@ -232,16 +248,21 @@ class _SybilLabelAttack(Attack):
 
     unit = "round"
     recovers = "labels"
-    threat_model = ThreatModel(position="edge-server", observes=frozenset({"grad"}), auxiliary_samples=64, sybil=True)
+    threat_model = ThreatModel(position="edge-server", observes=frozenset({"grad"}), auxiliary_samples=64, sybil=True,
+                               knows_defense=True)
 
     def applies(self, context: AttackContext) -> str | None:
         return _sybil_missing(context, self.name)
+
+    def adapts_to(self, defense: Defense | None) -> bool:
+        return changes_smashed(defense) or changes_grad(defense)
 
     def _anchored(self, observations: Observations, context: AttackContext
                   ) -> tuple[torch.Tensor, list[int], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Victim gradients (flat), batch sizes, unit anchor gradients and labels, prototypes, classes present."""
         grads, sizes = _flat_grads(observations.exchanges, self.name)
-        anchors, anchor_labels = _sybil_gradients(context, self.params.auxiliary_samples, self.name)
+        anchors, anchor_labels = _sybil_gradients(context, self.params.auxiliary_samples, self.name,
+                                                  adaptive=self.params.adaptive)
         _check_dims(grads, anchors, self.name)
         protos, present = class_prototypes(anchors, anchor_labels, context.num_classes)
         return grads, sizes, anchors, anchor_labels, protos, present
@@ -254,6 +275,7 @@ class LabelDirection(_SybilLabelAttack):
     Params:
         auxiliary_samples: labelled samples the sybil pushes through the victim's split step in
             one batch (default 64); the instance's ``threat_model`` grants this many.
+        adaptive: the sybil follows the known defense (default True).
 
     Scores: ``label_scores[i, c]`` is the cosine between victim gradient i and the prototype of
     class c (the re-normalised mean of the sybil's unit gradients of class c); a class absent
@@ -267,6 +289,7 @@ class LabelDirection(_SybilLabelAttack):
     @dataclass
     class Params:
         auxiliary_samples: int = 64
+        adaptive: bool = True
 
     name = "label-direction"
 
@@ -287,6 +310,7 @@ class LabelCluster(_SybilLabelAttack):
         auxiliary_samples: labelled samples the sybil pushes through the victim's split step in
             one batch (default 64); the instance's ``threat_model`` grants this many.
         n_init: k-means restarts (sklearn ``KMeans``, seeded from the context's generator; default 10).
+        adaptive: the sybil follows the known defense (default True).
 
     K-means with K clusters (fewer if there are fewer points) runs on the unit-normalised victim
     and sybil gradients together. A cluster's class is the majority label of the anchors in it
@@ -303,6 +327,7 @@ class LabelCluster(_SybilLabelAttack):
     class Params:
         auxiliary_samples: int = 64
         n_init: int = 10
+        adaptive: bool = True
 
     name = "label-cluster"
 

@@ -40,6 +40,11 @@ auxiliary data); the figures are from seeded runs on 16x16 digits:
   the matching loss ranks the final SSIM well at cut 2 (Spearman rho ~ -0.86 over 24 candidates)
   but barely at cut 3 (~ -0.2), where the attack is correspondingly weaker and less stable.
 
+Adaptive variant (``adaptive``, default True, when the defense is known): the clone's output goes
+through the defense's expected transform before matching, ``||E[T(f'(x))] - a||``, as in rMLE
+(:func:`hasfl_sec.attacks.adaptive.expected_transform`); identical to the plain attack for
+zero-mean noise without a clip.
+
 With the default Params, on the default CNN (``hecnn``, width 16) trained 60 rounds to 98% test
 accuracy, batches of 16 digits gave a mean SSIM of 0.99 / 0.79 / 0.52 at cuts 1 / 2 / 3 (a
 random image scores ~0.02), in about 4 / 11 / 14 s per batch on one CPU core.
@@ -56,6 +61,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ATTACKS
+from ..defenses.base import Defense
+from .adaptive import Transform, expected_transform
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel
 
 __all__ = ["UnSplit", "relative_total_variation", "mirror_first_layer"]
@@ -107,16 +114,22 @@ class _Candidate:
     """One start: a clone, the input logits and their two optimisers."""
 
     def __init__(self, clone: nn.Module, z: torch.Tensor, input_lr: float, model_lr: float, start: int,
-                 mirrored: bool) -> None:
+                 mirrored: bool, transform: Transform | None = None) -> None:
         self.clone, self.z = clone, z.requires_grad_(True)
+        self.transform = transform
         self.x_opt = torch.optim.Adam([self.z], lr=input_lr)
         self.m_opt = torch.optim.Adam(self.clone.parameters(), lr=model_lr)
         self.start, self.mirrored = start, mirrored
 
+    def output(self, x: torch.Tensor) -> torch.Tensor:
+        """What the victim would have sent for ``x`` if the clone were its client part."""
+        a = self.clone(x)
+        return a if self.transform is None else self.transform(a)
+
     def run(self, steps: int, target: torch.Tensor, tv_weight: float) -> None:
         for _ in range(steps):
             x = torch.sigmoid(self.z)
-            loss = F.mse_loss(self.clone(x), target) + tv_weight * relative_total_variation(x)
+            loss = F.mse_loss(self.output(x), target) + tv_weight * relative_total_variation(x)
             self.x_opt.zero_grad(set_to_none=True)
             self.m_opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -125,7 +138,7 @@ class _Candidate:
 
     @torch.no_grad()
     def matching_loss(self, target: torch.Tensor) -> float:
-        return float(F.mse_loss(self.clone(torch.sigmoid(self.z)), target))
+        return float(F.mse_loss(self.output(torch.sigmoid(self.z)), target))
 
 
 @ATTACKS.register("unsplit", help="UnSplit inversion with a cloned client part, architecture only (Erdogan et al. 2022)")
@@ -144,6 +157,8 @@ class UnSplit(Attack):
         tv_weight: weight lambda of the scale-free total-variation prior (default 0.03).
         init_std: standard deviation of the initial input logits around 0, i.e. mid-grey as in
             the paper, plus a little noise (default 0.1).
+        adaptive: match through the defense's expected transform when the defense is known
+            (default True).
 
     Shapes: the exchanges of one call (all the batches of one device at one cut the server saw,
     ``unit = "trace"``; the client changes by one SGD step per round, which the clone absorbs) carry smashed data
@@ -172,16 +187,20 @@ class UnSplit(Attack):
         model_lr: float = 1e-3
         tv_weight: float = 0.03
         init_std: float = 0.1
+        adaptive: bool = True
 
     name = "unsplit"
     unit = "trace"  # one clone learnt from all the batches the server saw from this device
     recovers = "inputs"
     threat_model = ThreatModel(position="edge-server", observes=frozenset({"smashed"}), client_architecture=True,
-                               client_weights=False)
+                               client_weights=False, knows_defense=True)
 
     def __init__(self, params: "UnSplit.Params | None" = None) -> None:
         super().__init__(params)
         self.clone: nn.Module | None = None  # the last call's stolen client part (model stealing)
+
+    def adapts_to(self, defense: Defense | None) -> bool:
+        return expected_transform(defense) is not None
 
     def reconstruct(self, observations: Observations, context: AttackContext) -> Reconstruction:
         template = context.client_template
@@ -200,6 +219,7 @@ class UnSplit(Attack):
         target = torch.cat([ex.smashed for ex in exchanges]).to(device)
         shape = (len(target), *context.input_shape)
 
+        transform = expected_transform(context.defense, device=context.victim) if p.adaptive else None
         candidates = []
         for start in range(p.restarts):
             base = copy.deepcopy(template).cpu()  # never touch the template: it may share modules
@@ -215,7 +235,7 @@ class UnSplit(Attack):
                 for q in clone.parameters():
                     q.requires_grad_(True)
                 z = (-z0 if mirrored else z0.clone()).to(device)
-                candidates.append(_Candidate(clone, z, p.input_lr, p.model_lr, start, flipped))
+                candidates.append(_Candidate(clone, z, p.input_lr, p.model_lr, start, flipped, transform))
 
         probe = min(p.probe_steps, p.steps)
         with torch.enable_grad():

@@ -10,7 +10,7 @@ from .base import Defense, DefenseContext, DefenseStack
 DEFENSES: Registry[type[Defense]] = Registry("defense", "defense.use")
 
 # Built-in defenses register themselves on import.
-from . import noise  # noqa: E402,F401
+from . import compress, dpsgd, nopeek, noise  # noqa: E402,F401
 from .build import build_defenses, check_defenses, describe_defenses  # noqa: E402
 
 __all__ = ["DEFENSES", "Defense", "DefenseContext", "DefenseStack", "build_defenses", "check_defenses",

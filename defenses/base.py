@@ -1,13 +1,21 @@
-"""The defense protocol: four optional hook points, all identity by default.
+"""The defense protocol: optional hook points, all identity by default.
 
 Before training, :meth:`Defense.prepare` receives a :class:`DefenseContext` (plan, data sizes,
-schedule, model), for defenses whose parameters depend on them (DP-SGD's sampling rate and
-accounting). :meth:`Defense.transform_smashed` must work without ``prepare`` (an adaptive
+schedule, model, sampling), for defenses whose parameters depend on them (DP-SGD's sampling rate
+and accounting). :meth:`Defense.transform_smashed` must work without ``prepare`` (an adaptive
 attacker simulates the defense on its own data).
 
 A defense may use any subset of them (STYLE.md 7.4: Opacus-style wrapping, NoPeek-style loss
 terms, Flower-mod-style transforms of what crosses the cut):
 
+* :meth:`Defense.prepare_model` -- once, before any device copy exists: return the model to
+  train (DP-SGD replaces layers Opacus cannot compute per-sample gradients for).
+* :meth:`Defense.sample_rates` -- how each device must sample its batch: ``None`` keeps the
+  trainer's fixed-size batches, a rate per device asks for Poisson sampling (variable, possibly
+  empty batches), which DP-SGD's accounting assumes.
+* :meth:`Defense.wrap_client` / :meth:`Defense.unwrap_client` -- setup time: the module a device
+  runs its forward pass through (Opacus' per-sample-gradient hooks), and its removal before the
+  trainer lays the model out again after a re-plan.
 * :meth:`Defense.wrap_optimizer` -- setup time: wrap a device's client-side optimizer
   (for example DP-SGD).
 * :meth:`Defense.transform_smashed` -- on the device, on the way up: change the smashed data
@@ -18,17 +26,22 @@ terms, Flower-mod-style transforms of what crosses the cut):
   through the client part together with the returned gradient.
 
 The trainer never branches on a defense's type; it calls a :class:`DefenseStack` that folds every
-configured defense in order (the last transform is closest to the wire).
+configured defense in order (the last transform is closest to the wire). A defense that must not
+be combined with another names it in ``incompatible_with`` (DP-SGD: NoPeek); :func:`check_compatible`
+refuses such pairs when a config is validated and when a stack is built.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 import torch
+from torch import nn
 
-__all__ = ["Defense", "DefenseContext", "DefenseStack"]
+from ..errors import ConfigError
+
+__all__ = ["Defense", "DefenseContext", "DefenseStack", "check_compatible"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,9 @@ class DefenseContext:
         part_sizes: each device's number of training samples |D_i|.
         rounds: total training rounds; agg_interval: I.
         model: the split model (before any device copy is made).
+        sample_rates: each device's Poisson sampling rate when a defense asked for Poisson
+            sampling (:meth:`Defense.sample_rates`), or None: fixed-size batches drawn epoch-wise
+            without replacement (:class:`hasfl_sec.sampler.DeviceSampler`).
     """
 
     batch_sizes: tuple[int, ...]
@@ -48,6 +64,7 @@ class DefenseContext:
     rounds: int
     agg_interval: int
     model: Any = None
+    sample_rates: tuple[float, ...] | None = None
 
     @property
     def num_devices(self) -> int:
@@ -59,13 +76,37 @@ class Defense:
     """Base class; subclasses override only the hooks they need.
 
     A registered defense has a ``Params`` dataclass (its config section) and is built as
-    ``Defense(params)``.
+    ``Defense(params)``. ``incompatible_with`` maps the names of defenses it must not be combined
+    with to the reason; :func:`check_compatible` refuses such combinations.
     """
 
     name: str = "identity"
+    incompatible_with: ClassVar[dict[str, str]] = {}
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """The model to train (called once, before any device copy is made; identity by default).
+
+        Must not modify ``model`` in place: return a new module when something has to change.
+        """
+        return model
+
+    def sample_rates(self, context: DefenseContext) -> tuple[float, ...] | None:
+        """Each device's Poisson sampling rate this defense needs, or None (default: the trainer's
+        fixed-size batches). ``context.sample_rates`` is not yet set when this is called."""
+        return None
 
     def prepare(self, context: DefenseContext) -> None:
         """Called once before training and again after a re-plan (no-op by default)."""
+
+    def wrap_client(self, module: nn.Module, *, device: int) -> nn.Module:
+        """The module device ``device`` runs its client part through; it must hold exactly the
+        parameters of ``module`` (identity by default)."""
+        return module
+
+    def unwrap_client(self, module: nn.Module, *, device: int) -> nn.Module:
+        """Undo :meth:`wrap_client` (remove hooks) and return the inner module; the trainer calls
+        it before laying the model out again (identity by default)."""
+        return module
 
     def wrap_optimizer(self, optimizer: torch.optim.Optimizer, *, device: int) -> torch.optim.Optimizer:
         """Return the optimizer device ``device`` will step (identity by default)."""
@@ -97,17 +138,56 @@ class Defense:
         """Restore what :meth:`state_dict` returned."""
 
 
+def check_compatible(defenses: Iterable[tuple[str, type[Defense] | Defense]], field: str = "defense.use") -> None:
+    """Raise :class:`ConfigError` on ``field`` if two of the named defenses declare each other
+    incompatible (``Defense.incompatible_with``)."""
+    items = list(defenses)
+    names = [n for n, _ in items]
+    for i, (a, da) in enumerate(items):
+        for b, db in items[i + 1:]:
+            reason = da.incompatible_with.get(b) or db.incompatible_with.get(a)
+            if reason:
+                raise ConfigError(field, names, f"defenses that can be combined; drop {a} or {b}", reason)
+
+
 class DefenseStack(Defense):
-    """Several defenses applied in order, behaving as one."""
+    """Several defenses applied in order, behaving as one.
+
+    Raises:
+        ConfigError: two of ``defenses`` declare each other incompatible.
+    """
 
     name = "stack"
 
     def __init__(self, defenses: Sequence[Defense] = ()) -> None:
         self.defenses = list(defenses)
+        check_compatible([(d.name, d) for d in self.defenses])
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        for d in self.defenses:
+            model = d.prepare_model(model)
+        return model
+
+    def sample_rates(self, context: DefenseContext) -> tuple[float, ...] | None:
+        wanted = {(d.name, r) for d in self.defenses if (r := d.sample_rates(context)) is not None}
+        if len({r for _, r in wanted}) > 1:
+            raise ConfigError("defense.use", [d.name for d in self.defenses], "defenses that agree on how "
+                              "devices sample their batches", "each asks for different Poisson sampling rates")
+        return next(iter(wanted))[1] if wanted else None
 
     def prepare(self, context: DefenseContext) -> None:
         for d in self.defenses:
             d.prepare(context)
+
+    def wrap_client(self, module: nn.Module, *, device: int) -> nn.Module:
+        for d in self.defenses:
+            module = d.wrap_client(module, device=device)
+        return module
+
+    def unwrap_client(self, module: nn.Module, *, device: int) -> nn.Module:
+        for d in reversed(self.defenses):
+            module = d.unwrap_client(module, device=device)
+        return module
 
     def wrap_optimizer(self, optimizer: torch.optim.Optimizer, *, device: int) -> torch.optim.Optimizer:
         for d in self.defenses:

@@ -13,19 +13,21 @@ from typing import Any
 from ..errors import ConfigError
 from ..seeding import derive_seed
 from . import DEFENSES
-from .base import Defense
+from .base import Defense, check_compatible
 
 __all__ = ["build_defenses", "check_defenses", "describe_defenses"]
 
 
 def check_defenses(section: Any) -> None:
-    """Refuse unknown or repeated names in ``defense.use`` and invalid parameters of used ones."""
+    """Refuse unknown or repeated names in ``defense.use``, combinations the defenses declare
+    incompatible, and invalid parameters of used ones."""
     seen: set[str] = set()
     for name in section.use:
         DEFENSES.get(name)  # unknown name: ConfigError listing the registered ones
         if name in seen:
             raise ConfigError("defense.use", section.use, "each defense at most once")
         seen.add(name)
+    check_compatible([(name, DEFENSES.get(name)) for name in section.use])
     build_defenses(section, seed=0)  # every defense checks its own parameters on construction
 
 

@@ -109,8 +109,22 @@ class Setup:
         ``label`` keys their seeds: the trainer uses the default; an adaptive attacker that
         simulates the defense on its own data passes another label, so it never reuses the
         victim's noise.
+
+        A privacy-constrained plan (``hasfl-private`` ...) carries per-device noise; it is appended
+        as a :class:`~hasfl_sec.defenses.noise.SmashedNoise` with one sigma per device (nearest the
+        wire), and a config that also uses the ``noise`` defense is refused: one noise source per run.
         """
-        return build_defenses(self.config.defense, seed=self.config.seed, label=label)
+        defenses = build_defenses(self.config.defense, seed=self.config.seed, label=label)
+        if self.plan.noisy:
+            from .defenses.noise import SmashedNoise
+
+            if "noise" in self.config.defense.use:
+                raise ConfigError("defense.use", self.config.defense.use, "no noise defense with a noisy plan",
+                                  f"plan {self.plan.strategy} already adds per-device noise (privacy.budget)")
+            params = SmashedNoise.Params(sigma=list(self.plan.noise_sigma),  # type: ignore[arg-type]
+                                         seed=derive_seed(self.config.seed, label, "plan-noise"))
+            defenses.append(SmashedNoise(params))
+        return defenses
 
     def trainer(self, defenses: Sequence[Defense] = ()) -> SFLTrainer:
         """A fresh trainer for this setup: same seed, the simulated clock of its channel, the
@@ -147,11 +161,14 @@ def _check_tap(cfg: ExperimentConfig, n: int) -> None:
         check(1 <= r <= cfg.train.rounds, "tap.rounds", t.rounds, f"rounds in 1..{cfg.train.rounds}")
 
 
-def prepare(config: ExperimentConfig, *, fleet: Fleet | None = None, plan: Plan | None = None) -> Setup:
+def prepare(config: ExperimentConfig, *, fleet: Fleet | None = None, plan: Plan | None = None,
+            bound: BoundConstants | None = None) -> Setup:
     """Load data, build the model and fleet, make the plan; raise ConfigError on any bad input.
 
     ``fleet`` and ``plan`` replace the ones the config would make (a resumed run uses the fleet
     and plan saved in its directory, so editing a fleet file cannot change a run half-way).
+    ``bound`` gives the planners constants already estimated (``hasfl-sec eval`` estimates them
+    once for every plan it compares) instead of a warm-up or ``optimizer.bound_file``.
     """
     cfg = config.validate()
     device = resolve_device(cfg.device)
@@ -167,6 +184,10 @@ def prepare(config: ExperimentConfig, *, fleet: Fleet | None = None, plan: Plan 
     m = cfg.model
     model = build_model(m.name, in_channels=dataset.in_channels, num_classes=dataset.num_classes,
                         image_size=dataset.image_size, norm=m.norm, width=m.width, dropout=m.dropout)
+    # A defense may need another model (DP-SGD: Opacus replaces BatchNorm, or refuses the model with
+    # a ConfigError); done once here so the profile, Setup.model and every device copy agree.
+    for d in build_defenses(cfg.defense, seed=cfg.seed):
+        model = d.prepare_model(model)
     profile = profile_model(model)
     channel = make_channel(cfg.channel.model, fleet, seed=derive_seed(cfg.seed, "channel"),
                            coherence_rounds=cfg.channel.coherence_rounds)
@@ -175,7 +196,9 @@ def prepare(config: ExperimentConfig, *, fleet: Fleet | None = None, plan: Plan 
         with torch.random.fork_rng():  # the warm-up and pilots must not shift the run's own RNG
             return bound_for(cfg, model, dataset, parts, device)
 
-    ctx = PlanContext(cfg, fleet, model, profile, bound_fn)
+    ctx = PlanContext(cfg, fleet, model, profile, bound_fn, dataset=dataset, device=device)
+    if bound is not None:
+        ctx.set_bound(bound)
     if plan is None:
         plan = make_plan(ctx)
     latency = round_latency(fleet, plan.batch_sizes, plan_costs(profile, plan))

@@ -18,41 +18,48 @@ Two entry points:
 Every attack runs per (device, cut) on ``images`` victim images for each seed; per-image metrics
 are summarised as mean, standard deviation and count over images and seeds. Attack-independent
 figures (distance correlation, nHSIC, KSG mutual information on random projections, the dFIL
-Fisher bound) are computed on the same victim images and reported with ``attack = "none"``.
+Fisher bound) are computed on the same victim images and reported with ``attack = "none"``
+(:mod:`hasfl_sec.audit_metrics`).
+
+Defenses. The records are what crossed the cut, so every trace already reflects the run's defense
+(replayed devices apply it, simulated ones too). Against a defended run an attack that can adapt
+(``Params.adaptive``) runs twice (``AuditConfig.adaptive = "auto"``): unaware, as published, and
+adaptive, knowing the defense and its parameters but not the victims' draws (PRIVACY.md section
+5, feature 8); the rows are named ``<attack>`` and ``<attack>+adaptive``. Where knowing the
+defense changes nothing the attack computes (:meth:`~hasfl_sec.attacks.base.Attack.adapts_to`;
+for example rMLE under unclipped zero-mean noise) the one plain row stands for both.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from .attacks import ATTACKS
 from .attacks.base import Attack, AttackContext, Reconstruction, make_context, observe
+from .audit_metrics import LEAKAGE_COLUMNS, head, independent_figures, leakage_row, score
+from .audit_variants import ADAPTIVE_MODES, PRESETS, Variant, build_attack, plan_variants
+from .defenses.base import Defense
 from .errors import ConfigError
-from .metrics import DEPENDENCE, identifiability, image_report, label_accuracy, label_auc, match_batch
-from .metrics.fisher import dfil
+from .metrics import DEPENDENCE, match_batch
 from .protocol import Exchange, GroundTruth
 from .seeding import derive_seed
 from .splitstep import cut_gradient
 from .victims import RoundView, Trace
 
-__all__ = ["AuditConfig", "AuditResult", "AuditEnv", "LEAKAGE_COLUMNS", "audit_traces", "check_attacks",
-           "build_attack", "run_attack"]
+__all__ = ["AuditConfig", "AuditResult", "AuditEnv", "LEAKAGE_COLUMNS", "PRESETS", "ADAPTIVE_MODES", "Variant",
+           "audit_traces", "check_attacks", "build_attack", "run_attack", "plan_variants", "trace_rounds_needed"]
 
 logger = logging.getLogger(__name__)
-
-#: leakage.csv: the long metric columns of DESIGN.md section 6, extended (never changed).
-LEAKAGE_COLUMNS = ["run_id", "phase", "round", "device", "cut", "batch", "attack", "defense", "metric", "value",
-                   "std", "n", "seeds", "source", "threat_model", "params"]
 
 
 @dataclass
@@ -73,6 +80,10 @@ class AuditConfig:
             projections (PRIVACY.md section 3b), hence ``project_to`` by default.
         dfil_relative_sigma: reference noise of the dFIL bound, relative to the smashed data's RMS.
         grid_images: originals and reconstructions kept per (device, cut, attack) for the figure.
+        adaptive: one of :data:`ADAPTIVE_MODES`: against a defended run, ``auto`` runs every
+            attack that can adapt twice (``<attack>`` unaware, ``<attack>+adaptive``), ``off``
+            only unaware, ``only`` only adaptive; without a defense every attack runs once.
+        preset: a key of :data:`PRESETS`, parameter overrides under ``attack_params``.
     """
 
     attacks: list[str] | None = None
@@ -86,15 +97,27 @@ class AuditConfig:
     dependence_params: dict[str, dict[str, Any]] = field(default_factory=lambda: {"ksg": {"project_to": 4}})
     dfil_relative_sigma: float | None = 0.1
     grid_images: int = 8
+    adaptive: str = "auto"
+    preset: str = "full"
 
     def attack_names(self) -> list[str]:
         """The attacks to run, in registry order when not given."""
         return list(self.attacks) if self.attacks is not None else ATTACKS.names()
 
+    def params_for(self, name: str) -> dict[str, Any]:
+        """Attack ``name``'s parameter overrides: the preset's, then ``attack_params`` on top."""
+        fields = {f.name for f in dataclasses.fields(ATTACKS.get(name).Params)}
+        preset = {k: v for k, v in PRESETS.get(self.preset, {}).get(name, {}).items() if k in fields}
+        return {**preset, **self.attack_params.get(name, {})}
+
 
 @dataclass
 class AuditEnv:
-    """What the runner knows about the task and hands to attacks as far as threat models allow."""
+    """What the runner knows about the task and hands to attacks as far as threat models allow.
+
+    ``defense`` labels the run's defense in the table (``describe_defenses``, ``"none"``);
+    ``attacker_defense`` builds, from a seed, the copy of it an adaptive attacker simulates.
+    """
 
     run_id: str
     input_shape: tuple[int, int, int]
@@ -106,6 +129,12 @@ class AuditEnv:
     seed: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     defense: str = "none"
+    attacker_defense: Callable[[int], Defense] | None = None
+
+    def attacker_copy(self, seed: int) -> Defense | None:
+        """The attacker's own copy of the run's defense, seeded from ``seed`` apart from the
+        victims' (``build_defenses(..., label="attacker")``); None without a defense."""
+        return None if self.attacker_defense is None or self.defense == "none" else self.attacker_defense(seed)
 
 
 @dataclass
@@ -125,6 +154,14 @@ def check_attacks(audit: AuditConfig, labels_shared: bool) -> None:
         raise ConfigError("--images", audit.images, "an integer >= 1")
     if not audit.seeds:
         raise ConfigError("--seeds", audit.seeds, "at least one seed")
+    if audit.adaptive not in ADAPTIVE_MODES:
+        raise ConfigError("--adaptive", audit.adaptive, ADAPTIVE_MODES)
+    if audit.preset not in PRESETS:
+        raise ConfigError("--preset", audit.preset, tuple(PRESETS))
+    for name, params in audit.attack_params.items():
+        if "adaptive" in params:
+            raise ConfigError("--attack-param", f"{name}.adaptive={params['adaptive']}",
+                              "--adaptive auto|off|only (the audit sets each variant's adaptive flag)")
     unknown = set(audit.attack_params) - set(audit.attack_names())
     if unknown:
         raise ConfigError("--attack-param", sorted(unknown)[0], "parameters of an attack being run: "
@@ -140,14 +177,6 @@ def check_attacks(audit: AuditConfig, labels_shared: bool) -> None:
 
 
 # grouping ----------------------------------------------------------------------------------------
-def _head(view: RoundView, k: int) -> tuple[Exchange, GroundTruth]:
-    """The first ``k`` samples of a round's exchange and truth."""
-    ex, tr = view.exchange, view.truth
-    cut = lambda t: None if t is None else t[:k]  # noqa: E731
-    return (dataclasses.replace(ex, smashed=cut(ex.smashed), labels=cut(ex.labels), grad=cut(ex.grad)),
-            dataclasses.replace(tr, inputs=tr.inputs[:k], labels=tr.labels[:k], index=tr.index[:k]))
-
-
 @dataclass
 class _Group:
     views: list[RoundView]  # the rounds of one reconstruct() call; views[0] sets the weights
@@ -163,7 +192,7 @@ def _groups(trace: Trace, unit: str, images: int) -> list[_Group]:
         for view in trace.rounds:
             if have >= images:
                 break
-            ex, tr = _head(view, images - have)
+            ex, tr = head(view, images - have)
             have += len(tr.inputs)
             groups.append(_Group([view], [ex], [tr], []))
     elif unit == "trace":
@@ -171,7 +200,7 @@ def _groups(trace: Trace, unit: str, images: int) -> list[_Group]:
         for view in trace.rounds:
             if have >= images:
                 break
-            ex, tr = _head(view, images - have)
+            ex, tr = head(view, images - have)
             have += len(tr.inputs)
             views.append(view)
             exchanges.append(ex)
@@ -195,16 +224,34 @@ def trace_rounds_needed(batch: int, images: int, interval: int) -> int:
 
 
 # running one attack --------------------------------------------------------------------------------
+def _defended_cut_gradient(client: nn.Module, server: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                           defense: Defense, round: int, device: int) -> torch.Tensor:
+    """A sybil's cut gradient through the defended split step: its uplink transformed as the
+    victim device's is (its parameters, the attacker's draws), the gradient at what the server
+    received, then the downlink transform."""
+    with torch.no_grad():
+        a = defense.transform_smashed(client(x), round=round, device=device)
+    a = a.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(F.cross_entropy(server(a), y), a)
+    return defense.transform_grad(grad, round=round, device=device).detach()
+
+
 def _context(attack: Attack, view: RoundView, trace: Trace, env: AuditEnv, seed: int) -> AttackContext:
     client, server = view.client, view.server
 
-    def sybil(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return cut_gradient(client, server, x.to(env.device), y.to(env.device))[1]
+    def sybil(x: torch.Tensor, y: torch.Tensor, defense: Defense | None = None) -> torch.Tensor:
+        x, y = x.to(env.device), y.to(env.device)
+        if defense is None:
+            return cut_gradient(client, server, x, y)[1]
+        return _defended_cut_gradient(client, server, x, y, defense, view.round, trace.device)
 
+    # the attacker's draws: its own stream per attack seed and round, never the victims'
+    defense = env.attacker_copy(derive_seed(seed, "attacker-defense", view.round))
     return make_context(attack.threat_model, client=client, fresh_client=lambda: env.fresh_client(trace.cut),
                         input_shape=env.input_shape, num_classes=env.num_classes, cut=trace.cut,
-                        auxiliary=env.auxiliary, auxiliary_labels=env.auxiliary_labels, sybil_grad=sybil,
-                        client_optimizer=env.client_optimizer, device=env.device, seed=seed)
+                        victim=trace.device, auxiliary=env.auxiliary, auxiliary_labels=env.auxiliary_labels,
+                        sybil_grad=sybil, defense=defense, client_optimizer=env.client_optimizer,
+                        device=env.device, seed=seed)
 
 
 def _aligned(rec: Reconstruction, truths: Sequence[GroundTruth], unit: str
@@ -222,21 +269,6 @@ def _aligned(rec: Reconstruction, truths: Sequence[GroundTruth], unit: str
             matched[rows] = recon[rows][match_batch(recon[rows], truth[rows])]
         recon = matched
     return recon, truth, labels
-
-
-def build_attack(name: str, audit: AuditConfig, env: AuditEnv | None = None) -> Attack:
-    """The attack ``name`` with the audit's parameter overrides.
-
-    An attack whose ``Params`` size its auxiliary data (``auxiliary_samples``) is capped at what
-    the task holds out (with a warning): the threat model then records the smaller number.
-    """
-    attack = ATTACKS.get(name).from_dict(audit.attack_params.get(name))
-    wanted = getattr(attack.params, "auxiliary_samples", None)
-    if env is not None and wanted is not None and wanted > len(env.auxiliary):
-        logger.warning("%s: %d auxiliary samples wanted, the held-out split has %d; using %d",
-                       name, wanted, len(env.auxiliary), len(env.auxiliary))
-        attack = type(attack)(dataclasses.replace(attack.params, auxiliary_samples=len(env.auxiliary)))
-    return attack
 
 
 def run_attack(attack: Attack, trace: Trace, env: AuditEnv, images: int, seed: int
@@ -261,7 +293,7 @@ def run_attack(attack: Attack, trace: Trace, env: AuditEnv, images: int, seed: i
     return recs, truths
 
 
-def _attack_trace(attack_name: str, trace: Trace, env: AuditEnv, audit: AuditConfig
+def _attack_trace(variant: Variant, trace: Trace, env: AuditEnv, audit: AuditConfig
                   ) -> tuple[Attack, dict[str, list[float]], tuple[torch.Tensor, torch.Tensor] | None, str | None,
                              float]:
     """Run one attack on one trace for every seed: the attack (as built), per-metric values, sample
@@ -270,78 +302,28 @@ def _attack_trace(attack_name: str, trace: Trace, env: AuditEnv, audit: AuditCon
     sample = None
     start = time.perf_counter()
     for s in audit.seeds:
-        attack = build_attack(attack_name, audit, env)
+        attack = build_attack(variant.attack, audit, env, adaptive=variant.adaptive)
+        # keyed by the attack, not the variant: unaware and adaptive start from the same draws
         outcome = run_attack(attack, trace, env, audit.images,
-                             derive_seed(env.seed, "audit", attack_name, trace.device, trace.cut, s))
+                             derive_seed(env.seed, "audit", variant.attack, trace.device, trace.cut, s))
         if isinstance(outcome, str):
             return attack, {}, None, outcome, 0.0
         recs, truths = outcome
         for rec in recs:
             recon, truth, labels = _aligned(rec, truths, attack.unit)
-            for k, v in _score(rec, recon, truth, labels).items():
+            for k, v in score(rec, recon, truth, labels).items():
                 values.setdefault(k, []).extend(v)
             if sample is None and recon is not None:
                 sample = (truth[: audit.grid_images], recon[: audit.grid_images])
     return attack, values, sample, None, time.perf_counter() - start
 
 
-def _score(rec: Reconstruction, recon: torch.Tensor | None, truth: torch.Tensor,
-           labels: torch.Tensor) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {}
-    if recon is not None:
-        for name, per_image in image_report(recon, truth).items():
-            out[name] = [float(v) for v in per_image]
-        out["identifiability"] = [identifiability(recon, truth)] if len(truth) > 1 else []
-    if rec.labels is not None:
-        out["label_accuracy"] = [label_accuracy(rec.labels, labels)]
-        if rec.label_scores is not None:
-            try:
-                out["label_auc"] = [label_auc(rec.label_scores, labels)]
-            except ValueError:  # a single class among the victims' labels: AUC undefined
-                pass
-    return out
-
-
-# attack-independent figures ----------------------------------------------------------------------
-def _independent(trace: Trace, env: AuditEnv, audit: AuditConfig) -> list[tuple[str, list[float], dict[str, Any]]]:
-    """Dependence estimates and the dFIL bound on the trace's first ``images`` victim images."""
-    views = [_head(v, audit.images) for v in trace.rounds]
-    x = torch.cat([t.inputs for _, t in views])[: audit.images]
-    z = torch.cat([e.smashed for e, _ in views])[: audit.images]
-    out = []
-    for name in audit.dependence:
-        params = dict(audit.dependence_params.get(name, {}))
-        if name == "ksg":
-            params.setdefault("seed", derive_seed(env.seed, "ksg", trace.cut))
-        if len(x) < 4:
-            continue
-        res = DEPENDENCE.get(name)(x.numpy(), z.numpy(), **params)
-        out.append((name, [float(res.value)], {"estimator": res.estimator, **res.params}))
-    if audit.dfil_relative_sigma is not None:
-        gen = torch.Generator().manual_seed(derive_seed(env.seed, "dfil", trace.cut))
-        fisher = dfil(trace.rounds[0].client, x.to(env.device), relative_sigma=audit.dfil_relative_sigma,
-                      generator=gen)
-        info = {"sigma": float(fisher.sigma), "relative_sigma": audit.dfil_relative_sigma, "method": fisher.method}
-        out.append(("dfil", fisher.dfil.tolist(), info))
-        out.append(("dfil_mse_bound", fisher.mse_bound.tolist(), info))
-    return out
-
-
-def _row(env: AuditEnv, trace: Trace, attack: str, metric: str, values: Sequence[float], seeds: str,
-         threat: str, params: dict[str, Any]) -> dict[str, Any]:
-    arr = np.asarray(values, dtype=np.float64)
-    finite = arr[np.isfinite(arr)] if np.isfinite(arr).any() else arr
-    return {"run_id": env.run_id, "phase": "audit", "round": trace.trained_rounds, "device": trace.device,
-            "cut": trace.cut, "batch": trace.batch, "attack": attack, "defense": env.defense, "metric": metric,
-            "value": float(np.mean(arr)) if len(arr) else float("nan"),
-            "std": float(np.std(finite)) if len(finite) > 1 else 0.0, "n": int(len(arr)), "seeds": seeds,
-            "source": trace.source, "threat_model": threat, "params": json.dumps(params, sort_keys=True, default=str)}
-
-
 def audit_traces(traces: Sequence[Trace], env: AuditEnv, audit: AuditConfig, *, progress: bool = False) -> AuditResult:
     """Run every attack of ``audit`` on every trace and return the leakage table."""
-    attacks = audit.attack_names()
-    tasks = [(t, a) for t in traces for a in [None, *attacks]]
+    variants, notes = plan_variants(audit, env)
+    for note in notes.values():
+        logger.info("adaptive: %s", note)
+    tasks = [(t, v) for t in traces for v in [None, *variants]]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -350,16 +332,17 @@ def audit_traces(traces: Sequence[Trace], env: AuditEnv, audit: AuditConfig, *, 
     rows, samples, skipped, timings = [], {}, [], {}
     seeds = ",".join(str(s) for s in audit.seeds)
     try:
-        for trace, name in tasks:
+        for trace, variant in tasks:
+            name = None if variant is None else variant.row
             if bar is not None:
                 bar.set_postfix(cut=trace.cut, device=trace.device, attack=name or "dependence")
-            if name is None:
+            if variant is None:
                 start = time.perf_counter()
-                for metric, vals, info in _independent(trace, env, audit):
-                    rows.append(_row(env, trace, "none", metric, vals, seeds, "attack-independent", info))
+                for metric, vals, info in independent_figures(trace, env, audit):
+                    rows.append(leakage_row(env, trace, "none", metric, vals, seeds, "attack-independent", info))
                 timings["none"] = timings.get("none", 0.0) + time.perf_counter() - start
             else:
-                attack, values, sample, reason, seconds = _attack_trace(name, trace, env, audit)
+                attack, values, sample, reason, seconds = _attack_trace(variant, trace, env, audit)
                 if reason:
                     if reason not in skipped:
                         skipped.append(reason)
@@ -369,8 +352,8 @@ def audit_traces(traces: Sequence[Trace], env: AuditEnv, audit: AuditConfig, *, 
                     threat = attack.threat_model.describe()
                     for metric, vals in values.items():
                         if vals:
-                            rows.append(_row(env, trace, name, metric, vals, seeds, threat, params))
-                    rows.append(_row(env, trace, name, "wall_time_s", [seconds], seeds, threat, params))
+                            rows.append(leakage_row(env, trace, name, metric, vals, seeds, threat, params))
+                    rows.append(leakage_row(env, trace, name, "wall_time_s", [seconds], seeds, threat, params))
                     timings[name] = timings.get(name, 0.0) + seconds
                     if sample is not None:
                         samples[(trace.device, trace.cut, name)] = sample
@@ -380,7 +363,10 @@ def audit_traces(traces: Sequence[Trace], env: AuditEnv, audit: AuditConfig, *, 
         if bar is not None:
             bar.close()
     frame = pd.DataFrame(rows, columns=LEAKAGE_COLUMNS)
-    meta = {"run_id": env.run_id, "attacks": {a: build_attack(a, audit, env).threat_model.describe() for a in attacks},
+    threats = {v.row: build_attack(v.attack, audit, env, adaptive=v.adaptive).threat_model.describe()
+               for v in variants}
+    meta = {"run_id": env.run_id, "attacks": threats, "defense": env.defense,
+            "adaptive": {"mode": audit.adaptive, "same_as_unaware": notes}, "preset": audit.preset,
             "attack_seconds": timings, "skipped": skipped, "images": audit.images, "seeds": audit.seeds,
             "traces": [{"device": t.device, "cut": t.cut, "batch": t.batch, "source": t.source,
                         "rounds": [v.round for v in t.rounds]} for t in traces]}

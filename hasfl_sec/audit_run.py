@@ -5,11 +5,17 @@ checkpoint, and records a few more rounds of the devices at the plan's cuts (:fu
 cuts the plan did not use are attacked on the aggregated model through a simulated device.
 :func:`audit_model` builds a model, trains it centrally (or loads a state dict), and simulates a
 device at each requested cut. Both then call :func:`hasfl_sec.audit.audit_traces`.
+
+The config's ``defense`` section reaches every trace: the replayed trainer applies the run's
+defenses (and resumes their state, such as the noise generators, from the checkpoint), and
+simulated devices apply a fresh copy of them. The attacker's copy, for adaptive attacks, is built
+with another seed label (``"attacker"``), so it never reuses the victims' random draws.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -21,13 +27,14 @@ from .api import prepare, resolve_device
 from .audit import AuditConfig, AuditEnv, AuditResult, audit_traces, check_attacks, trace_rounds_needed
 from .config import ExperimentConfig
 from .datasets import ImageDataset, load_dataset
+from .defenses import DefenseStack, build_defenses, describe_defenses
 from .errors import ConfigError
 from .models import SplitModel, build_model
 from .runner import load_run
 from .seeding import derive_seed, torch_generator
 from .victims import Trace, replay, simulate
 
-__all__ = ["audit_run", "audit_model", "train_central", "resolve_cuts"]
+__all__ = ["audit_run", "audit_model", "collect_run", "RunTraces", "train_central", "resolve_cuts"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +57,11 @@ def _build(cfg: ExperimentConfig, dataset: ImageDataset, seed_label: str) -> Spl
                        image_size=dataset.image_size, norm=m.norm, width=m.width, dropout=m.dropout)
 
 
+def _defense(cfg: ExperimentConfig, label: str, seed: int | None = None) -> DefenseStack:
+    """The config's defenses as one stack, seeded from ``seed`` (default the run's) and ``label``."""
+    return DefenseStack(build_defenses(cfg.defense, seed=cfg.seed if seed is None else seed, label=label))
+
+
 def _env(cfg: ExperimentConfig, dataset: ImageDataset, run_id: str, device: torch.device) -> AuditEnv:
     template = _build(cfg, dataset, "attacker-template")  # an untrained copy: architecture only
     return AuditEnv(
@@ -58,13 +70,15 @@ def _env(cfg: ExperimentConfig, dataset: ImageDataset, run_id: str, device: torc
         fresh_client=lambda cut: template.client_part(cut),
         client_optimizer={"lr": cfg.train.lr, "momentum": cfg.train.momentum,
                           "weight_decay": cfg.train.weight_decay},
-        seed=cfg.seed, device=device,
+        seed=cfg.seed, device=device, defense=describe_defenses(cfg.defense),
+        attacker_defense=lambda seed: _defense(cfg, "attacker", seed),
     )
 
 
 def _simulated(blocks: Sequence[nn.Module], cuts: Sequence[int], dataset: ImageDataset, cfg: ExperimentConfig,
                audit: AuditConfig, trained_rounds: int, device: torch.device) -> list[Trace]:
-    """A simulated device at each cut, on the same seeded draw of training images."""
+    """A simulated device at each cut, on the same seeded draw of training images, applying the
+    config's defenses (a fresh copy per cut, so a cut's noise does not depend on the others)."""
     b = audit.batch_size
     if b < 1:
         raise ConfigError("--batch-size", b, "an integer >= 1")
@@ -73,19 +87,30 @@ def _simulated(blocks: Sequence[nn.Module], cuts: Sequence[int], dataset: ImageD
         raise ConfigError("--images", audit.images, f"at most about {len(dataset.y_train) // 2} for this dataset")
     idx = torch.randperm(len(dataset.y_train), generator=torch_generator(cfg.seed, "audit-victims"))[:n]
     x, y = dataset.x_train[idx].to(device), dataset.y_train[idx].to(device)
-    return [simulate(blocks, c, x, y, idx, b, cfg.train, trained_rounds=trained_rounds) for c in cuts]
+    return [simulate(blocks, c, x, y, idx, b, cfg.train, trained_rounds=trained_rounds,
+                     defense=_defense(cfg, "simulated-device")) for c in cuts]
 
 
-def audit_run(path: str | Path, audit: AuditConfig, *, progress: bool = False,
-              device: str | None = None) -> AuditResult:
-    """Audit a finished training run; see the module docstring."""
+@dataclass
+class RunTraces:
+    """What :func:`collect_run` gathered: the victims' traces, the audit environment, and the run."""
+
+    traces: list[Trace]
+    env: AuditEnv
+    config: ExperimentConfig
+    run_dir: Path
+    trained_rounds: int
+
+
+def collect_run(path: str | Path, audit: AuditConfig, *, device: str | None = None) -> RunTraces:
+    """The traces :func:`audit_run` attacks: replayed devices at the planned cuts, simulated ones elsewhere."""
     saved = load_run(path)
     cfg = saved.config
     if device is not None:
         cfg.device = device
     check_attacks(audit, cfg.train.share_labels)
     setup = prepare(cfg, fleet=saved.fleet, plan=saved.plan)
-    trainer = setup.trainer()
+    trainer = setup.trainer()  # with the run's defenses; load_state_dict restores their state
     trainer.load_state_dict(saved.checkpoint["trainer"])
     cuts = resolve_cuts(setup.model, audit.cuts, trainer.cuts)
     if audit.devices == "first":
@@ -110,9 +135,17 @@ def audit_run(path: str | Path, audit: AuditConfig, *, progress: bool = False,
         logger.info("audit: replaying %d rounds of devices %s", rounds, devices)
         traces += replay(trainer, devices, rounds)
     traces.sort(key=lambda t: (t.cut, t.device))
-    result = audit_traces(traces, env, audit, progress=progress)
-    result.meta.update(source="run", run_dir=str(saved.path), model=cfg.model.name, dataset=cfg.data.dataset,
-                       trained_rounds=trainer.round if not devices else traces[0].trained_rounds)
+    trained = trainer.round if not devices else min(t.trained_rounds for t in traces if t.source == "replay")
+    return RunTraces(traces, env, cfg, saved.path, trained)
+
+
+def audit_run(path: str | Path, audit: AuditConfig, *, progress: bool = False,
+              device: str | None = None) -> AuditResult:
+    """Audit a finished training run; see the module docstring."""
+    run = collect_run(path, audit, device=device)
+    result = audit_traces(run.traces, run.env, audit, progress=progress)
+    result.meta.update(source="run", run_dir=str(run.run_dir), model=run.config.model.name,
+                       dataset=run.config.data.dataset, trained_rounds=run.trained_rounds)
     return result
 
 

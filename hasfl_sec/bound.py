@@ -113,14 +113,22 @@ class BoundConstants:
         """The absolute target epsilon for a target given relative to ||g(w^0)||^2."""
         return float(target_ratio) * self.grad_norm0
 
-    def margin(self, batch_sizes: Sequence[float], deepest_cut: int, epsilon: float) -> float:
-        """The bracket of Corollary 1; R is finite only where it is positive."""
-        inv = float(np.sum(1.0 / np.asarray(batch_sizes, dtype=np.float64)))
+    def margin(self, batch_sizes: Sequence[float], deepest_cut: int, epsilon: float,
+               multipliers: Sequence[float] | None = None) -> float:
+        """The bracket of Corollary 1; R is finite only where it is positive.
+
+        ``multipliers`` m_i scale each device's variance term (smashed-data noise adds variance,
+        :mod:`hasfl_sec.privacy.noise_cost`): the term is variance_coeff * sum_i m_i / b_i.
+        """
+        b = np.asarray(batch_sizes, dtype=np.float64)
+        m = np.ones_like(b) if multipliers is None else np.asarray(multipliers, dtype=np.float64)
+        inv = float(np.sum(m / b))
         return epsilon - self.variance_coeff * inv - self.drift(deepest_cut)
 
-    def rounds(self, batch_sizes: Sequence[float], deepest_cut: int, epsilon: float) -> float:
+    def rounds(self, batch_sizes: Sequence[float], deepest_cut: int, epsilon: float,
+               multipliers: Sequence[float] | None = None) -> float:
         """Predicted rounds R to reach ``epsilon`` (``inf`` when the plan cannot reach it)."""
-        m = self.margin(batch_sizes, deepest_cut, epsilon)
+        m = self.margin(batch_sizes, deepest_cut, epsilon, multipliers)
         return 2.0 * self.theta / (self.lr * m) if m > 0 else math.inf
 
     def to_dict(self) -> dict[str, Any]:

@@ -188,6 +188,11 @@ def optimize(config_file: str | None, overrides: tuple[str, ...], fmt: str, save
         hasfl-sec optimize
         hasfl-sec optimize --strategy sfl --format json
         hasfl-sec optimize --save-bound bound.json && hasfl-sec optimize --set optimizer.bound_file=bound.json
+        hasfl-sec optimize --strategy hasfl-private --set privacy.budget=18
+
+    A -private strategy plans under per-device leakage budgets (privacy.budget on
+    privacy.metric, dfil_psnr dB by default) and adds columns: each device's smashed-data
+    noise (absolute std and x the cut's smashed-data RMS), its predicted leakage and budget.
     """
     import json
     from pathlib import Path
@@ -201,15 +206,37 @@ def optimize(config_file: str | None, overrides: tuple[str, ...], fmt: str, save
     result = run_optimize(_build_config(config_file, overrides, given, defaults=("plan.strategy=hasfl",)))
     if save_bound:
         result.bound.save(save_bound)
+    plan = result.setup.plan
+    noise = _plan_noise(plan)
     if fmt == "json":
-        click.echo(json.dumps(result.to_json_dict()))
+        out = result.to_json_dict()
+        for i, row in enumerate(out["devices"]):
+            row.update({key: values[i] for key, values in noise.items()})
+        if noise:
+            out["privacy"] = {"metric": plan.privacy.get("metric")}
+        click.echo(json.dumps(out))
         return
-    table = result.devices.to_string(index=False, float_format=lambda x: f"{x:.4g}")
+    frame = result.devices
+    for key, values in noise.items():
+        frame[key] = values
+    table = frame.to_string(index=False, float_format=lambda x: f"{x:.4g}")
     click.echo(table)
+    if noise:
+        click.echo(f"privacy: Gaussian noise per device on its smashed data; leakage and budget in "
+                   f"{plan.privacy.get('metric')} (higher = more leakage)")
     click.echo(f"strategy {result.setup.plan.strategy}: epsilon {result.epsilon:.4g}, predicted rounds "
                f"{result.rounds:.4g}, round latency {result.round_latency_s:.4g} s "
                f"(split {result.split_round_s:.4g} s + aggregation {result.aggregation_s:.4g} s every "
                f"{result.setup.config.train.agg_interval}), time to target {result.time_to_target_s:.4g} s")
+
+
+def _plan_noise(plan: Any) -> dict[str, list[float]]:
+    """Per-device noise columns of a privacy-constrained plan (empty for a plan without noise)."""
+    if plan.noise_sigma is None:
+        return {}
+    p = plan.privacy
+    return {"noise_sigma": list(plan.noise_sigma), "relative_sigma": list(p.get("relative_sigma", [])),
+            "leakage": list(p.get("leakage", [])), "budget": list(p.get("budget", []))}
 
 
 def _yaml(value: Any) -> str:
@@ -219,17 +246,19 @@ def _yaml(value: Any) -> str:
     return str(value)
 
 
-LISTS = ("models", "datasets", "fleets", "strategies", "partitions", "heterogeneity", "channels", "attacks", "metrics")
+LISTS = ("models", "datasets", "fleets", "strategies", "partitions", "heterogeneity", "channels", "attacks", "metrics",
+         "defenses")
 
 
 @cli.command(name="list")
 @click.argument("what", type=click.Choice(LISTS), default="models")
 def list_(what: str) -> None:
     """List what can be chosen: models, datasets, fleets, strategies, partitions, heterogeneity
-    levels, channels, attacks (with their threat models) and metrics."""
+    levels, channels, attacks (with their threat models), metrics and defenses (``defense.use``)."""
     from .attacks import ATTACKS
     from .channel import CHANNELS
     from .data import DATASETS, PARTITIONS
+    from .defenses import DEFENSES
     from .fleet import FLEETS, HETEROGENEITY
     from .metrics import METRICS
     from .models import MODELS
@@ -237,7 +266,7 @@ def list_(what: str) -> None:
 
     registry = {"models": MODELS, "datasets": DATASETS, "fleets": FLEETS, "strategies": STRATEGIES,
                 "partitions": PARTITIONS, "heterogeneity": HETEROGENEITY, "channels": CHANNELS,
-                "attacks": ATTACKS, "metrics": METRICS}[what]
+                "attacks": ATTACKS, "metrics": METRICS, "defenses": DEFENSES}[what]
     width = max(len(n) for n in registry.names())
     for name in registry.names():
         click.echo(f"{name:<{width}}  {registry.describe(name)}")
@@ -249,11 +278,21 @@ from .cli_audit import audit  # noqa: E402  (a command of its own module; regist
 
 cli.add_command(audit)
 
+from .cli_eval import eval_  # noqa: E402
+
+cli.add_command(eval_)
+
+from .cli_report import report  # noqa: E402
+
+cli.add_command(report)
+
 
 def main() -> None:
     """Console-script entry point: click's usage errors become one line too."""
     try:
-        cli.main(prog_name="hasfl-sec", standalone_mode=False)
+        # Without standalone mode click *returns* the code of ctx.exit(n) instead of exiting.
+        code = cli.main(prog_name="hasfl-sec", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.Abort:

@@ -65,6 +65,12 @@ def _attack_params(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
               help="Batch size of simulated devices (cuts outside the plan, bare models).")
 @click.option("--attack-param", "attack_params", multiple=True, metavar="ATTACK.PARAM=VALUE",
               help="Override an attack parameter, e.g. rmle.steps=500. Repeatable.")
+@click.option("--adaptive", default="auto", show_default=True,
+              help="Against a defense: run attacks that can adapt both unaware and adaptive (auto; rows "
+                   "ATTACK and ATTACK+adaptive), only unaware (off), or only adaptive (only).")
+@click.option("--preset", default="full", show_default=True,
+              help="Attack parameters: the defaults (full) or fewer optimisation/training steps (fast); "
+                   "--attack-param overrides either.")
 @click.option("--seed", type=int, help="Bare model: master seed.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to compute.")
 @click.option("--threads", type=int, help="Torch CPU threads [torch's default]; 1 is often fastest for the small "
@@ -75,15 +81,21 @@ def _attack_params(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
 def audit(run_dir: str | None, model: str | None, dataset: str | None, config_file: str | None,
           overrides: tuple[str, ...], checkpoint: str | None, epochs: int, cuts: str | None, victims: str,
           attacks: str, images: int, seeds: str, batch_size: int, attack_params: tuple[str, ...],
-          seed: int | None, device: str | None, threads: int | None, out: str | None, overwrite: bool,
-          progress: bool | None) -> None:
+          adaptive: str, preset: str, seed: int | None, device: str | None, threads: int | None, out: str | None,
+          overwrite: bool, progress: bool | None) -> None:
     """Attack what each device sends across its cut, and measure the leakage per split point.
 
     With RUN_DIR (a run of hasfl-sec train) the run continues from its checkpoint for a few
     rounds with the cut-layer tap on, and the devices at the cuts its plan used are attacked;
     other cuts (--cuts all) are attacked on the run's aggregated model through a simulated
     device. Without RUN_DIR a bare model is profiled over its cuts: trained centrally (or loaded
-    with --checkpoint) and attacked through a simulated device at every cut.
+    with --checkpoint) and attacked through a simulated device at every cut; --set defense.use=...
+    gives it a defense.
+
+    A run's defense (its config's defense section) is applied to everything the attacks see.
+    Against a defense, attacks that can adapt also run as ATTACK+adaptive: knowing the defense
+    and its parameters (not the victims' random draws), e.g. an inverse network trained on
+    defended smashed data (--adaptive).
 
     Every attack sees only what its threat model grants (hasfl-sec list attacks). The output
     directory holds leakage.csv (mean, std and count over images and seeds per device, cut,
@@ -96,6 +108,7 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
         hasfl-sec audit runs/demo --cuts all --attacks rmle,inverse-network --images 32
         hasfl-sec audit --model hecnn --dataset lfw --cuts all --seeds 0,1,2
         hasfl-sec audit runs/demo --attack-param rmle.steps=500 --out runs/demo/audit-fast
+        hasfl-sec audit --model hecnn --dataset digits --set defense.use=[noise] --set defense.noise.sigma=0.3
     """
     from .audit import AuditConfig
     from .audit_output import check_out, summary_tables, write_audit
@@ -118,6 +131,7 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
         attacks=names, cuts=_choice_or_list("--cuts", cuts, ("plan", "all")) or ("all" if bare else "plan"),
         devices=_choice_or_list("--devices", victims, ("first", "all")), images=images,
         seeds=_int_list("--seeds", seeds), batch_size=batch_size, attack_params=_attack_params(attack_params),
+        adaptive=adaptive, preset=preset,
     )
     show = sys.stderr.isatty() if progress is None else progress
     if bare:

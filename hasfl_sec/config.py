@@ -24,6 +24,7 @@ from typing import Any, Union
 import yaml
 
 from .defenses import DEFENSES, check_defenses
+from .privacy.profile import LEAKAGE_METRICS
 from .errors import ConfigError, check
 from .fileio import read_structured
 
@@ -37,10 +38,12 @@ __all__ = [
     "OptimizerConfig",
     "ChannelConfig",
     "DefenseConfig",
+    "PrivacyConfig",
     "ExperimentConfig",
     "load_config",
     "apply_overrides",
     "config_from_dict",
+    "build_dataclass",
 ]
 
 Cut = Union[int, str]
@@ -189,6 +192,54 @@ class ChannelConfig:
     reoptimize_every: int = 0
 
 
+@dataclass
+class PrivacyConfig:
+    """Privacy-constrained planning (strategies ``hasfl-private``, ``sfl-private``, ...).
+
+    Every device i gets a leakage ``budget`` (one number, or a list with one per device) on
+    ``metric`` (higher = more leakage; registered in :data:`hasfl_sec.privacy.LEAKAGE_METRICS`):
+    ``dfil_psnr`` (dB: no unbiased attacker's expected
+    reconstruction beats this PSNR; Maeng et al., NeurIPS 2023), ``dfil``, or ``ssim`` / ``psnr``
+    of the strongest audited attack. The planner picks each device's cut and its Gaussian
+    smashed-data noise from ``sigma_grid`` (relative: x the cut's smashed-data RMS); the least
+    noise meeting the budget is used, and it costs rounds through the bound's variance term
+    (:mod:`hasfl_sec.privacy.noise_cost`).
+
+    ``profile`` is ``dfil`` (predicted from the dFIL bound of a copy of the model trained centrally
+    for ``profile_epochs`` epochs, on ``probe_images`` training images, dFIL reduced over them by
+    ``reduction``: ``mean`` or ``max``) or the path of a measured leakage CSV (columns cut, value
+    and optionally metric, sigma; e.g. an audit's leakage.csv). ``noise_pairs`` is the number of
+    noise pairs per probe image with which the variance the noise adds is measured
+    (:class:`hasfl_sec.privacy.NoiseCost`, on the run's initial and on the profiled model).
+    """
+
+    budget: Union[float, list[float]] = 20.0
+    metric: str = "dfil_psnr"
+    sigma_grid: list[float] = field(default_factory=lambda: [0.0, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5,
+                                                             2.0, 3.0, 5.0])
+    profile: str = "dfil"
+    profile_epochs: int = 5
+    probe_images: int = 32
+    reduction: str = "mean"
+    noise_pairs: int = 2
+
+
+def _check_privacy(p: PrivacyConfig) -> None:
+    """Range checks of the privacy section (the budget's length is checked against the fleet later)."""
+    LEAKAGE_METRICS.get(p.metric)
+    budgets = p.budget if isinstance(p.budget, list) else [p.budget]
+    check(len(budgets) >= 1 and all(math.isfinite(b) for b in budgets), "privacy.budget", p.budget,
+          "a finite number, or a non-empty list of finite numbers (one per device)")
+    g = p.sigma_grid
+    check(len(g) >= 1 and all(math.isfinite(s) and s >= 0 for s in g) and all(a < b for a, b in zip(g, g[1:])),
+          "privacy.sigma_grid", g, "a non-empty, strictly increasing list of noise levels >= 0 (x the smashed-data RMS)")
+    check(bool(p.profile), "privacy.profile", p.profile, "dfil, or the path of a measured leakage CSV")
+    check(p.profile_epochs >= 0, "privacy.profile_epochs", p.profile_epochs, "an integer >= 0")
+    check(p.probe_images >= 2, "privacy.probe_images", p.probe_images, "an integer >= 2")
+    check(p.reduction in ("mean", "max"), "privacy.reduction", p.reduction, ["mean", "max"])
+    check(p.noise_pairs >= 1, "privacy.noise_pairs", p.noise_pairs, "an integer >= 1")
+
+
 def _defense_config_class() -> type:
     """``DefenseConfig``: ``use`` plus one section per registered defense, typed by its ``Params``.
 
@@ -215,7 +266,7 @@ DefenseConfig = _defense_config_class()
 
 @dataclass
 class ExperimentConfig:
-    """One run: data, model, fleet, plan, training, tap, optimizer, channel and defense settings,
+    """One run: data, model, fleet, plan, training, tap, optimizer, channel, defense and privacy settings,
     seed and compute device."""
 
     name: str = "hasfl"
@@ -230,6 +281,7 @@ class ExperimentConfig:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     defense: DefenseConfig = field(default_factory=DefenseConfig)  # type: ignore[valid-type]
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain nested dict (YAML/JSON-safe)."""
@@ -292,6 +344,7 @@ class ExperimentConfig:
               ch.reoptimize_every, f"0 or a multiple of train.agg_interval = {t.agg_interval}",
               "plans change only right after an aggregation")
         check_defenses(self.defense)
+        _check_privacy(self.privacy)
         return self
 
 
@@ -305,6 +358,8 @@ def _type_name(hint: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(hint))
     if origin is list:
         return f"a list of {_type_name(typing.get_args(hint)[0])}"
+    if origin is dict:
+        return "a mapping"
     if dataclasses.is_dataclass(hint):
         return "a mapping of " + ", ".join(f.name for f in dataclasses.fields(hint))
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false", type(None): "null"}.get(
@@ -327,6 +382,13 @@ def _coerce(path: str, value: Any, hint: Any) -> Any:
             raise ConfigError(path, value, _type_name(hint))
         (item,) = typing.get_args(hint)
         return [_coerce(f"{path}[{i}]", v, item) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(path, value, _type_name(hint))
+        _, item = typing.get_args(hint)
+        return {str(k): _coerce(f"{path}.{k}", v, item) for k, v in value.items()}
+    if hint is Any:
+        return value
     if hint is type(None):
         if value is None:
             return None
@@ -349,11 +411,13 @@ def _coerce(path: str, value: Any, hint: Any) -> Any:
             return value
     elif dataclasses.is_dataclass(hint):
         if isinstance(value, dict):
-            return _build(hint, value, path)
+            return build_dataclass(hint, value, path)
     raise ConfigError(path, value, _type_name(hint))
 
 
-def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+def build_dataclass(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    """An instance of dataclass ``cls`` from ``values``, every field type-checked; unknown keys and
+    wrong types raise :class:`ConfigError` naming ``prefix.key``."""
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -362,14 +426,18 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
         if key not in hints:
             raise ConfigError(path, value, "a known key: " + ", ".join(names), "unknown config key")
         kwargs[key] = _coerce(path, value, hints[key])
+    required = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    if required:
+        raise ConfigError(f"{prefix}.{required[0]}" if prefix else required[0], None, "a value (this key is required)")
     return cls(**kwargs)
 
 
 def config_from_dict(values: dict[str, Any]) -> ExperimentConfig:
     """Build and validate an :class:`ExperimentConfig` from a nested dict (unknown keys refused)."""
     if not isinstance(values, dict):
-        raise ConfigError("config", values, "a mapping of sections (data, model, fleet, plan, train, tap, optimizer, channel, defense)")
-    return _build(ExperimentConfig, values, "").validate()
+        raise ConfigError("config", values, "a mapping of sections (data, model, fleet, plan, train, tap, optimizer, channel, defense, privacy)")
+    return build_dataclass(ExperimentConfig, values, "").validate()
 
 
 def _parse_value(text: str) -> Any:

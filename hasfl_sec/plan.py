@@ -3,6 +3,11 @@
 A :class:`Plan` is the interface between whatever chooses (b, c) -- a config, a heuristic, or the
 HASFL optimizer -- and the trainer and latency model that use it. Strategies that make plans are
 registered in :data:`STRATEGIES`, so ``--strategy NAME`` reaches any of them the same way.
+
+Every optimizer planner also has a privacy-constrained variant, ``<planner>-private``
+(``hasfl-private`` ...): it plans under the ``privacy`` section's per-device leakage budgets
+(:mod:`hasfl_sec.optimizer.privacy`), and its plan carries each device's smashed-data noise
+(``noise_sigma``), which :meth:`hasfl_sec.api.Setup.defenses` turns into a noise defense.
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ from .registry import Registry
 if TYPE_CHECKING:
     from .bound import BoundConstants
 
-__all__ = ["Plan", "PlanContext", "STRATEGIES", "make_plan", "check_memory", "device_memory_bytes",
-           "build_problem", "planner_params"]
+__all__ = ["Plan", "PlanContext", "STRATEGIES", "PRIVATE_STRATEGIES", "make_plan", "check_memory",
+           "device_memory_bytes", "build_problem", "planner_params"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +43,18 @@ class Plan:
         cuts: c_i for each device; device i runs blocks ``[0, c_i)`` of the model.
         strategy: the name of the strategy that made the plan.
         predicted: optional figures the strategy predicts (rounds, latency); free-form floats.
+        noise_sigma: per device, the std of the Gaussian noise added to its smashed data
+            (activation units), or None for no planned noise (privacy-constrained strategies).
+        privacy: what the privacy-constrained strategy predicted: ``metric``, per-device
+            ``budget``, ``leakage`` and ``relative_sigma`` (noise x the cut's smashed-data RMS).
     """
 
     batch_sizes: tuple[int, ...]
     cuts: tuple[int, ...]
     strategy: str = "fixed"
     predicted: dict[str, float] = field(default_factory=dict)
+    noise_sigma: tuple[float, ...] | None = None
+    privacy: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.batch_sizes) != len(self.cuts):
@@ -51,6 +62,17 @@ class Plan:
         for b in self.batch_sizes:
             if int(b) != b or b < 1:
                 raise ConfigError("plan.batch_size", list(self.batch_sizes), "integers >= 1")
+        if self.noise_sigma is not None:
+            sig = tuple(float(s) for s in self.noise_sigma)
+            if len(sig) != len(self.cuts) or not all(np.isfinite(s) and s >= 0 for s in sig):
+                raise ConfigError("plan.noise_sigma", list(sig),
+                                  f"{len(self.cuts)} finite numbers >= 0, one per device")
+            object.__setattr__(self, "noise_sigma", sig)
+
+    @property
+    def noisy(self) -> bool:
+        """Whether some device adds noise to its smashed data."""
+        return self.noise_sigma is not None and any(s > 0 for s in self.noise_sigma)
 
     @property
     def num_devices(self) -> int:
@@ -63,17 +85,26 @@ class Plan:
         return max(self.cuts)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form."""
-        return asdict(self)
+        """JSON-safe form (the noise fields only when the plan has noise, so older readers and
+        older plan.json files stay as they were)."""
+        out = asdict(self)
+        if self.noise_sigma is None:
+            del out["noise_sigma"]
+        if not self.privacy:
+            del out["privacy"]
+        return out
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "Plan":
-        """Inverse of :meth:`to_dict`."""
+        """Inverse of :meth:`to_dict`; plan.json files written before the noise fields load unchanged."""
+        noise = values.get("noise_sigma")
         return cls(
             batch_sizes=tuple(int(b) for b in values["batch_sizes"]),
             cuts=tuple(int(c) for c in values["cuts"]),
             strategy=str(values.get("strategy", "fixed")),
             predicted={k: float(v) for k, v in values.get("predicted", {}).items()},
+            noise_sigma=None if noise is None else tuple(float(s) for s in noise),
+            privacy=dict(values.get("privacy") or {}),
         )
 
 
@@ -83,7 +114,9 @@ class PlanContext:
 
     ``bound()`` returns the convergence-bound constants and ``problem()`` the optimizer's problem;
     both are computed on first use only (the warm-up that estimates the bound trains for a few
-    rounds), so strategies that do not need them cost nothing.
+    rounds), so strategies that do not need them cost nothing. For a privacy-constrained strategy
+    ``problem()`` is the constrained problem and ``privacy()`` the leakage profile and noise cost
+    it was built from (measured on ``dataset`` on first use, see :mod:`hasfl_sec.privacy.measure`).
     """
 
     config: ExperimentConfig
@@ -93,6 +126,9 @@ class PlanContext:
     bound_fn: Callable[[], "BoundConstants"]
     _bound: "BoundConstants | None" = None
     _problem: Any = None
+    dataset: Any = None
+    device: Any = "cpu"
+    _privacy: Any = None
 
     def bound(self) -> "BoundConstants":
         """The bound constants (estimated or loaded once)."""
@@ -109,10 +145,31 @@ class PlanContext:
         self._bound = bound
         self._problem = None
 
+    def private(self) -> bool:
+        """Whether the configured strategy plans under the ``privacy`` budgets."""
+        return self.config.plan.strategy in PRIVATE_STRATEGIES
+
+    def privacy(self) -> Any:
+        """The :class:`~hasfl_sec.privacy.PrivacyInputs` (profiled once, on first use)."""
+        if self._privacy is None:
+            from .privacy import privacy_inputs
+
+            if self.dataset is None:
+                raise ConfigError("plan.strategy", self.config.plan.strategy, "a strategy without privacy budgets",
+                                  "this plan context has no data set to profile leakage on")
+            self._privacy = privacy_inputs(self.config, self.model, self.dataset, self.device)
+        return self._privacy
+
     def problem(self) -> Any:
-        """The :class:`~hasfl_sec.optimizer.Problem` of this fleet, model, bound and target."""
+        """The :class:`~hasfl_sec.optimizer.Problem` of this fleet, model, bound and target
+        (privacy-constrained for a ``-private`` strategy)."""
         if self._problem is None:
-            self._problem = build_problem(self.config, self.fleet, self.profile, self.bound())
+            problem = build_problem(self.config, self.fleet, self.profile, self.bound())
+            if self.private():
+                from .privacy import constrained_problem
+
+                problem = constrained_problem(self.config, problem, self.privacy())
+            self._problem = problem
         return self._problem
 
 
@@ -196,20 +253,32 @@ def build_problem(config: ExperimentConfig, fleet: Fleet, profile: ModelProfile,
     return dataclasses.replace(loose, epsilon=(1.0 + o.floor_slack) * loose.variance_drift_floor())
 
 
-def _planner_strategy(name: str) -> StrategyFn:
+def _planner_strategy(name: str, label: str) -> StrategyFn:
+    """The strategy ``label`` running optimizer planner ``name`` on the context's problem."""
+
     def make(ctx: PlanContext) -> Plan:
         from .optimizer import PLANNERS
 
-        solution = PLANNERS.get(name)(ctx.problem(), planner_params(ctx.config, ctx.model))
-        logger.info("plan %s: predicted %.4g rounds x %.4g s = %.4g s to target (solved in %.3f s)", name,
-                    solution.rounds, solution.round_latency_s, solution.time_to_target_s, solution.solve_time_s)
-        return solution.to_plan()
+        if ctx.private():
+            from .privacy import check_private_config
 
-    make.__name__ = f"{name.replace('-', '_')}_plan"
+            check_private_config(ctx.config)  # before the warm-up and the profiling spend any time
+        solution = PLANNERS.get(name)(ctx.problem(), planner_params(ctx.config, ctx.model))
+        logger.info("plan %s: predicted %.4g rounds x %.4g s = %.4g s to target (solved in %.3f s)", label,
+                    solution.rounds, solution.round_latency_s, solution.time_to_target_s, solution.solve_time_s)
+        if solution.noise_sigma is not None:
+            logger.info("plan %s: noise per device %s (x RMS %s), predicted %s %s under budgets %s", label,
+                        [round(s, 4) for s in solution.noise_sigma],
+                        [round(s, 3) for s in solution.relative_sigma or ()], solution.leakage_metric,
+                        [round(v, 3) for v in solution.leakage or ()], list(solution.budget or ()))
+        return dataclasses.replace(solution.to_plan(), strategy=label)
+
+    make.__name__ = f"{label.replace('-', '_')}_plan"
     return make
 
 
 BOUND_STRATEGIES: set[str] = set()  # strategies that plan from the convergence bound
+PRIVATE_STRATEGIES: set[str] = set()  # ... under the privacy section's leakage budgets
 
 for _name, _help in (
     ("hasfl", "the HASFL optimizer: per-device batch size and cut minimising predicted time to target"),
@@ -219,8 +288,13 @@ for _name, _help in (
     ("random", "seeded random batch sizes and cuts within memory"),
     ("oracle", "exhaustive search over all plans (small fleets only)"),
 ):
-    STRATEGIES.register(_name, help=_help)(_planner_strategy(_name))
+    STRATEGIES.register(_name, help=_help)(_planner_strategy(_name, _name))
     BOUND_STRATEGIES.add(_name)
+    _private = f"{_name}-private"
+    STRATEGIES.register(_private, help=f"{_name} under per-device leakage budgets (privacy.*), noise per device")(
+        _planner_strategy(_name, _private))
+    BOUND_STRATEGIES.add(_private)
+    PRIVATE_STRATEGIES.add(_private)
 
 
 def make_plan(ctx: PlanContext) -> Plan:

@@ -11,6 +11,8 @@ import bisect
 import datetime as _dt
 import json
 import logging
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +25,7 @@ from .api import Setup, plan_costs, prepare
 from .bound import BoundConstants
 from .latency import round_latency
 from .config import ExperimentConfig, config_from_dict
+from .defenses import describe_defenses
 from .defenses.base import Defense
 from .errors import ConfigError
 from .fileio import read_structured
@@ -93,6 +96,29 @@ def _metric_rows(run_id: str, setup: Setup, trainer: SFLTrainer) -> list[dict[st
     return rows
 
 
+_DEVICE_KEY = re.compile(r"^(.*)\.device(\d+)$")
+
+
+def _defense_rows(run_id: str, setup: Setup, trainer: SFLTrainer) -> list[dict[str, Any]]:
+    """The defenses' ``report()`` figures at the trainer's round: phase ``defense``, metric
+    ``<defense>.<figure>`` (``dpsgd.epsilon``); a ``.device<i>`` suffix goes to the device column."""
+    label = describe_defenses(setup.config.defense)
+    rows = []
+    for key, value in trainer.defense.report().items():
+        m = _DEVICE_KEY.match(key)
+        device = int(m.group(2)) if m else None
+        rows.append({"run_id": run_id, "phase": "defense", "round": trainer.round, "device": device,
+                     "cut": trainer.cuts[device] if device is not None else None,
+                     "batch": trainer.batch_sizes[device] if device is not None else None, "attack": "",
+                     "defense": label, "metric": m.group(1) if m else key, "value": float(value)})
+    return rows
+
+
+def _finite_or_none(figures: dict[str, float]) -> dict[str, float | None]:
+    """JSON has no infinity: an unbounded figure (epsilon without noise) is written as null."""
+    return {k: (float(v) if math.isfinite(v) else None) for k, v in figures.items()}
+
+
 def _default_out(cfg: ExperimentConfig) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{stamp}-{cfg.config_hash()}"
@@ -100,7 +126,7 @@ def _default_out(cfg: ExperimentConfig) -> Path:
 
 def _write_tables(run: RunDir, run_id: str, setup: Setup, trainer: SFLTrainer) -> tuple[pd.DataFrame, pd.DataFrame]:
     rounds = pd.DataFrame([r.row() for r in trainer.history])
-    metrics = metrics_frame(_metric_rows(run_id, setup, trainer))
+    metrics = metrics_frame(_metric_rows(run_id, setup, trainer) + _defense_rows(run_id, setup, trainer))
     run.write_frame("rounds.csv", rounds)
     run.write_frame("metrics.csv", metrics)
     if len(trainer.plan_history) > 1:
@@ -185,6 +211,7 @@ def train(
     resume: bool = False,
     progress: bool = False,
     defenses: Sequence[Defense] = (),
+    bound: BoundConstants | None = None,
 ) -> TrainResult:
     """Train under ``config`` (default: the built-in default run) and write the run directory.
 
@@ -195,6 +222,7 @@ def train(
             uninterrupted run with the same seed (only ``wall_time_s`` differs).
         progress: show a tqdm progress bar.
         defenses: defense hooks applied at the exchange points.
+        bound: bound constants for the planner, instead of a warm-up (saved as ``bound.json``).
     """
     saved_fleet = saved_plan = None
     if resume:
@@ -216,7 +244,7 @@ def train(
             raise ConfigError("--out", str(run.path), "a new or empty directory",
                               "pass --resume to continue the run there, or choose another --out")
     # every input check happens here, before anything is written
-    setup = prepare(config, fleet=saved_fleet, plan=saved_plan)
+    setup = prepare(config, fleet=saved_fleet, plan=saved_plan, bound=None if resume else bound)
 
     tap = None
     trainer = setup.trainer(defenses)
@@ -248,7 +276,7 @@ def train(
         run.write_frame("profile.csv", setup.profile.to_frame())
         if setup.context.bound_needed():
             setup.context.bound().save(run.file("bound.json"))
-    run.update_manifest(status="running", device=str(setup.device))
+    run.update_manifest(status="running", device=str(setup.device), defense=describe_defenses(config.defense))
 
     bar = None
     if progress:
@@ -286,6 +314,7 @@ def train(
     run.update_manifest(
         status="ok", rounds_done=trainer.round, final_test_accuracy=result.final_accuracy,
         sim_time_s=result.sim_time_s, wall_time_s=result.wall_time_s,
+        defense_report=_finite_or_none(trainer.defense.report()),
         finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     )
     logger.info("done: test accuracy %.4f after %d rounds, simulated %.4g s, wall %.1f s",

@@ -21,12 +21,19 @@ Weights are 1/N (the paper's objective) or proportional to local data size. Mome
 when momentum is used, stay per device and are not averaged. The trainer knows nothing about
 attacks: observers (the cut-layer tap) receive each exchange and upload through
 :meth:`SFLTrainer.add_observer`.
+
+Batches have b_i samples unless a defense asks for Poisson sampling (DP-SGD): each sample is then
+in the batch with probability q_i, and a batch may be empty. A device's loss is the mean over the
+batch it drew; an empty device adds nothing to the common part's gradient, still steps its (DP)
+optimizer, is skipped by observers and has a NaN loss, which the round's training loss ignores.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -123,8 +130,10 @@ class SFLTrainer:
         weights = sizes / sizes.sum() if train.agg_weighting == "data" else np.full(self.n, 1.0 / self.n)
         self.weights = [float(w) for w in weights]
         self._part_sizes = tuple(len(p) for p in parts)
-        self._model = model
-        self._build(plan, list(copy.deepcopy(model).to(self.device).blocks))
+        self._client_fwd: list[nn.Module] = []
+        # a defense may need another model (DP-SGD: no BatchNorm) before any copy of it exists
+        self._model = self.defense.prepare_model(model)
+        self._build(plan, list(copy.deepcopy(self._model).to(self.device).blocks))
         self.plan_history: list[tuple[int, Plan]] = [(0, plan)]
 
         self.observers: list[Observer] = []
@@ -135,6 +144,8 @@ class SFLTrainer:
 
     def _build(self, plan: Plan, blocks: list[nn.Module]) -> None:
         """Lay the model's blocks out for ``plan``: N copies of [0, L_c), one common [L_c, L)."""
+        for i, module in enumerate(self._client_fwd):  # defenses unwrap the old layout's clients first
+            self.defense.unwrap_client(module, device=i)
         self.plan = plan
         self.l_c = plan.deepest_cut
         self.cuts = list(plan.cuts)
@@ -148,9 +159,13 @@ class SFLTrainer:
         self._eval_shared = copy.deepcopy(shared)
         self._eval_model = nn.Sequential(*self._eval_shared, *self.common)
         train = self.cfg
-        self.defense.prepare(DefenseContext(
+        context = DefenseContext(
             batch_sizes=tuple(self.batch_sizes), cuts=tuple(self.cuts), part_sizes=self._part_sizes,
-            rounds=train.rounds, agg_interval=train.agg_interval, model=self._model))
+            rounds=train.rounds, agg_interval=train.agg_interval, model=self._model)
+        self.sample_rates = self.defense.sample_rates(context)
+        self.defense.prepare(dataclasses.replace(context, sample_rates=self.sample_rates))
+        # the device forward goes through any wrapper (Opacus' hooks); self.clients stay plain
+        self._client_fwd = [self.defense.wrap_client(self.clients[i], device=i) for i in range(self.n)]
         sgd = dict(lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
         self.client_opts = [
             self.defense.wrap_optimizer(torch.optim.SGD(self.clients[i].parameters(), **sgd), device=i)
@@ -158,9 +173,12 @@ class SFLTrainer:
         ]
         server_params = [p for nc in self.noncommon for p in nc.parameters()] + list(self.common.parameters())
         self.server_opt = torch.optim.SGD(server_params, **sgd)
-        # per-sample loss weights w_i / b_i: the common part's gradient is the weighted average
-        self._sample_w = torch.cat(
-            [torch.full((b,), w / b, device=self.device) for b, w in zip(self.batch_sizes, self.weights)]
+
+    def _sample_weights(self, sizes: Sequence[int]) -> torch.Tensor:
+        """Per-sample loss weights w_i / b_i, so the common part's gradient is the weighted average
+        of the devices' mean losses (an empty batch has none)."""
+        return torch.cat(
+            [torch.full((b,), w / max(b, 1), device=self.device) for b, w in zip(sizes, self.weights)]
         )
 
     def replan(self, plan: Plan) -> None:
@@ -194,12 +212,15 @@ class SFLTrainer:
         t = self.round + 1
         for m in (*self.copies, self.common):
             m.train()
-        batches = [self.samplers[i].next(b).to(self.device) for i, b in enumerate(self.batch_sizes)]
+        rates = self.sample_rates or (None,) * self.n
+        batches = [s.draw(b, q).to(self.device) for s, b, q in zip(self.samplers, self.batch_sizes, rates)]
+        sizes = [len(idx) for idx in batches]
+        sample_w = self._sample_weights(sizes)
 
         # 1-2: device forward, uplink.
         smashed, sent, server_in = [], [], []
         for i, idx in enumerate(batches):
-            a = self.defense.transform_smashed(self.clients[i](self.x_train[idx]), round=t, device=i)
+            a = self.defense.transform_smashed(self._client_fwd[i](self.x_train[idx]), round=t, device=i)
             s = a.detach().requires_grad_(True)
             smashed.append(a)
             sent.append(s)
@@ -212,8 +233,8 @@ class SFLTrainer:
         logits = self.common(h)
         labels = self.y_train[torch.cat(batches)]
         per_sample = F.cross_entropy(logits, labels, reduction="none")
-        (per_sample * self._sample_w).sum().backward()
-        h_grads = torch.split(h.grad, self.batch_sizes)
+        (per_sample * sample_w).sum().backward()
+        h_grads = torch.split(h.grad, sizes)
         outs, grads = [], []
         for i in range(self.n):
             g = h_grads[i] / self.weights[i]
@@ -243,9 +264,10 @@ class SFLTrainer:
             opt.zero_grad(set_to_none=True)
         self.server_opt.zero_grad(set_to_none=True)
 
-        losses = [float(v) for v in torch.stack([l.mean() for l in torch.split(per_sample.detach(), self.batch_sizes)])]
+        # the mean of an empty batch is NaN: the device had no loss this round
+        losses = [float(v) for v in torch.stack([l.mean() for l in torch.split(per_sample.detach(), sizes)])]
         for i, idx in enumerate(batches):
-            observers = self._observed(t, i)
+            observers = self._observed(t, i) if sizes[i] else []  # nothing crossed the cut
             if not observers:
                 continue
             y = self.y_train[idx].cpu()
@@ -327,7 +349,7 @@ class SFLTrainer:
         self.sim_time_s += self.clock(t, self.plan)
         self.wall_time_s += time.perf_counter() - start
         record = RoundRecord(
-            round=t, train_loss=float(np.dot(self.weights, losses)), test_loss=test_loss,
+            round=t, train_loss=self._train_loss(losses), test_loss=test_loss,
             test_accuracy=test_acc, sim_time_s=self.sim_time_s, wall_time_s=self.wall_time_s,
             aggregated=aggregated, device_losses=losses,
         )
@@ -335,6 +357,13 @@ class SFLTrainer:
         if self.replanner is not None and self.replan_every and t % self.replan_every == 0 and t < self.cfg.rounds:
             self.replan(self.replanner(t))
         return record
+
+    def _train_loss(self, losses: Sequence[float]) -> float:
+        """Weighted mean of the device losses; devices with an empty batch (NaN) are left out."""
+        kept = [(w, v) for w, v in zip(self.weights, losses) if not math.isnan(v)]
+        if len(kept) == len(losses):
+            return float(np.dot(self.weights, losses))
+        return float(sum(w * v for w, v in kept) / sum(w for w, _ in kept)) if kept else float("nan")
 
     def run(self, on_round_end: Callable[["SFLTrainer", RoundRecord], None] | None = None) -> list[RoundRecord]:
         """Train until ``cfg.rounds``; continues from :attr:`round` after a resume."""

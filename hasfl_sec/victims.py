@@ -14,7 +14,11 @@ Two sources make traces:
 * :func:`simulate` runs one device's split training at any cut of a whole model (a run's
   aggregated model at a cut its plan did not use, or a bare model trained centrally), with the
   trainer's update rule (SGD on the client part with the returned cut gradient, SGD on the server
-  part, upload every I rounds).
+  part, upload every I rounds) and the run's defense on what crosses the cut (smashed data up,
+  cut-layer gradient down), so that a simulated trace shows the attacker what a defended device
+  would send. Defenses that act elsewhere (a wrapped optimizer such as DP-SGD, a device-side loss
+  term such as NoPeek's) are not simulated: they change how the model was trained, which a
+  simulated device's few steps on an already trained model would not reproduce anyway.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TrainConfig
+from .defenses.base import Defense
 from .protocol import Exchange, GroundTruth, Upload
 from .tap import CutLayerTap, TapSelector
 from .trainer import SFLTrainer
@@ -130,13 +135,16 @@ def replay(trainer: SFLTrainer, devices: Sequence[int], rounds: int) -> list[Tra
 
 
 def simulate(blocks: Sequence[nn.Module], cut: int, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor,
-             batch: int, train: TrainConfig, *, trained_rounds: int = 0, device_id: int = 0) -> Trace:
+             batch: int, train: TrainConfig, *, trained_rounds: int = 0, device_id: int = 0,
+             defense: Defense | None = None) -> Trace:
     """One device's split training at ``cut`` of the model ``blocks`` on the samples ``x, y``.
 
     ``x`` holds ``rounds * batch`` samples, consumed in order, ``batch`` per round; ``rounds``
     must be a multiple of I. The device trains the client part ``blocks[:cut]`` and the server the
     rest, both with the run's SGD settings; the model given is not modified. With
-    ``train.share_labels`` false the recorded exchanges carry no labels.
+    ``train.share_labels`` false the recorded exchanges carry no labels. ``defense`` transforms
+    the smashed data the device sends and the gradient it receives, as the trainer does (the
+    records hold what crossed the cut: defended smashed data, transformed gradient).
     """
     interval = train.agg_interval
     n_rounds = len(x) // batch
@@ -154,9 +162,13 @@ def simulate(blocks: Sequence[nn.Module], cut: int, x: torch.Tensor, y: torch.Te
         xb, yb = x[sl], y[sl]
         client_view, server_view = _frozen_copy(client), _frozen_copy(server)
         a = client(xb)
+        if defense is not None:
+            a = defense.transform_smashed(a, round=t, device=device_id)
         s = a.detach().requires_grad_(True)
         F.cross_entropy(server(s), yb).backward()
         g = s.grad.detach()
+        if defense is not None:
+            g = defense.transform_grad(g, round=t, device=device_id).detach()
         a.backward(g)
         client_opt.step()
         server_opt.step()

@@ -171,6 +171,9 @@ BAD = [
     (["--attack-param", "steps=1"], "--attack-param"),
     (["--model", "hecnn"], "RUN_DIR"),
     (["--threads", "0"], "--threads"),
+    (["--adaptive", "sometimes"], "--adaptive"),
+    (["--preset", "quick"], "--preset"),
+    (["--attack-param", "rmle.adaptive=false"], "--attack-param"),
 ]
 
 

@@ -117,10 +117,15 @@ def test_console_script_in_a_fresh_interpreter(tmp_path):
     bad = subprocess.run([*cmd[:3], "train", "--devices", "abc"], capture_output=True, text=True, timeout=300,
                          cwd=tmp_path)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--devices" in bad.stderr
+    # a config error (hasfl-sec's own, not click's) must reach the shell as exit code 2 as well
+    wrong = subprocess.run([*cmd[:3], "-q", "train", "--set", "train.rounds=abc"], capture_output=True, text=True,
+                           timeout=300, cwd=tmp_path)
+    assert wrong.returncode == 2 and "train.rounds" in wrong.stderr, (wrong.returncode, wrong.stderr)
 
 
 @pytest.mark.parametrize("module", ["hasfl_sec.runner", "hasfl_sec.optimize", "hasfl_sec.api", "hasfl_sec.attacks",
-                                    "hasfl_sec.metrics", "hasfl_sec.calibrate", "hasfl_sec.plan"])
+                                    "hasfl_sec.metrics", "hasfl_sec.calibrate", "hasfl_sec.plan", "hasfl_sec.config",
+                                    "hasfl_sec.defenses", "hasfl_sec.evaluation", "hasfl_sec.report"])
 def test_every_module_imports_first(module, tmp_path):
     """No import cycle depends on which module a user happens to import first."""
     import subprocess

@@ -383,7 +383,8 @@ def test_degenerate_coefficients_still_match_oracle(change):
     p = synthetic_problem(5, n=3, c=4)
     if change == "one device":
         fields = {f.name: getattr(p, f.name) for f in dataclasses.fields(p)}
-        fields.update({name: getattr(p, name)[:1] for name in ("a", "g", "s", "up", "down", "mcap")}, k=p.k / 3)
+        fields.update({name: getattr(p, name)[:1] for name in ("a", "g", "s", "up", "down", "mcap", "variance_mult")},
+                      k=p.k / 3)
         q = Problem(**fields)
     else:
         updates = {"k=0": {"k": 0.0}, "s=0": {"s": np.zeros_like(p.s)}, "g=0": {"g": np.zeros_like(p.g)},

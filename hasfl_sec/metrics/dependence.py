@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -35,10 +35,14 @@ from scipy.special import digamma
 from ..registry import Registry
 from ._arrays import as_samples
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = [
     "DependenceResult",
     "DEPENDENCE",
     "distance_correlation",
+    "distance_correlation_torch",
     "hsic",
     "nhsic",
     "ksg_mutual_information",
@@ -74,19 +78,49 @@ def _paired(x: Any, y: Any, min_n: int) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------- distance correlation
 
 
-def _double_centred(d: np.ndarray) -> np.ndarray:
-    """A_ij = a_ij - mean_i - mean_j + grand mean (Szekely et al. 2007)."""
+def _double_centred(d: Any) -> Any:
+    """A_ij = a_ij - mean_i - mean_j + grand mean (Szekely et al. 2007); numpy or torch."""
     return d - d.mean(0, keepdims=True) - d.mean(1, keepdims=True) + d.mean()
 
 
-def _u_centred(d: np.ndarray) -> np.ndarray:
-    """U-centred distance matrix with zero diagonal (Szekely & Rizzo 2014, eq. 2.1)."""
+def _u_centred(d: Any) -> Any:
+    """U-centred distance matrix with zero diagonal (Szekely & Rizzo 2014, eq. 2.1); torch."""
+    import torch
+
     n = len(d)
-    rows = d.sum(1, keepdims=True) / (n - 2)
-    cols = d.sum(0, keepdims=True) / (n - 2)
+    rows = d.sum(1, keepdim=True) / (n - 2)
+    cols = d.sum(0, keepdim=True) / (n - 2)
     out = d - rows - cols + d.sum() / ((n - 1) * (n - 2))
-    np.fill_diagonal(out, 0.0)
-    return out
+    return out * (1 - torch.eye(n, dtype=d.dtype, device=d.device))  # zero diagonal, autograd-safe
+
+
+def distance_correlation_torch(x: "torch.Tensor", y: "torch.Tensor", *, unbiased: bool = True,
+                               squared: bool = True) -> "torch.Tensor":
+    """Differentiable distance correlation of x [n, ...] and y [n, ...], as a 0-dim tensor.
+
+    The estimator of :func:`distance_correlation` (which calls this one in float64), written in
+    torch so that it can be a training loss (NoPeek, Vepakomma et al. 2020). Pairwise distances
+    are computed exactly (no matrix-product shortcut). With ``squared=False`` the square root is
+    taken of dCor^2 clamped at 1e-12, so the gradient stays finite for independent data.
+    Needs n >= 4 (unbiased) or n >= 2 (biased). A constant variable gives 0 (with zero gradient).
+    """
+    import torch
+
+    a = x.flatten(1) if x.dim() > 1 else x.reshape(-1, 1)
+    b = (y.flatten(1) if y.dim() > 1 else y.reshape(-1, 1)).to(a.dtype)
+    if len(a) != len(b):
+        raise ValueError(f"x and y must hold the same number of samples; got {len(a)} and {len(b)}")
+    if len(a) < (4 if unbiased else 2):
+        raise ValueError(f"this estimator needs at least {4 if unbiased else 2} samples; got {len(a)}")
+    centre = _u_centred if unbiased else _double_centred
+    da = centre(torch.cdist(a, a, compute_mode="donot_use_mm_for_euclid_dist"))
+    db = centre(torch.cdist(b, b, compute_mode="donot_use_mm_for_euclid_dist"))
+    # The common normalisation (1/n^2 or 1/(n(n-3))) cancels in the ratio.
+    xy, xx, yy = (da * db).sum(), (da * da).sum(), (db * db).sum()
+    if float(xx.detach()) <= 0.0 or float(yy.detach()) <= 0.0:
+        return xy * 0.0
+    r2 = xy / torch.sqrt(xx * yy)
+    return r2 if squared else r2.clamp_min(1e-12).sqrt()
 
 
 def distance_correlation(x: Any, y: Any, unbiased: bool = True, squared: bool = True) -> float:
@@ -100,15 +134,13 @@ def distance_correlation(x: Any, y: Any, unbiased: bool = True, squared: bool = 
             With ``False`` the square root is taken; a negative R*_n is clamped to 0 first.
 
     Returns 1 for y = x (or any similarity transform of x) and 0 when either variable is constant.
+    Computed by :func:`distance_correlation_torch` in float64 (one implementation for the metric
+    and the NoPeek loss).
     """
+    import torch
+
     a, b = _paired(x, y, min_n=4 if unbiased else 2)
-    centre = _u_centred if unbiased else _double_centred
-    da, db = centre(cdist(a, a)), centre(cdist(b, b))
-    # The common normalisation (1/n^2 or 1/(n(n-3))) cancels in the ratio.
-    xy, xx, yy = float((da * db).sum()), float((da * da).sum()), float((db * db).sum())
-    if xx <= 0.0 or yy <= 0.0:
-        return 0.0
-    r2 = xy / np.sqrt(xx * yy)
+    r2 = float(distance_correlation_torch(torch.from_numpy(a), torch.from_numpy(b), unbiased=unbiased))
     return float(r2 if squared else np.sqrt(max(r2, 0.0)))
 
 

@@ -9,6 +9,9 @@ from :data:`PLANNERS` (``hasfl``, ``sfl``, ``bs-only``, ``cut-only``, ``random``
 
 See :mod:`.batch` (batch-size step, Dinkelbach on the continuous relaxation), :mod:`.cuts` (cut
 step, best responses per deepest cut) and :mod:`.solver` (the block-coordinate descent).
+:func:`constrain` (:mod:`.privacy`) turns a problem into its privacy-constrained version
+(per-device leakage budgets, smashed-data noise as extra gradient variance), which every planner
+solves unchanged.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from .batch import BatchTerms, RelaxedBatch, batch_step, batch_terms, solve_rela
 from .rounding import round_batch
 from .cuts import cut_step
 from .oracle import plan_oracle, search_space_size
+from .privacy import PrivacyTerms, constrain
 from .problem import Problem, RoundTime
 from .solution import PLANNERS, PlannerFn, PlannerParams, Solution, make_solution
 from .solver import solve_hasfl
@@ -47,6 +51,8 @@ __all__ = [
     "round_batch",
     "batch_step",
     "cut_step",
+    "constrain",
+    "PrivacyTerms",
 ]
 
 

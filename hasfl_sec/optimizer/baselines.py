@@ -38,6 +38,11 @@ def _fixed_cut(problem: Problem, params: PlannerParams) -> np.ndarray:
     short = np.flatnonzero(problem.ub[:, col] < 1)
     if len(short):
         i = int(short[0])
+        if problem.privacy is not None and not problem.privacy.allowed[i, col]:
+            raise ConfigError("optimizer.cut", problem.cuts[col],
+                              "a cut at which every device meets its privacy.budget",
+                              f"no noise in privacy.sigma_grid keeps device {i} within its budget at cut "
+                              f"{problem.cuts[col]}; pick another fixed cut or raise privacy.budget")
         raise ConfigError("optimizer.cut", problem.cuts[col], "a cut at which every device fits a batch of 1",
                           f"device {i} cannot train at cut {problem.cuts[col]}; pick a shallower fixed cut")
     return np.full(problem.num_devices, col, dtype=np.int64)

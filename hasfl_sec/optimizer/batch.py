@@ -4,7 +4,10 @@ With the cuts fixed, device i has per-sample coefficients a_i, g_i, s_i and cap 
 min(b_max, mcap_i), and the objective is (up to the factor 2 theta / gamma)::
 
     ratio(b) = N(b) / Den(b),  N(b) = max_i a_i b_i + max_i g_i b_i + sum_i s_i b_i + T_A / I,
-                               Den(b) = eps' - k sum_i 1 / b_i,       eps' = eps - D(L_c)
+                               Den(b) = eps' - k sum_i m_i / b_i,     eps' = eps - D(L_c)
+
+(m_i = the problem's variance multiplier at device i's cut: 1 without privacy noise, so that
+every mu below is really a per-device mu_i = mu m_i; the formulas are written for m = 1.)
 
 Linear-over-concave after the epigraph T1 >= a_i b_i, T2 >= g_i b_i, hence quasi-convex: the
 continuous relaxation is solved exactly by **Dinkelbach's method**. Each Dinkelbach step
@@ -55,6 +58,7 @@ class BatchTerms:
     g: np.ndarray
     s: np.ndarray
     ub: np.ndarray
+    m: np.ndarray  # variance multipliers m_i (ones without privacy noise)
     const: float  # T_A / I: does not depend on b
     eps_eff: float  # eps - D(L_c)
     k: float
@@ -62,13 +66,13 @@ class BatchTerms:
 
     def ratio(self, b: np.ndarray) -> float:
         """Continuous objective F(b) (inf where the bracket is not positive)."""
-        den = self.eps_eff - self.k * float(np.sum(1.0 / b))
+        den = self.eps_eff - self.k * float(np.sum(self.m / b))
         num = float(np.max(self.a * b) + np.max(self.g * b) + np.sum(self.s * b)) + self.const
         return self.scale * num / den if den > 0 else math.inf
 
     def ratio_many(self, b: np.ndarray) -> np.ndarray:
         """``ratio`` for each row of a (K, N) array."""
-        den = self.eps_eff - self.k * np.sum(1.0 / b, axis=1)
+        den = self.eps_eff - self.k * np.sum(self.m / b, axis=1)
         num = np.max(self.a * b, axis=1) + np.max(self.g * b, axis=1) + np.sum(self.s * b, axis=1) + self.const
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(den > 0, self.scale * num / den, np.inf)
@@ -80,6 +84,7 @@ def batch_terms(problem: Problem, j: np.ndarray) -> BatchTerms:
     agg = float(np.max(problem.up[rows, j]) + np.max(problem.down[rows, j]))
     return BatchTerms(
         a=problem.a[rows, j], g=problem.g[rows, j], s=problem.s[rows, j], ub=problem.ub[rows, j].astype(float),
+        m=problem.variance_mult[rows, j],
         const=agg / problem.interval, eps_eff=problem.epsilon - float(problem.drift[int(np.max(j))]),
         k=problem.k, scale=problem.scale,
     )
@@ -109,6 +114,7 @@ class _Inner:
         self.cap = free_optimum(t, mu)  # unconstrained best b_i, inside [1, u_i]
         self.inv_a = _safe_div(1.0, t.a)
         self.s_over_g = np.where(t.g > 0, t.s / np.where(t.g > 0, t.g, 1.0), 0.0)
+        self.mu_i = mu * t.m  # per-device weight of the 1/b term (exactly mu when m = 1)
         self.g0 = float(np.max(t.g))
         self.t1_lo = float(np.max(t.a))
         self.t1_hi = float(np.max(t.a * self.cap))
@@ -121,12 +127,12 @@ class _Inner:
         """(T2*, min_T2 [T2 + sum_i phi_i(min(w_i, T2/g_i))]) exactly, by the interval scan."""
         t, mu = self.t, self.mu
         w = self.widths(t1)
-        phi = t.s * w + mu / w
+        phi = t.s * w + self.mu_i / w
         q = np.where(t.g > 0, t.g * w, -np.inf)
         order = np.argsort(-q, kind="stable")
         qs = q[order]
         zero = np.zeros(1)
-        sg = np.concatenate([zero, np.cumsum(t.g[order])])
+        sg = np.concatenate([zero, np.cumsum((t.m * t.g)[order])])  # sum of m_i g_i over the active prefix
         ssg = np.concatenate([zero, np.cumsum(self.s_over_g[order])])
         rest = float(np.sum(phi)) - np.concatenate([zero, np.cumsum(phi[order])])  # inactive devices
         hi = np.concatenate([[np.inf], qs])

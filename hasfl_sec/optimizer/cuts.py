@@ -7,11 +7,12 @@ it, a memory-tight device could never reach a cut that pays only with a slightly
 Device i at cut column c then uses bc[i, c] = min(b_i, cap[i, c]), and for a fixed L_c the step
 minimises::
 
-    F_L(c) = 2 theta / gamma * T(c) / (eps - D(L_c) - k sum_i 1 / bc[i, c_i])
+    F_L(c) = 2 theta / gamma * T(c) / (eps - D(L_c) - k sum_i m[i, c_i] / bc[i, c_i])
     T(c) = max_i A[i, c_i] + max_i G[i, c_i] + sum_i S[i, c_i] + (max_i U[i, c_i] + max_i V[i, c_i]) / I
 
-(A = bc a, G = bc g, S = bc s, U = up, V = down). Without clipping the denominator is a constant
-and this is the round latency alone. A device's exact best response needs, for each max term, the
+(A = bc a, G = bc g, S = bc s, U = up, V = down; m = the problem's variance multipliers, which
+depend on the cut when privacy noise is planned). Without clipping and with m = 1 the denominator
+is a constant and this is the round latency alone. A device's exact best response needs, for each max term, the
 maximum over the *other* devices: top-2 bookkeeping gives all N of them in O(N), so every
 device's value at every cut is one (N, C) array evaluation. The step repeats: take every device's
 best response at once if that is better than the single best move, otherwise the single best move
@@ -50,8 +51,9 @@ class _CutModel:
         self.bc = np.minimum(b[:, None], problem.ub).astype(float) if clip_batch else np.repeat(
             b[:, None].astype(float), problem.num_cuts, axis=1)
         self.fits = problem.ub >= (1 if clip_batch else b[:, None])
-        with np.errstate(divide="ignore"):
-            self.inv = 1.0 / self.bc
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # m / b per (device, cut): inf where the cut holds no sample (masked by ``fits``)
+            self.inv = np.where(self.bc > 0, problem.variance_mult / np.where(self.bc > 0, self.bc, 1.0), np.inf)
         self.maxed = (self.bc * problem.a, self.bc * problem.g, problem.up / problem.interval,
                       problem.down / problem.interval)
         self.S = self.bc * problem.s

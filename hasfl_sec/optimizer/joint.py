@@ -47,8 +47,10 @@ def _candidates(problem: Problem, b: np.ndarray, j: np.ndarray, dev: np.ndarray)
     s_rest = (float(np.sum(s_cur)) - s_cur[dev])[:, None, None]
     lat = terms[0] + terms[1] + s_rest + p.s[dev][:, :, None] * bgrid + (terms[2] + terms[3]) / p.interval
     deepest = np.maximum(max_excluding(j.astype(np.float64))[dev][:, None], np.arange(p.num_cuts)[None, :])
-    inv_rest = (float(np.sum(1.0 / b)) - 1.0 / b[dev])[:, None, None]
-    margin = p.epsilon - p.drift[deepest.astype(np.int64)][:, :, None] - p.k * (inv_rest + 1.0 / bgrid)
+    inv_cur = p.variance_mult[rows, j] / b
+    inv_rest = (float(np.sum(inv_cur)) - inv_cur[dev])[:, None, None]
+    margin = (p.epsilon - p.drift[deepest.astype(np.int64)][:, :, None]
+              - p.k * (inv_rest + p.variance_mult[dev][:, :, None] / bgrid))
     ok = (margin > 0) & (bgrid <= p.ub[dev][:, :, None])
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(ok, p.scale * lat / margin, np.inf)

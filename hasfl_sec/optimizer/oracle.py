@@ -3,7 +3,9 @@
 The search space has (C b_max)^N plans. It is enumerated as C^N cut vectors, and for each cut
 vector the whole batch grid [1, b_max]^N is scored in one vectorised numpy evaluation (in chunks
 of at most ``_CHUNK`` rows). The terms that do not depend on the cuts (sum_i 1/b_i) are computed
-once per chunk. Problems above ``oracle_limit`` plans are refused.
+once per chunk; with variance multipliers (a privacy-constrained problem) sum_i m[i, c_i] / b_i
+depends on the cut vector and is accumulated with the other per-device columns. Problems above
+``oracle_limit`` plans are refused.
 """
 
 from __future__ import annotations
@@ -65,18 +67,30 @@ def plan_oracle(problem: Problem, params: PlannerParams | None = None) -> Soluti
         col_a = np.where(bt > problem.ub[:, :, None], np.inf, bt * problem.a[:, :, None])
         col_g = bt * problem.g[:, :, None]
         col_s = bt * problem.s[:, :, None]
-        margin = problem.epsilon - problem.drift[:, None] - problem.k * np.sum(1.0 / grid, axis=1)[None, :]
-        with np.errstate(divide="ignore"):
-            inv_margin = np.where(margin > 0, problem.scale / margin, np.inf)
+        weighted = problem.noisy
+        if weighted:
+            col_inv = problem.variance_mult[:, :, None] / bt  # m[i, c] / b_i
+        else:
+            margin = problem.epsilon - problem.drift[:, None] - problem.k * np.sum(1.0 / grid, axis=1)[None, :]
+            with np.errstate(divide="ignore"):
+                inv_margin = np.where(margin > 0, problem.scale / margin, np.inf)
         for jt in itertools.product(range(c), repeat=n):
             j = np.asarray(jt, dtype=np.int64)
             const = (np.max(problem.up[rows, j]) + np.max(problem.down[rows, j])) / problem.interval
             t1, t2, ssum = col_a[0, jt[0]], col_g[0, jt[0]], col_s[0, jt[0]] + const
+            inv = col_inv[0, jt[0]] if weighted else None
             for i in range(1, n):
                 t1 = np.maximum(t1, col_a[i, jt[i]])
                 t2 = np.maximum(t2, col_g[i, jt[i]])
                 ssum = ssum + col_s[i, jt[i]]
-            val = (t1 + t2 + ssum) * inv_margin[int(j.max())]
+                if weighted:
+                    inv = inv + col_inv[i, jt[i]]
+            if weighted:
+                m = problem.epsilon - problem.drift[int(j.max())] - problem.k * inv
+                with np.errstate(divide="ignore"):
+                    val = (t1 + t2 + ssum) * np.where(m > 0, problem.scale / m, np.inf)
+            else:
+                val = (t1 + t2 + ssum) * inv_margin[int(j.max())]
             k = int(np.argmin(val))
             if val[k] < best_val:
                 best_val, best_b, best_j = float(val[k]), grid[k].copy(), j

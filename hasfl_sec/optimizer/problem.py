@@ -11,8 +11,14 @@ the per-sample latency coefficients of the round model in :mod:`hasfl_sec.latenc
 plus the memory cap ``mcap[i, j]`` (largest batch that fits; 0 = the cut does not fit at all) and
 the bound constants k, D(c), epsilon, theta, gamma, I, b_max. The predicted time to target is::
 
-    F(b, c) = R(b, L_c) (T_S(b, c) + T_A(c) / I)
-    R(b, L_c) = 2 theta / (gamma (eps - k sum_i 1/b_i - D(L_c)))   (inf when the bracket <= 0)
+    F(b, c) = R(b, c) (T_S(b, c) + T_A(c) / I)
+    R(b, c) = 2 theta / (gamma (eps - k sum_i m[i, c_i] / b_i - D(L_c)))   (inf when the bracket <= 0)
+
+``m`` is an optional (N, C) variance multiplier (default all ones: HASFL's bound exactly, and the
+arithmetic stays bit-identical because every solver multiplies by it before summing). A
+privacy-constrained problem (:mod:`.privacy`) sets m[i, c] = 1 + rho_c r_i(c)^2 for the noise
+device i needs at cut c, masks the (device, cut) pairs no noise level makes private (memory cap
+0), and attaches the chosen noise in ``privacy``.
 
 The solver modules only see this class, so they need neither torch nor the model code.
 """
@@ -79,6 +85,11 @@ class Problem:
         interval: aggregation interval I.
         b_max: largest batch size any device may use.
         memory_bytes: (N,) device memory, only used to word error messages.
+        variance_mult: (N, C) multiplier m of each device's variance term at each cut (>= 0;
+            None = all ones, the unconstrained bound).
+        privacy: what a privacy-constrained problem chose per (device, cut)
+            (:class:`~hasfl_sec.optimizer.privacy.PrivacyTerms`), carried for the solution; None
+            for an unconstrained problem.
     """
 
     a: np.ndarray
@@ -96,6 +107,8 @@ class Problem:
     interval: int = 1
     b_max: int = 64
     memory_bytes: np.ndarray | None = None
+    variance_mult: np.ndarray | None = None
+    privacy: Any = None
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
@@ -130,6 +143,11 @@ class Problem:
         set_("epsilon", _positive(self.epsilon, "optimizer.target"))
         set_("theta", _positive(self.theta, "optimizer.problem.theta"))
         set_("gamma", _positive(self.gamma, "optimizer.problem.gamma"))
+        mult = np.ones(shape) if self.variance_mult is None else np.array(self.variance_mult, dtype=np.float64)
+        check(mult.shape == shape and bool(np.all(np.isfinite(mult) & (mult >= 0))), "optimizer.problem.variance_mult",
+              mult.shape, f"an {shape} array of finite numbers >= 0")
+        mult.setflags(write=False)
+        set_("variance_mult", mult)
         ub = np.minimum(mcap, self.b_max)
         ub.setflags(write=False)
         set_("ub", ub)
@@ -149,20 +167,27 @@ class Problem:
                               "or allow shallower cuts")
 
     def variance_drift_floor(self) -> float:
-        """The smallest k sum_i 1/b_i + D(L_c) any plan reaches; eps must exceed it."""
-        # With deepest cut j, device i can use at most max_{j' <= j} ub[i, j'].
-        best_ub = np.maximum.accumulate(self.ub, axis=1)
-        with np.errstate(divide="ignore"):
-            var = self.k * np.sum(1.0 / best_ub, axis=0)
+        """The smallest k sum_i m_i/b_i + D(L_c) any plan reaches; eps must exceed it."""
+        # With deepest cut j, device i's smallest term is min_{j' <= j} m[i, j'] / ub[i, j']
+        # (with m = 1 this is 1 / max_{j' <= j} ub[i, j'], bit for bit: 1/x is monotone).
+        with np.errstate(divide="ignore", invalid="ignore"):
+            per = np.where(self.ub > 0, self.variance_mult / self.ub, np.inf)
+        var = self.k * np.sum(np.minimum.accumulate(per, axis=1), axis=0)
         return float(np.min(var + self.drift))
+
+    @property
+    def noisy(self) -> bool:
+        """Whether some variance multiplier differs from 1 (a privacy-constrained problem)."""
+        return bool(np.any(self.variance_mult != 1.0))
 
     def _check_target(self) -> None:
         floor = self.variance_drift_floor()
         if not self.epsilon > floor:
+            noise = "; the smashed-data noise of privacy.budget multiplies the variance term" if self.noisy else ""
             raise ConfigError(
                 "optimizer.target", self.epsilon, f"an epsilon above {floor:.4g}",
                 f"no plan can reach it: even the largest batches leave variance + drift >= {floor:.4g}; "
-                "use a looser target, a smaller aggregation interval I, a larger b_max or a smaller lr")
+                f"use a looser target, a smaller aggregation interval I, a larger b_max or a smaller lr{noise}")
 
     # ----------------------------------------------------------------------------- construction
     @classmethod
@@ -261,8 +286,10 @@ class Problem:
         return RoundTime(split, agg, self.interval)
 
     def rounds_idx(self, b: np.ndarray, j: np.ndarray) -> float:
-        """R(b, L_c) for cut indices ``j`` (inf when the bound's bracket is not positive)."""
-        margin = self.epsilon - self.k * float(np.sum(1.0 / b)) - float(self.drift[int(np.max(j))])
+        """R(b, c) for cut indices ``j`` (inf when the bound's bracket is not positive)."""
+        rows = np.arange(self.num_devices)
+        inv = float(np.sum(self.variance_mult[rows, j] / b))
+        margin = self.epsilon - self.k * inv - float(self.drift[int(np.max(j))])
         return self.scale / margin if margin > 0 else math.inf
 
     def fits_idx(self, b: np.ndarray, j: np.ndarray) -> bool:
@@ -297,7 +324,7 @@ class Problem:
         split = (np.max(b * self.a[rows, j], axis=1) + np.sum(b * self.s[rows, j], axis=1)
                  + np.max(b * self.g[rows, j], axis=1))
         agg = np.max(self.up[rows, j], axis=1) + np.max(self.down[rows, j], axis=1)
-        margin = self.epsilon - self.k * np.sum(1.0 / b, axis=1) - self.drift[np.max(j, axis=1)]
+        margin = self.epsilon - self.k * np.sum(self.variance_mult[rows, j] / b, axis=1) - self.drift[np.max(j, axis=1)]
         ok = (margin > 0) & np.all((b >= 1) & (b <= self.ub[rows, j]), axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             out = self.scale / margin * (split + agg / self.interval)

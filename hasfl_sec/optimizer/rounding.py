@@ -48,11 +48,12 @@ def max_excluding(x: np.ndarray) -> np.ndarray:
 
 
 def free_optimum(t: Any, mu: float) -> np.ndarray:
-    """clip(sqrt(mu / s_i), 1, u_i): each device's best b ignoring the barriers (s_i = 0 -> u_i)."""
+    """clip(sqrt(mu m_i / s_i), 1, u_i): each device's best b ignoring the barriers (s_i = 0 -> u_i)."""
     if mu <= 0:
         return np.ones_like(t.s)
-    with np.errstate(divide="ignore"):
-        return np.clip(np.sqrt(np.where(t.s > 0, mu / np.where(t.s > 0, t.s, 1.0), np.inf)), 1.0, t.ub)
+    mu_i = mu * t.m
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.clip(np.sqrt(np.where(t.s > 0, mu_i / np.where(t.s > 0, t.s, 1.0), np.inf)), 1.0, t.ub)
 
 
 def _floor_div(level: float | np.ndarray, coef: np.ndarray) -> np.ndarray:
@@ -75,7 +76,7 @@ def _sweep(t: Any, cap: np.ndarray, c: np.ndarray, o: np.ndarray, around: float)
     top = np.maximum(np.minimum(cap, _floor_div(around * (1 + _BAND), c)), b0)
     counts = np.where(pos, top - b0, 0).astype(np.int64)
     total = int(counts.sum())
-    inv0, s0 = float(np.sum(1.0 / b0)), float(np.sum(t.s * b0))
+    inv0, s0 = float(np.sum(t.m / b0)), float(np.sum(t.s * b0))
     best_b, best_val = b0, t.ratio(b0)
     if total == 0:
         return best_b, best_val
@@ -85,7 +86,7 @@ def _sweep(t: Any, cap: np.ndarray, c: np.ndarray, o: np.ndarray, around: float)
     level = c[dev] * step
     order = np.argsort(level, kind="stable")
     dev, step, level = dev[order], step[order], level[order]
-    inv = inv0 + np.cumsum(1.0 / step - 1.0 / (step - 1.0))
+    inv = inv0 + np.cumsum(t.m[dev] * (1.0 / step - 1.0 / (step - 1.0)))
     s_sum = s0 + np.cumsum(t.s[dev])
     other = np.maximum.accumulate(np.maximum(float(np.max(o * b0)), o[dev] * step))
     # The c-barrier equals the latest event level: events are sorted and all lie above c b0.
@@ -151,14 +152,14 @@ def _local_search(t: Any, b: np.ndarray, max_moves: int) -> np.ndarray:
     cur = t.ratio(b)
     for _ in range(max_moves):
         ex_a, ex_g = max_excluding(t.a * b), max_excluding(t.g * b)
-        s_sum, inv = float(np.sum(t.s * b)), float(np.sum(1.0 / b))
+        s_sum, inv = float(np.sum(t.s * b)), float(np.sum(t.m / b))
         best_val, best_i, best_b = cur, -1, 0.0
         for step in (-1.0, 1.0):
             nb = b + step
             ok = (nb >= 1) & (nb <= t.ub)
             nb_safe = np.where(ok, nb, b)
             num = np.maximum(ex_a, t.a * nb_safe) + np.maximum(ex_g, t.g * nb_safe) + s_sum + t.s * step + t.const
-            den = t.eps_eff - t.k * (inv - 1.0 / b + 1.0 / nb_safe)
+            den = t.eps_eff - t.k * (inv - t.m / b + t.m / nb_safe)
             with np.errstate(divide="ignore", invalid="ignore"):
                 val = np.where(ok & (den > 0), t.scale * num / den, np.inf)
             i = int(np.argmin(val))
@@ -187,7 +188,8 @@ def round_batch(t: Any, relaxed: Any) -> np.ndarray:
     for rep in range(2):
         free = free_optimum(t, mu)
         f_lo, f_hi = np.clip(np.floor(free), 1, t.ub), np.clip(np.ceil(free), 1, t.ub)
-        base = np.where(t.s * f_lo + mu / f_lo <= t.s * f_hi + mu / f_hi, f_lo, f_hi)
+        mu_i = mu * t.m
+        base = np.where(t.s * f_lo + mu_i / f_lo <= t.s * f_hi + mu_i / f_hi, f_lo, f_hi)
         start = np.clip(np.minimum(base, np.minimum(_floor_div(float(np.max(t.a * b)), t.a),
                                                       _floor_div(float(np.max(t.g * b)), t.g))), 1, t.ub)
         # Both the threshold-rounded start and the best plain rounding: with few samples per

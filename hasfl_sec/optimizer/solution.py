@@ -78,6 +78,12 @@ class Solution:
         iterations: outer iterations the planner ran (0 for one-shot baselines).
         trace: (step name, F after the step) in order, for the run that won.
         solve_time_s: wall-clock time of the planner.
+        noise_sigma: per device, the std of the Gaussian noise on its smashed data (activation
+            units), for a privacy-constrained problem; None otherwise.
+        relative_sigma: the same noise as a fraction of the cut's smashed-data RMS.
+        leakage: per device, the predicted leakage at its cut and noise (``leakage_metric``).
+        leakage_metric: the metric the budgets were stated in.
+        budget: per device, its leakage budget.
     """
 
     strategy: str
@@ -91,6 +97,11 @@ class Solution:
     iterations: int = 0
     trace: tuple[tuple[str, float], ...] = ()
     solve_time_s: float = 0.0
+    noise_sigma: tuple[float, ...] | None = None
+    relative_sigma: tuple[float, ...] | None = None
+    leakage: tuple[float, ...] | None = None
+    leakage_metric: str | None = None
+    budget: tuple[float, ...] | None = None
 
     @property
     def round_latency_s(self) -> float:
@@ -116,7 +127,12 @@ class Solution:
 
         predicted = {"rounds": self.rounds, "split_round_s": self.split_round_s,
                      "aggregation_s": self.aggregation_s, "time_to_target_s": self.time_to_target_s}
-        return Plan(self.batch_sizes, self.cuts, strategy=self.strategy, predicted=predicted)
+        if self.noise_sigma is None:
+            return Plan(self.batch_sizes, self.cuts, strategy=self.strategy, predicted=predicted)
+        privacy = {"metric": self.leakage_metric, "budget": list(self.budget or ()),
+                   "leakage": list(self.leakage or ()), "relative_sigma": list(self.relative_sigma or ())}
+        return Plan(self.batch_sizes, self.cuts, strategy=self.strategy, predicted=predicted,
+                    noise_sigma=self.noise_sigma, privacy=privacy)
 
 
 def make_solution(problem: Problem, strategy: str, b: np.ndarray, j: np.ndarray, *, started: float,
@@ -126,6 +142,12 @@ def make_solution(problem: Problem, strategy: str, b: np.ndarray, j: np.ndarray,
     j = np.asarray(j, dtype=np.int64)
     rt = problem.round_time_idx(b, j)
     rounds = problem.rounds_idx(b, j)
+    noise: dict[str, Any] = {}
+    if problem.privacy is not None:
+        sigma, rel, leak = problem.privacy.at(j)
+        as_tuple = lambda x: tuple(float(v) for v in x)  # noqa: E731
+        noise = dict(noise_sigma=as_tuple(sigma), relative_sigma=as_tuple(rel), leakage=as_tuple(leak),
+                     leakage_metric=problem.privacy.metric, budget=as_tuple(problem.privacy.budget))
     return Solution(
         strategy=strategy,
         batch_sizes=tuple(int(x) for x in b),
@@ -138,6 +160,7 @@ def make_solution(problem: Problem, strategy: str, b: np.ndarray, j: np.ndarray,
         iterations=int(iterations),
         trace=tuple((str(name), float(v)) for name, v in trace),
         solve_time_s=time.perf_counter() - started,
+        **noise,
     )
 
 

@@ -101,7 +101,8 @@ _STEPS = {"batch": _batch_then_keep_cuts, "cut": cut_step, "joint": joint_step}
 
 def max_batch_starts(problem: Problem) -> list[tuple[int, np.ndarray, np.ndarray]]:
     """For every deepest cut L: each device at its largest batch among the cuts <= L (the
-    deepest such cut on ties, so L tends to be used). Returns (L column, b, j) for every L whose
+    deepest such cut on ties, so L tends to be used); with variance multipliers, at the cut <= L
+    with the smallest m / b_max-cap term. Returns (L column, b, j) for every L whose
     plan meets the target.
 
     Deep uniform starts are often infeasible when memory is tight (shallow devices cannot hold
@@ -110,10 +111,13 @@ def max_batch_starts(problem: Problem) -> list[tuple[int, np.ndarray, np.ndarray
     ``Problem`` checks the target with.
     """
     rows = np.arange(problem.num_devices)
+    # Each device's smallest variance term m / ub (with m = 1: its largest cap, the same ordering).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        key = np.where(problem.ub > 0, problem.variance_mult / problem.ub, np.inf)
     out = []
     for ell in range(problem.num_cuts):
-        # argmax over the reversed columns = the deepest column with the largest cap.
-        j = (ell - np.argmax(problem.ub[:, ell::-1], axis=1)).astype(np.int64)
+        # argmin over the reversed columns = the deepest column with the smallest term.
+        j = (ell - np.argmin(key[:, ell::-1], axis=1)).astype(np.int64)
         b = problem.ub[rows, j].astype(float)
         if math.isfinite(problem.objective_idx(b, j)):
             out.append((ell, b, j))

@@ -1,0 +1,130 @@
+"""Compression of the smashed data: top-k sparsification and uniform quantization, per sample.
+
+Both reduce what crosses the cut, and with it what an inversion attack can use:
+
+* ``topk`` keeps the k largest-magnitude entries of each sample's activation and zeroes the rest
+  -- the "top-k pruning" defense of ResSFL (Li et al., "ResSFL: A resistance transfer framework
+  for defending model inversion attack in split federated learning", CVPR 2022; its sweep keeps
+  50-70 %), the activation analogue of gradient sparsification (VFLAIR, AIJack; PRIVACY.md
+  section 1). The gradient flows back through the kept entries only.
+* ``quantize`` maps each sample's activation to ``2**bits`` evenly spaced levels between its own
+  minimum and maximum (min-max uniform quantization), the quantization/compression defense
+  listed in PRIVACY.md's feature table (row 7) and evaluated as "gradient compression" against
+  label inference by Liu & Lyu (similarity-based label inference, IEEE TIFS). Rounding has no
+  useful gradient, so the backward pass uses the straight-through estimator (Bengio, Leonard &
+  Courville, "Estimating or propagating gradients through stochastic neurons", 2013): the
+  gradient passes unchanged.
+
+Neither draws randomness or needs :meth:`~hasfl_sec.defenses.base.Defense.prepare`; ratio 1 and
+32 bits (or null) return the smashed tensor itself.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ConfigError
+from . import DEFENSES
+from .base import Defense
+
+__all__ = ["TopK", "Quantize", "topk_per_sample", "quantize_per_sample"]
+
+
+def topk_per_sample(a: torch.Tensor, ratio: float) -> torch.Tensor:
+    """``a`` [b, ...] with all but the ``ceil(ratio * d)`` largest-magnitude entries of each sample
+    set to zero (d entries per sample; at least one is kept). Differentiable: the gradient is the
+    incoming one at kept entries and zero elsewhere."""
+    flat = a.flatten(1)
+    d = flat.shape[1]
+    k = min(d, max(1, math.ceil(ratio * d - 1e-9)))  # the tolerance keeps 0.7 * 10 at 7, not 8
+    if k == d:
+        return a
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    keep.scatter_(1, flat.abs().topk(k, dim=1).indices, True)
+    return (flat * keep).view_as(a)
+
+
+def quantize_per_sample(a: torch.Tensor, bits: int) -> torch.Tensor:
+    """``a`` [b, ...] with each sample rounded to ``2**bits`` levels spanning its own [min, max].
+
+    The forward value is exactly the quantized tensor; the backward pass is the identity
+    (straight-through estimator). A constant sample is returned unchanged.
+    """
+    flat = a.flatten(1)
+    lo = flat.min(dim=1, keepdim=True).values
+    hi = flat.max(dim=1, keepdim=True).values
+    step = (hi - lo) / (2 ** bits - 1)
+    safe = torch.where(step > 0, step, torch.ones_like(step))  # a constant sample has lo == hi
+    q = torch.where(step > 0, torch.round((flat - lo) / safe) * safe + lo, flat)
+    # value q exactly (x - x == 0 in floating point), gradient d out / d a = 1
+    out = q.detach() + (flat - flat.detach())
+    return out.view_as(a)
+
+
+@DEFENSES.register("topk", help="keep each sample's k largest-magnitude smashed entries (ResSFL's top-k pruning)")
+class TopK(Defense):
+    """Top-k sparsification of the smashed data each device sends (ResSFL, CVPR 2022).
+
+    Params:
+        ratio: fraction of each sample's entries kept, in (0, 1]; 1 is exactly no defense.
+
+    Example::
+
+        --set defense.use=[topk] --set defense.topk.ratio=0.5
+    """
+
+    @dataclass
+    class Params:
+        ratio: float = 0.5
+
+    name = "topk"
+
+    def __init__(self, params: "TopK.Params | None" = None) -> None:
+        self.params = p = params if params is not None else self.Params()
+        if isinstance(p.ratio, bool) or not isinstance(p.ratio, (int, float)) or not 0 < p.ratio <= 1:
+            raise ConfigError("defense.topk.ratio", p.ratio, "a number in (0, 1]")
+
+    def transform_smashed(self, smashed: torch.Tensor, *, round: int, device: int) -> torch.Tensor:
+        if self.params.ratio >= 1:
+            return smashed
+        return topk_per_sample(smashed, float(self.params.ratio))
+
+    def report(self) -> dict[str, float]:
+        return {"ratio": float(self.params.ratio)}
+
+
+@DEFENSES.register("quantize", help="min-max uniform quantization of each sample's smashed data (straight-through)")
+class Quantize(Defense):
+    """Uniform ``bits``-bit quantization of each sample's smashed data, straight-through backward.
+
+    Params:
+        bits: bits per entry, an integer in 1..32; 32 or null is exactly no defense.
+
+    Example::
+
+        --set defense.use=[quantize] --set defense.quantize.bits=4
+    """
+
+    @dataclass
+    class Params:
+        bits: int | None = 8
+
+    name = "quantize"
+
+    def __init__(self, params: "Quantize.Params | None" = None) -> None:
+        self.params = p = params if params is not None else self.Params()
+        if p.bits is not None and (isinstance(p.bits, bool) or not isinstance(p.bits, int) or not 1 <= p.bits <= 32):
+            raise ConfigError("defense.quantize.bits", p.bits, "an integer in 1..32, or null (32 and null: no "
+                              "quantization)")
+
+    def transform_smashed(self, smashed: torch.Tensor, *, round: int, device: int) -> torch.Tensor:
+        bits = self.params.bits
+        if bits is None or bits >= 32:
+            return smashed
+        return quantize_per_sample(smashed, bits)
+
+    def report(self) -> dict[str, float]:
+        return {"bits": float(self.params.bits if self.params.bits is not None else 32)}

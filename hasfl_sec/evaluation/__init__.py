@@ -1,0 +1,19 @@
+"""``hasfl-sec eval``: the product's main job, from plans to a report.
+
+:func:`run_eval` optimizes (unconstrained and privacy-constrained), trains each plan and each
+defense setting, audits every split the plans picked and writes ``reports/<name>/`` -- the tables
+behind the report and the report itself (:mod:`hasfl_sec.report`).
+
+Example::
+
+    from hasfl_sec import load_config
+    from hasfl_sec.evaluation import load_settings, run_eval
+    result = run_eval(load_config(), load_settings(budgets=[]), out="reports/demo")
+    result.summary
+"""
+
+from .run import TABLES, EvalResult, arm_configs, run_eval
+from .settings import Arm, DefenseSweep, EvalSettings, build_arms, default_sweeps, load_settings
+
+__all__ = ["run_eval", "EvalResult", "TABLES", "arm_configs", "EvalSettings", "DefenseSweep", "Arm", "build_arms",
+           "default_sweeps", "load_settings"]

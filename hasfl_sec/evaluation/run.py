@@ -1,0 +1,218 @@
+"""``hasfl-sec eval``: optimize, train every arm, audit every split it picked, tabulate, report.
+
+Flow (DESIGN.md section 3, one way): settings + experiment config -> arms
+(:func:`~hasfl_sec.evaluation.settings.build_arms`) -> one bound estimate shared by every planner
+-> per arm: train (:func:`hasfl_sec.runner.train`) -> audit the devices that represent each
+(cut, noise) of its plan (:func:`hasfl_sec.audit_run.audit_run`) -> tables
+(:mod:`~hasfl_sec.evaluation.tables`) -> report (:func:`hasfl_sec.report.build_report`).
+
+Every arm's config is built and validated before any work starts, so an unknown name or a bad
+defense parameter fails at once with nothing written. Work happens in a hidden sibling directory
+that is renamed to the output only when the report is complete: an interrupted evaluation never
+leaves a half-written report, and its finished runs stay in the hidden directory (logged).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .. import __version__
+from ..api import prepare
+from ..audit import AuditConfig
+from ..audit_output import check_out, write_audit
+from ..audit_run import audit_run
+from ..config import ExperimentConfig, apply_overrides, config_from_dict
+from ..defenses import describe_defenses
+from ..plan import BOUND_STRATEGIES
+from ..runner import train
+from .settings import Arm, EvalSettings, build_arms
+from .tables import defense_table, device_leakage, pareto_table, plan_rows, representatives, summary_row
+
+__all__ = ["EvalResult", "run_eval", "TABLES"]
+
+logger = logging.getLogger(__name__)
+
+#: The tables an evaluation writes (CSV), in report order.
+TABLES = ("plans", "summary", "rounds", "leakage", "defenses", "pareto")
+
+
+@dataclass
+class EvalResult:
+    """Where the evaluation was written and its tables."""
+
+    out: Path
+    tables: dict[str, pd.DataFrame]
+    wall_time_s: float
+
+    @property
+    def summary(self) -> pd.DataFrame:
+        """One row per arm."""
+        return self.tables["summary"]
+
+
+def arm_configs(config: ExperimentConfig, arms: list[Arm]) -> dict[str, ExperimentConfig]:
+    """Every arm's experiment config, validated (errors name the arm's setting)."""
+    base = config.to_dict()
+    return {a.name: config_from_dict(apply_overrides(base, [*a.overrides, f"name={a.name}"])) for a in arms}
+
+
+def _versions() -> dict[str, str]:
+    import opacus
+    import torch
+
+    return {"hasfl_sec": __version__, "torch": torch.__version__, "opacus": opacus.__version__,
+            "python": platform.python_version()}
+
+
+def _epsilon(run_dir: Path) -> float:
+    """The privacy loss a run's defenses reported at the end (NaN when none claims one)."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    report = manifest.get("defense_report") or {}
+    values = [float(v) for k, v in report.items() if k.endswith("epsilon") and v is not None]
+    return max(values) if values else math.nan
+
+
+class _Progress:
+    """A tqdm bar over the evaluation's steps (a no-op without ``progress``)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="eval", unit="step")
+
+    def step(self, label: str) -> None:
+        logger.info("eval: %s", label)
+        if self.bar is not None:
+            self.bar.set_postfix_str(label)
+
+    def done(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Path | None = None,
+             overwrite: bool = False, progress: bool = False) -> EvalResult:
+    """Run the evaluation ``settings`` describes on ``config`` and write ``out`` (see module doc)."""
+    from ..report import build_report
+
+    start = time.perf_counter()
+    settings.validate()
+    out = Path(out) if out is not None else Path("reports") / settings.name
+    check_out(out, overwrite)
+    arms = build_arms(settings)
+    configs = arm_configs(config, arms)
+    audit_template = AuditConfig(attacks=list(settings.attacks), images=settings.images, seeds=list(settings.seeds),
+                                 attack_params={k: dict(v) for k, v in settings.attack_params.items()})
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.with_name(f".{out.name}.tmp")
+    if work.exists():
+        shutil.rmtree(work)
+    (work / "figures").mkdir(parents=True)
+    timings: dict[str, float] = {}
+    bar = _Progress(1 + 2 * len(arms) + 1, progress)
+    try:
+        bound = None
+        summary: list[dict[str, Any]] = []
+        if any(c.plan.strategy in BOUND_STRATEGIES or c.plan.strategy == "hasfl-private" for c in configs.values()):
+            bar.step("bound constants (warm-up and calibration)")
+            t0 = time.perf_counter()
+            first = next(c for c in configs.values() if c.plan.strategy in BOUND_STRATEGIES | {"hasfl-private"})
+            bound = prepare(first).context.bound()
+            bound.save(work / "bound.json")
+            timings["bound"] = time.perf_counter() - t0
+        bar.done()
+
+        plans, rounds, leakage, leaks, epsilons = [], [], [], {}, {}
+        for arm in arms:
+            cfg = configs[arm.name]
+            run_dir = work / "runs" / arm.name
+            bar.step(f"train {arm.name}")
+            t0 = time.perf_counter()
+            result = train(cfg, out_dir=run_dir, bound=bound)
+            timings[f"train {arm.name}"] = time.perf_counter() - t0
+            bar.done()
+            plan = result.plan
+            noise = list(getattr(plan, "noise_sigma", None) or [0.0] * plan.num_devices)
+            reps = representatives(plan.cuts, noise)
+
+            bar.step(f"audit {arm.name}")
+            t0 = time.perf_counter()
+            audit = AuditConfig(**{**vars(audit_template), "devices": sorted(set(reps.values()))})
+            audited = audit_run(run_dir, audit)
+            write_audit(audited, run_dir / "audit")
+            timings[f"audit {arm.name}"] = time.perf_counter() - t0
+            bar.done()
+            for grid in sorted((run_dir / "audit").glob("reconstructions_*.png")):
+                attack = grid.stem.removeprefix("reconstructions_")
+                shutil.copyfile(grid, work / "figures" / f"reconstructions_{arm.name}_{attack}.png")
+
+            frame = audited.frame.copy()
+            frame.insert(0, "plan", arm.name)
+            leakage.append(frame)
+            per_device = device_leakage(frame, reps)
+            leaks[arm.name] = {d: v for d, (v, _) in per_device.items()}
+            epsilons[arm.name] = _epsilon(run_dir)
+            predicted = (plan.predicted or {}).get("leakage")
+            budget_metric = cfg.privacy.metric if hasattr(cfg, "privacy") else ""
+            plans += plan_rows(arm, plan, result.fleet, result.profile, budget_metric, predicted)
+            summary.append(summary_row(arm, defense=describe_defenses(cfg.defense), budget_metric=budget_metric,
+                                       rounds=result.rounds, plan=plan,
+                                       target=cfg.optimizer.target_accuracy or 0.9, leaks=per_device,
+                                       wall_time_s=result.wall_time_s))
+            r = result.rounds[["round", "sim_time_s", "wall_time_s", "train_loss", "test_accuracy"]].copy()
+            r.insert(0, "plan", arm.name)
+            rounds.append(r)
+
+        tables = {"plans": pd.DataFrame(plans), "summary": pd.DataFrame(summary),
+                  "rounds": pd.concat(rounds, ignore_index=True), "leakage": pd.concat(leakage, ignore_index=True)}
+        tables["defenses"] = (defense_table(arms, tables["summary"], tables["leakage"], epsilons)
+                              if any(a.kind == "defense" for a in arms) else pd.DataFrame())
+        tables["pareto"] = pareto_table(tables["plans"], tables["summary"], leaks)
+        for name in TABLES:
+            if not tables[name].empty:
+                tables[name].to_csv(work / f"{name}.csv", index=False)
+
+        bar.step("report")
+        wall = time.perf_counter() - start
+        meta: dict[str, Any] = {
+            "name": settings.name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "config": config.to_dict(), "settings": settings.to_dict(), "arms": [vars(a) for a in arms],
+            "timings": timings, "wall_time_s": wall, "versions": _versions(), "notes": [],
+        }
+        (work / "eval.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+        build_report(work)
+        bar.done()
+    except BaseException:
+        bar.close()
+        if summary:  # finished arms are results: keep them, and say where
+            logger.error("eval stopped after %d of %d arms; their runs are kept in %s", len(summary), len(arms), work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    bar.close()
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        out.replace(old)
+        work.replace(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        work.replace(out)
+    return EvalResult(out, tables, time.perf_counter() - start)

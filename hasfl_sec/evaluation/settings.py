@@ -1,0 +1,175 @@
+"""What ``hasfl-sec eval`` runs: the arms (plans, privacy budgets, defense settings) and the audit.
+
+An *arm* is one training run plus its audit. The default evaluation has three kinds:
+
+* ``plan`` arms -- one per unconstrained strategy (``hasfl`` and the ``sfl`` baseline);
+* ``private`` arms -- the privacy-constrained planner (``hasfl-private``) at each leakage budget;
+* ``defense`` arms -- the ``sfl`` plan (uniform batch, the config's ``plan.cut``: the default cut)
+  trained under one defense setting each. The undefended reference is the ``sfl`` plan arm.
+
+Settings are plain dataclasses, read from a YAML/JSON/TOML file (``--eval-config``) with the same
+type checks as the experiment config, and saved into ``eval.json`` so a report can be reproduced.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import build_dataclass
+from ..errors import ConfigError, check
+from ..fileio import read_structured
+
+__all__ = ["DefenseSweep", "EvalSettings", "Arm", "load_settings", "default_sweeps"]
+
+
+@dataclass
+class DefenseSweep:
+    """One defense swept over one parameter, the others at ``fixed`` values.
+
+    Example: ``DefenseSweep("noise", "sigma", [0.1, 0.5, 1.0])`` trains three arms with
+    ``defense.use=[noise]`` and ``defense.noise.sigma`` at each value.
+    """
+
+    defense: str
+    param: str
+    values: list[float]
+    fixed: dict[str, Any] = field(default_factory=dict)
+
+
+def default_sweeps() -> list[DefenseSweep]:
+    """The default defense grid: two strengths of each defense family.
+
+    Noise is in activation units (the default model's smashed data at cut 2 has an RMS of about
+    0.5-1 after GroupNorm+ReLU), DP-SGD at a claimed epsilon, NoPeek's dCor weight, the kept
+    fraction of top-k and the bits of quantization.
+    """
+    return [
+        DefenseSweep("noise", "sigma", [0.5, 2.0]),
+        DefenseSweep("nopeek", "weight", [0.5, 2.0]),
+        DefenseSweep("dpsgd", "target_epsilon", [8.0], {"max_grad_norm": 1.0}),
+        DefenseSweep("topk", "ratio", [0.1]),
+        DefenseSweep("quantize", "bits", [2]),
+    ]
+
+
+@dataclass
+class EvalSettings:
+    """Options of one evaluation (everything but the experiment config itself).
+
+    Attributes:
+        name: the report's name; output goes to ``reports/<name>`` unless ``--out`` is given.
+        strategies: unconstrained planners to compare (``hasfl-sec list strategies``).
+        budgets: leakage budgets of the privacy-constrained planner, one arm each, in the unit of
+            ``privacy.metric`` of the experiment config. Empty: no private arms.
+        defenses: defense sweeps at the default cut (empty: no defense arms).
+        attacks: attacks of every audit; ``images`` victim images per audited device.
+        attack_params: per attack, overrides of its Params (lighter than the audit's defaults so
+            that the default evaluation fits in about ten minutes on two cores).
+        seeds: attack seeds of the audit.
+        audit_devices: ``first`` audits one device per distinct (cut, noise) of a plan.
+    """
+
+    name: str = "default"
+    strategies: list[str] = field(default_factory=lambda: ["hasfl", "sfl"])
+    budgets: list[float] = field(default_factory=list)
+    defenses: list[DefenseSweep] = field(default_factory=default_sweeps)
+    attacks: list[str] = field(default_factory=lambda: ["rmle", "inverse-network", "label-direction"])
+    images: int = 8
+    attack_params: dict[str, dict[str, Any]] = field(default_factory=lambda: {
+        "rmle": {"steps": 300}, "inverse-network": {"steps": 600}})
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+    def validate(self) -> "EvalSettings":
+        """Check names and ranges; returns self."""
+        from ..attacks import ATTACKS
+        from ..defenses import DEFENSES
+        from ..plan import STRATEGIES
+
+        check(bool(self.name) and "/" not in self.name, "eval.name", self.name, "a non-empty name without '/'")
+        for s in self.strategies:
+            STRATEGIES.get(s)
+        for b in self.budgets:
+            check(isinstance(b, (int, float)) and math.isfinite(b), "eval.budgets", self.budgets, "finite numbers")
+        for sweep in self.defenses:
+            cls = DEFENSES.get(sweep.defense)
+            names = {f for f in cls.Params.__dataclass_fields__}
+            for p in [sweep.param, *sweep.fixed]:
+                check(p in names, f"eval.defenses.{sweep.defense}", p, f"a parameter of {sweep.defense}: "
+                      + ", ".join(sorted(names)))
+            check(len(sweep.values) >= 1, f"eval.defenses.{sweep.defense}.values", sweep.values, "at least one value")
+        for a in self.attacks:
+            ATTACKS.get(a)
+        check(self.images >= 1, "eval.images", self.images, "an integer >= 1")
+        check(len(self.seeds) >= 1, "eval.seeds", self.seeds, "at least one seed")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe form (saved in ``eval.json``)."""
+        return asdict(self)
+
+
+def load_settings(path: str | Path | None = None, **changes: Any) -> EvalSettings:
+    """Default settings, updated from a YAML/JSON/TOML file and then from keyword ``changes``."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        loaded = read_structured(path, "--eval-config") or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("--eval-config", str(path), "a mapping of eval settings")
+        values.update(loaded)
+    values.update({k: v for k, v in changes.items() if v is not None})
+    if "defenses" in values and isinstance(values["defenses"], list):
+        values["defenses"] = [d if isinstance(d, dict) else asdict(d) for d in values["defenses"]]
+    return build_dataclass(EvalSettings, values, "eval").validate()
+
+
+@dataclass
+class Arm:
+    """One training run of the evaluation and what it stands for.
+
+    Attributes:
+        name: unique, used as the run directory name and the ``plan`` column of every table.
+        kind: ``plan``, ``private`` or ``defense``.
+        overrides: ``--set`` strings applied to the base experiment config.
+        strategy: the planner; budget: the leakage budget (private arms).
+        defense, param, strength: the defense setting (defense arms).
+    """
+
+    name: str
+    kind: str
+    overrides: list[str]
+    strategy: str
+    budget: float = math.nan
+    defense: str = "none"
+    param: str = ""
+    strength: float = math.nan
+
+    @property
+    def setting(self) -> str:
+        """``sigma=0.5`` for a defense arm, empty otherwise."""
+        return f"{self.param}={self.strength:g}" if self.param else ""
+
+
+def _yaml_value(value: Any) -> str:
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def build_arms(settings: EvalSettings) -> list[Arm]:
+    """Every arm of an evaluation, in the order they run."""
+    arms = [Arm(s, "plan", [f"plan.strategy={s}"], s) for s in settings.strategies]
+    for b in settings.budgets:
+        arms.append(Arm(f"private-{b:g}", "private", ["plan.strategy=hasfl-private", f"privacy.budget={b}"],
+                        "hasfl-private", budget=float(b)))
+    for sweep in settings.defenses:
+        fixed = [f"defense.{sweep.defense}.{k}={_yaml_value(v)}" for k, v in sweep.fixed.items()]
+        for v in sweep.values:
+            arms.append(Arm(
+                f"{sweep.defense}-{sweep.param}={v:g}", "defense",
+                ["plan.strategy=sfl", f"defense.use=[{sweep.defense}]", *fixed,
+                 f"defense.{sweep.defense}.{sweep.param}={v}"],
+                "sfl", defense=sweep.defense, param=sweep.param, strength=float(v)))
+    if settings.defenses and "sfl" not in settings.strategies:
+        arms.insert(len(settings.strategies), Arm("sfl", "plan", ["plan.strategy=sfl"], "sfl"))
+    return arms

@@ -1,0 +1,135 @@
+"""The evaluation's tables, built from finished arms: plans, summary, rounds, defenses, Pareto front.
+
+Every function takes plain data (arms, run results as DataFrames) and returns rows or frames with
+the columns the report renders (:mod:`hasfl_sec.report`); nothing here trains or attacks.
+
+Leakage of a device is the strongest reconstruction attack's mean SSIM at the device that
+represents its (cut, noise) in the audit: devices with the same cut and noise send the same kind
+of smashed data from the same aggregated model, so one audited device per pair stands for all.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..report.tables import device_classes, pareto_front, time_to_target
+from .settings import Arm
+
+__all__ = ["representatives", "plan_rows", "summary_row", "defense_table", "pareto_table", "device_leakage",
+           "RECONSTRUCTION_METRIC"]
+
+#: The leakage figure of the defense table and the Pareto front.
+RECONSTRUCTION_METRIC = "ssim"
+
+
+def representatives(cuts: Sequence[int], noise: Sequence[float]) -> dict[int, int]:
+    """Device -> the first device with the same (cut, noise); the audited set is the values."""
+    first: dict[tuple[int, float], int] = {}
+    return {i: first.setdefault((int(c), float(s)), i) for i, (c, s) in enumerate(zip(cuts, noise))}
+
+
+def plan_rows(arm: Arm, plan: Any, fleet: Any, profile: Any, budget_metric: str,
+              predicted_leakage: Sequence[float] | None) -> list[dict[str, Any]]:
+    """``plans.csv`` rows of one arm: one per device."""
+    noise = list(getattr(plan, "noise_sigma", None) or [0.0] * plan.num_devices)
+    classes = device_classes(fleet.flops)
+    rows = []
+    for i, (b, c) in enumerate(zip(plan.batch_sizes, plan.cuts)):
+        rows.append({
+            "plan": arm.name, "strategy": arm.strategy, "budget_metric": budget_metric if arm.kind == "private" else "",
+            "budget": arm.budget, "device": i, "device_class": classes[i], "batch": int(b), "cut": int(c),
+            "cut_name": profile.cut(c).name, "noise_sigma": float(noise[i]),
+            "predicted_leakage": float(predicted_leakage[i]) if predicted_leakage is not None else math.nan,
+            "compute_flops": float(fleet.flops[i]), "uplink_bps": float(fleet.uplink_bps[i]),
+        })
+    return rows
+
+
+def device_leakage(leakage: pd.DataFrame, reps: dict[int, int]) -> dict[int, tuple[float, str]]:
+    """Device -> (strongest attack's mean SSIM, that attack) through its representative."""
+    rows = leakage[(leakage["metric"] == RECONSTRUCTION_METRIC) & (leakage["attack"] != "none")]
+    by_device: dict[int, tuple[float, str]] = {}
+    for dev, group in rows.groupby("device"):
+        best = group.loc[group["value"].idxmax()]
+        by_device[int(dev)] = (float(best["value"]), str(best["attack"]))
+    return {i: by_device.get(r, (math.nan, "")) for i, r in reps.items()}
+
+
+def summary_row(arm: Arm, *, defense: str, budget_metric: str, rounds: pd.DataFrame, plan: Any, target: float,
+                leaks: dict[int, tuple[float, str]], wall_time_s: float) -> dict[str, Any]:
+    """``summary.csv`` row of one arm."""
+    measured_time = time_to_target(rounds, target)
+    hit = rounds.loc[rounds["sim_time_s"] == measured_time, "round"]
+    measured_rounds = float(hit.iloc[0]) if len(hit) else math.nan
+    predicted = plan.predicted or {}
+    valid = [(v, a) for v, a in leaks.values() if not math.isnan(v)]
+    strongest = max(valid) if valid else (math.nan, "")
+    return {
+        "plan": arm.name, "strategy": arm.strategy, "kind": arm.kind,
+        "budget_metric": budget_metric if arm.kind == "private" else "", "budget": arm.budget, "defense": defense,
+        "final_accuracy": float(rounds["test_accuracy"].dropna().iloc[-1]), "rounds": int(rounds["round"].iloc[-1]),
+        "sim_time_s": float(rounds["sim_time_s"].iloc[-1]),
+        "predicted_rounds": float(predicted.get("rounds", math.nan)),
+        "predicted_time_to_target_s": float(predicted.get("time_to_target_s", math.nan)),
+        "measured_rounds": measured_rounds, "measured_time_to_target_s": measured_time,
+        "target_accuracy": target, "max_leakage": strongest[0], "strongest_attack": strongest[1],
+        "wall_time_s": wall_time_s,
+    }
+
+
+def defense_table(arms: Sequence[Arm], summary: pd.DataFrame, leakage: pd.DataFrame,
+                  epsilons: dict[str, float], reference: str = "sfl") -> pd.DataFrame:
+    """``defenses.csv``: per defense setting (and the undefended reference) and attack, the
+    accuracy, its drop in points against the reference, and the attack's SSIM/MSE/PSNR at the
+    default cut."""
+    by_name = {a.name: a for a in arms}
+    ref_acc = float(summary.set_index("plan").loc[reference, "final_accuracy"])
+    rows = []
+    for name in [reference, *[a.name for a in arms if a.kind == "defense"]]:
+        arm = by_name[name]
+        acc = float(summary.set_index("plan").loc[name, "final_accuracy"])
+        sub = leakage[(leakage["plan"] == name) & (leakage["attack"] != "none")]
+        for (attack, cut), group in sub.groupby(["attack", "cut"]):
+            values = group.groupby("metric")["value"].mean()
+            if RECONSTRUCTION_METRIC not in values:
+                continue
+            rows.append({
+                "defense": arm.defense, "setting": arm.setting or "none", "strength": arm.strength,
+                "cut": int(cut), "accuracy": acc, "accuracy_drop": 100.0 * (ref_acc - acc), "attack": attack,
+                "adaptive": attack.endswith("+adaptive"), "ssim": float(values.get("ssim", math.nan)),
+                "mse": float(values.get("mse", math.nan)), "psnr": float(values.get("psnr", math.nan)),
+                "epsilon": float(epsilons.get(name, math.nan)),
+            })
+    return pd.DataFrame(rows)
+
+
+def pareto_table(plans: pd.DataFrame, summary: pd.DataFrame, device_leaks: dict[str, dict[int, float]],
+                 kinds: Sequence[str] = ("plan", "private")) -> pd.DataFrame:
+    """``pareto.csv``: per (plan, device class), the class's worst measured leakage against the
+    plan's time to target; ``on_front`` marks plans no other plan beats on both leakage and
+    measured time within that class (a plan that missed the target is never on it)."""
+    s = summary.set_index("plan")
+    rows = []
+    for name in s.index[s["kind"].isin(kinds)]:
+        sub = plans[plans["plan"] == name]
+        for cls, group in sub.groupby("device_class"):
+            values = [device_leaks[name].get(int(d), math.nan) for d in group["device"]]
+            values = [v for v in values if not math.isnan(v)]
+            rows.append({
+                "plan": name, "device_class": cls, "leakage": max(values) if values else math.nan,
+                "predicted_time_to_target_s": float(s.loc[name, "predicted_time_to_target_s"]),
+                "measured_time_to_target_s": float(s.loc[name, "measured_time_to_target_s"]),
+                "final_accuracy": float(s.loc[name, "final_accuracy"]),
+            })
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    frame["on_front"] = False
+    for _, group in frame.groupby("device_class"):
+        front = pareto_front(group["leakage"], group["measured_time_to_target_s"])
+        frame.loc[group.index, "on_front"] = front
+    return frame

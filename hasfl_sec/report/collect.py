@@ -1,0 +1,285 @@
+"""``collect_runs``: an eval directory built from plain ``hasfl-sec train`` run directories.
+
+Each run becomes one plan, named after its directory. From the run's own files (read with the
+run readers of :mod:`hasfl_sec.runner`) come ``plans.csv`` (plan.json, fleet.yaml, profile.csv,
+config.yaml), ``summary.csv`` and ``rounds.csv`` (rounds.csv, manifest.json); from an audit
+written into the run's ``audit/`` folder (``hasfl-sec audit RUN_DIR``) come ``leakage.csv``, the
+reconstruction grids and ``pareto.csv``. ``defenses.csv`` needs defense sweeps that only
+``hasfl-sec eval`` runs, so it is never written here.
+
+Everything is written into a temporary sibling directory and renamed into place at the end:
+every input is read and checked before anything is written, and a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError
+from ..fileio import read_structured
+from ..results import RunDir, package_versions
+from ..runner import _read, _read_run_file
+from .tables import LEAKAGE_COLUMNS, TABLES, device_classes, leakage_frame, pareto_front, time_to_target
+
+__all__ = ["collect_runs", "check_out", "is_run_dir"]
+
+logger = logging.getLogger(__name__)
+
+_VALID_RUN = "a run directory written by hasfl-sec train (with manifest.json)"
+
+
+@dataclass
+class _Run:
+    """One run directory, read and checked."""
+
+    name: str
+    path: Path
+    manifest: dict[str, Any]
+    config: Any
+    fleet: Any
+    plan: Any
+    rounds: pd.DataFrame
+    cut_names: dict[int, str]
+    leakage: pd.DataFrame | None = None
+    audit_seconds: float = float("nan")
+    grids: list[Path] = field(default_factory=list)
+    replanned: bool = False
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """True if ``path`` is a directory holding a run's ``manifest.json``."""
+    return RunDir(path).exists()
+
+
+def check_out(out: Path, overwrite: bool, inputs: Sequence[Path] = (), field_name: str = "--out") -> None:
+    """Refuse an output path that is a file, an existing non-empty directory (unless ``overwrite``),
+    or one that would replace an input directory."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(field_name, str(out), "a directory", "a file has that name")
+    for path in inputs:
+        if out.resolve() == path.resolve() or out.resolve() in path.resolve().parents:
+            raise ConfigError(field_name, str(out), "a directory apart from the run directories",
+                              f"it would replace {path}")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(field_name, str(out), "a new or empty directory", "pass --overwrite to replace it")
+
+
+def _read_run(path: Path, field_name: str) -> _Run:
+    run = RunDir(path)
+    if not path.is_dir():
+        raise ConfigError(field_name, str(path), _VALID_RUN, "no such directory")
+    manifest = _read(run, "manifest.json", field_name)
+    if manifest.get("status") != "ok":
+        raise ConfigError(field_name, str(path), "a finished run (status ok in manifest.json)",
+                          f"its status is {manifest.get('status')!r}")
+    rounds = _read_run_file(run, "rounds.csv", pd.read_csv, field_name)
+    missing = [c for c in TABLES["rounds"][1:] if c not in rounds.columns]
+    if missing:
+        raise ConfigError(field_name, str(run.file("rounds.csv")), "the rounds table of hasfl-sec train",
+                          f"missing column(s): {', '.join(missing)}")
+    cut_names: dict[int, str] = {}
+    if run.file("profile.csv").is_file():
+        profile = _read_run_file(run, "profile.csv", pd.read_csv, field_name)
+        if {"cut", "name"} <= set(profile.columns):
+            cut_names = {int(c): str(n) for c, n in zip(profile["cut"], profile["name"])}
+    out = _Run(path.name, path, manifest, _read(run, "config.yaml", field_name), _read(run, "fleet.yaml", field_name),
+               _read(run, "plan.json", field_name), rounds, cut_names, replanned=run.file("plans.json").is_file())
+    if run.file("audit/leakage.csv").is_file():
+        leakage = _read_run_file(run, "audit/leakage.csv", pd.read_csv, field_name)
+        missing = [c for c in LEAKAGE_COLUMNS if c not in leakage.columns]
+        if missing:
+            raise ConfigError(field_name, str(run.file("audit/leakage.csv")), "the leakage table of hasfl-sec audit",
+                              f"missing column(s): {', '.join(missing)}")
+        out.leakage = leakage[LEAKAGE_COLUMNS]
+        if run.file("audit/audit.json").is_file():
+            meta = read_structured(run.file("audit/audit.json"), field_name)
+            seconds = (meta or {}).get("attack_seconds") or {}
+            out.audit_seconds = float(sum(float(v) for v in seconds.values()))
+        out.grids = sorted(run.file("audit").glob("reconstructions_*.png"))
+    return out
+
+
+def _defense_label(config: Any) -> str:
+    used = list(config.defense.use)
+    if not used:
+        return "none"
+    parts = []
+    for name in used:
+        params = getattr(config.defense, name, None)
+        sigma = getattr(params, "sigma", None)
+        parts.append(f"{name}(sigma={sigma:g})" if sigma is not None else name)
+    return "+".join(parts)
+
+
+def _noise_sigma(config: Any) -> float:
+    if "noise" not in config.defense.use:
+        return 0.0
+    return float(getattr(config.defense.noise, "sigma", 0.0))
+
+
+def _plans_rows(r: _Run) -> list[dict[str, Any]]:
+    classes = device_classes(r.fleet.flops)
+    return [{"plan": r.name, "strategy": r.plan.strategy, "budget_metric": "", "budget": float("nan"), "device": i,
+             "device_class": classes[i], "batch": int(b), "cut": int(c), "cut_name": r.cut_names.get(int(c), ""),
+             "noise_sigma": _noise_sigma(r.config), "predicted_leakage": float("nan"),
+             "compute_flops": float(r.fleet.flops[i]), "uplink_bps": float(r.fleet.uplink_bps[i])}
+            for i, (b, c) in enumerate(zip(r.plan.batch_sizes, r.plan.cuts))]
+
+
+def _summary_row(r: _Run) -> dict[str, Any]:
+    acc = r.rounds["test_accuracy"].dropna()
+    target = r.config.optimizer.target_accuracy
+    strongest, max_leak = "", float("nan")
+    ssim = leakage_frame(r.leakage, "ssim") if r.leakage is not None else pd.DataFrame()
+    if not ssim.empty:
+        best = ssim.loc[ssim["value"].idxmax()]
+        strongest, max_leak = str(best["attack"]), float(best["value"])
+    return {"plan": r.name, "strategy": r.plan.strategy, "budget_metric": "", "budget": float("nan"),
+            "defense": _defense_label(r.config), "final_accuracy": float(acc.iloc[-1]) if len(acc) else float("nan"),
+            "rounds": int(r.rounds["round"].max()) if len(r.rounds) else 0,
+            "sim_time_s": float(r.rounds["sim_time_s"].iloc[-1]) if len(r.rounds) else float("nan"),
+            "predicted_rounds": r.plan.predicted.get("rounds", float("nan")),
+            "predicted_time_to_target_s": r.plan.predicted.get("time_to_target_s", float("nan")),
+            "measured_time_to_target_s": time_to_target(r.rounds, target),
+            "target_accuracy": float("nan") if target is None else float(target),
+            "max_leakage": max_leak, "strongest_attack": strongest,
+            "wall_time_s": float(r.rounds["wall_time_s"].iloc[-1]) if len(r.rounds) else float("nan")}
+
+
+def _pareto(plans: pd.DataFrame, summary: pd.DataFrame, leakage: pd.DataFrame) -> pd.DataFrame:
+    ssim = leakage_frame(leakage, "ssim")
+    if ssim.empty:
+        return pd.DataFrame(columns=TABLES["pareto"])
+    ssim = ssim[ssim["device"].notna()]
+    ssim = ssim.assign(device=ssim["device"].astype(int))
+    classed = ssim.merge(plans[["plan", "device", "device_class"]], on=["plan", "device"], how="inner")
+    table = classed.groupby(["plan", "device_class"], as_index=False, sort=False)["value"].max()
+    table = table.rename(columns={"value": "leakage"}).merge(
+        summary[["plan", "predicted_time_to_target_s", "measured_time_to_target_s", "final_accuracy"]], on="plan")
+    table["on_front"] = False
+    for _, idx in table.groupby("device_class").groups.items():
+        part = table.loc[idx]
+        table.loc[idx, "on_front"] = pareto_front(part["leakage"], part["measured_time_to_target_s"])
+    return table[TABLES["pareto"]]
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _notes(runs: list[_Run]) -> list[str]:
+    notes = [f"Collected from {len(runs)} hasfl-sec train run(s): "
+             + ", ".join(f"{r.name} ({r.path})" for r in runs) + "; plan names are run directory names."]
+    flats = [_flat(r.config.to_dict()) for r in runs]
+    differ = sorted(k for k in set().union(*flats) if len({json.dumps(f.get(k), default=str) for f in flats}) > 1)
+    if differ:
+        notes.append("The runs' configs differ in: " + ", ".join(differ) + "; the header shows the first run's.")
+    for r in runs:
+        if r.leakage is None:
+            notes.append(f"{r.name} has no audit (no audit/leakage.csv; run hasfl-sec audit {r.path}), "
+                         "so its leakage is not reported.")
+        if r.replanned:
+            notes.append(f"{r.name} re-planned during training (plans.json); plans.csv shows its first plan.")
+        if r.plan.predicted.get("time_to_target_s") is None:
+            notes.append(f"{r.name}: strategy {r.plan.strategy} makes no time-to-target prediction.")
+    notes.append("Defense sweeps are not part of training runs; hasfl-sec eval produces them.")
+    return notes
+
+
+def _write_tables(runs: list[_Run], tmp: Path, started: float, out_name: str) -> None:
+    plans = pd.DataFrame([row for r in runs for row in _plans_rows(r)], columns=TABLES["plans"])
+    summary = pd.DataFrame([_summary_row(r) for r in runs], columns=TABLES["summary"])
+    rounds = pd.concat([r.rounds.assign(plan=r.name)[TABLES["rounds"]] for r in runs], ignore_index=True)
+    audited = [r.leakage.assign(plan=r.name)[TABLES["leakage"]] for r in runs if r.leakage is not None]
+    leakage = pd.concat(audited, ignore_index=True) if audited else pd.DataFrame(columns=TABLES["leakage"])
+    pareto = _pareto(plans, summary, leakage)
+    for name, frame in (("plans", plans), ("summary", summary), ("rounds", rounds), ("leakage", leakage),
+                        ("pareto", pareto)):
+        if name in ("plans", "summary", "rounds") or not frame.empty:
+            frame.to_csv(tmp / f"{name}.csv", index=False)
+    (tmp / "figures").mkdir()
+    for r in runs:
+        for grid in r.grids:
+            attack = grid.name.removeprefix("reconstructions_")
+            shutil.copyfile(grid, tmp / "figures" / f"reconstructions_{r.name}_{attack}")
+    timings = {f"train {r.name}": float(r.manifest.get("wall_time_s", summary.loc[i, "wall_time_s"]))
+               for i, r in enumerate(runs)}
+    timings.update({f"audit {r.name}": r.audit_seconds for r in runs if not math.isnan(r.audit_seconds)})
+    timings["collect"] = time.perf_counter() - started
+    meta = {"name": out_name, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "config": runs[0].config.to_dict(),
+            "settings": {"source": "hasfl-sec report (collected from train runs)",
+                         "runs": {r.name: str(r.path) for r in runs}},
+            "timings": timings, "wall_time_s": float(np.nansum(list(timings.values()))),
+            "versions": runs[0].manifest.get("versions") or package_versions(), "notes": _notes(runs)}
+    (tmp / "eval.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+
+def collect_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, overwrite: bool = False,
+                 report: bool = True, field_name: str = "DIR") -> Path:
+    """Build an eval directory at ``out_dir`` from training run directories; returns its path.
+
+    Args:
+        run_dirs: directories written by ``hasfl-sec train`` (optionally audited into ``audit/``).
+        out_dir: the eval directory to write; must be new or empty unless ``overwrite``.
+        overwrite: replace an existing ``out_dir``.
+        report: also render ``report.html`` and ``report.md`` (inside the same atomic write).
+        field_name: the name errors give the run directories (the CLI's ``DIR``).
+
+    Raises:
+        ConfigError: a directory is not a finished run, two runs share a name, a run file is
+            damaged, or ``out_dir`` is taken; nothing is written then.
+    """
+    started = time.perf_counter()
+    paths = [Path(p) for p in run_dirs]
+    out = Path(out_dir)
+    if not paths:
+        raise ConfigError(field_name, [], _VALID_RUN, "give at least one")
+    check_out(out, overwrite, paths)
+    runs = [_read_run(p, field_name) for p in paths]
+    names = [r.name for r in runs]
+    for r in runs:
+        if names.count(r.name) > 1:
+            raise ConfigError(field_name, str(r.path), "run directories with distinct names",
+                              f"{r.name!r} is given twice; the directory name is the plan name")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        _write_tables(runs, tmp, started, out.name)
+        if report:
+            from .render import build_report
+
+            build_report(tmp, field_name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    logger.info("eval directory %s collected from %d run(s)", out, len(runs))
+    return out

@@ -1,0 +1,206 @@
+"""The eval directory: its tables, how they are read back, and small helpers that derive columns.
+
+An eval directory (written by ``hasfl-sec eval``, or by :func:`~hasfl_sec.report.collect.collect_runs`
+from plain training runs) holds ``eval.json`` and the CSV tables of :data:`TABLES`. Any table may be
+missing or empty. A table that is present must have the :data:`REQUIRED` columns (a renamed key
+column is a one-line error, not a silently empty section); the other columns of :data:`TABLES` are
+filled with empty values when absent, and further columns are kept (some are shown when present).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ConfigError
+from ..fileio import read_structured
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TABLES", "REQUIRED", "LEAKAGE_COLUMNS", "EvalData", "is_eval_dir", "load_eval", "read_table",
+           "device_classes", "time_to_target", "pareto_front", "leakage_frame"]
+
+#: the audit's long columns (hasfl_sec.audit.LEAKAGE_COLUMNS, repeated here so that reading a
+#: report does not import torch); the eval's leakage.csv adds a leading ``plan``.
+LEAKAGE_COLUMNS = ["run_id", "phase", "round", "device", "cut", "batch", "attack", "defense", "metric", "value",
+                   "std", "n", "seeds", "source", "threat_model", "params"]
+
+#: every table of an eval directory and the columns it must have.
+TABLES: dict[str, list[str]] = {
+    "plans": ["plan", "strategy", "budget_metric", "budget", "device", "device_class", "batch", "cut", "cut_name",
+              "noise_sigma", "predicted_leakage", "compute_flops", "uplink_bps"],
+    "summary": ["plan", "strategy", "budget_metric", "budget", "defense", "final_accuracy", "rounds", "sim_time_s",
+                "predicted_rounds", "predicted_time_to_target_s", "measured_time_to_target_s", "target_accuracy",
+                "max_leakage", "strongest_attack", "wall_time_s"],
+    "rounds": ["plan", "round", "sim_time_s", "wall_time_s", "train_loss", "test_accuracy"],
+    "leakage": ["plan", *LEAKAGE_COLUMNS],
+    "defenses": ["defense", "setting", "strength", "cut", "accuracy", "accuracy_drop", "attack", "adaptive", "ssim",
+                 "mse", "psnr", "epsilon"],
+    "pareto": ["plan", "device_class", "leakage", "predicted_time_to_target_s", "measured_time_to_target_s",
+               "final_accuracy", "on_front"],
+}
+
+#: columns without which a table cannot be rendered; the other columns of :data:`TABLES` are
+#: filled with empty values (and a warning) when a table lacks them.
+REQUIRED: dict[str, list[str]] = {
+    "plans": ["plan", "device", "batch", "cut"],
+    "summary": ["plan"],
+    "rounds": ["plan", "round", "sim_time_s", "test_accuracy"],
+    "leakage": ["plan", "device", "cut", "attack", "metric", "value"],
+    "defenses": ["defense", "attack", "ssim", "accuracy_drop"],
+    "pareto": ["plan", "device_class", "leakage", "on_front"],
+}
+
+#: columns read as text whatever they look like (empty cells become "").
+_TEXT = {"plan", "strategy", "budget_metric", "device_class", "cut_name", "defense", "strongest_attack", "setting",
+         "attack", "run_id", "phase", "metric", "seeds", "source", "threat_model", "params"}
+_BOOL = {"adaptive", "on_front"}
+
+
+@dataclass
+class EvalData:
+    """An eval directory read back: ``eval.json`` and one DataFrame per table (empty when absent)."""
+
+    path: Path
+    meta: dict[str, Any]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+
+    def table(self, name: str) -> pd.DataFrame:
+        """The table ``name`` (an empty frame with its columns when it is missing)."""
+        return self.tables.get(name, pd.DataFrame(columns=TABLES[name]))
+
+    def has(self, name: str) -> bool:
+        """Whether the table is present and has rows."""
+        return name in self.tables and not self.tables[name].empty
+
+    def plans(self) -> list[str]:
+        """Plan names in the order they first appear (summary, then plans, rounds, leakage)."""
+        seen: dict[str, None] = {}
+        for name in ("summary", "plans", "rounds", "leakage", "pareto"):
+            for plan in self.table(name).get("plan", pd.Series(dtype=str)):
+                seen.setdefault(str(plan), None)
+        return list(seen)
+
+
+def is_eval_dir(path: str | Path) -> bool:
+    """True if ``path`` is a directory holding ``eval.json``."""
+    return (Path(path) / "eval.json").is_file()
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return bool(value)
+
+
+def read_table(eval_dir: str | Path, name: str, field_name: str = "DIR") -> pd.DataFrame | None:
+    """``<eval_dir>/<name>.csv`` as a DataFrame; ``None`` if the file is missing, an empty frame
+    with the table's columns if it has no rows. Columns of :data:`TABLES` it lacks (other than
+    the :data:`REQUIRED` ones) are added empty.
+
+    Raises:
+        ConfigError: the file does not parse or lacks a :data:`REQUIRED` column.
+    """
+    path = Path(eval_dir) / f"{name}.csv"
+    if not path.is_file():
+        return None
+    columns = TABLES[name]
+    try:
+        frame = pd.read_csv(path, dtype={c: str for c in _TEXT}, keep_default_na=True)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame(columns=columns)
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(field_name, str(path), f"a CSV table with columns {', '.join(columns)}", first) from None
+    absent = [c for c in REQUIRED[name] if c not in frame.columns]
+    if absent:
+        raise ConfigError(field_name, str(path), f"a CSV table with columns {', '.join(columns)}",
+                          f"missing column(s): {', '.join(absent)}")
+    filled = [c for c in columns if c not in frame.columns]
+    if filled:
+        logger.warning("%s lacks column(s) %s; shown as empty", path, ", ".join(filled))
+        for col in filled:
+            frame[col] = "" if col in _TEXT else (False if col in _BOOL else np.nan)
+    for col in _TEXT & set(frame.columns):
+        frame[col] = frame[col].fillna("")
+    for col in _BOOL & set(frame.columns):
+        frame[col] = frame[col].map(_to_bool).astype(bool)
+    return frame
+
+
+def load_eval(eval_dir: str | Path, field_name: str = "DIR") -> EvalData:
+    """Read ``eval.json`` and every table of an eval directory; one-line errors name ``field_name``."""
+    path = Path(eval_dir)
+    if not path.is_dir():
+        raise ConfigError(field_name, str(path), "an eval directory (with eval.json)", "no such directory")
+    meta = read_structured(path / "eval.json", field_name)
+    if not isinstance(meta, dict):
+        raise ConfigError(field_name, str(path / "eval.json"), "a JSON object", f"got {type(meta).__name__}")
+    data = EvalData(path, meta)
+    for name in TABLES:
+        frame = read_table(path, name, field_name)
+        if frame is None:
+            data.missing[name] = f"no {name}.csv"
+        elif frame.empty:
+            data.missing[name] = f"{name}.csv is empty"
+            data.tables[name] = frame
+        else:
+            data.tables[name] = frame
+    return data
+
+
+# derived columns ---------------------------------------------------------------------------------
+def device_classes(flops: Sequence[float]) -> list[str]:
+    """``slow``/``medium``/``fast`` by compute tertile (rank-based, so ties and small fleets work)."""
+    values = np.asarray(flops, dtype=float)
+    n = len(values)
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(n, dtype=int)
+    ranks[order] = np.arange(n)
+    names = ("slow", "medium", "fast")
+    return [names[min(2, (3 * int(r)) // n)] for r in ranks]
+
+
+def time_to_target(rounds: pd.DataFrame, target: float | None) -> float:
+    """Simulated time of the first evaluated round whose test accuracy reaches ``target`` (NaN if none)."""
+    if target is None or not np.isfinite(target) or rounds.empty:
+        return float("nan")
+    hit = rounds[rounds["test_accuracy"].astype(float) >= float(target)]
+    return float(hit["sim_time_s"].iloc[0]) if not hit.empty else float("nan")
+
+
+def pareto_front(leakage: Sequence[float], time_s: Sequence[float]) -> list[bool]:
+    """Which points are Pareto-optimal when both leakage and time are minimised.
+
+    A point with a NaN coordinate (e.g. a plan that never reached the target) is never on the
+    front and never dominates another.
+    """
+    pts = np.column_stack([np.asarray(leakage, dtype=float), np.asarray(time_s, dtype=float)])
+    ok = np.isfinite(pts).all(axis=1)
+    out = []
+    for i, p in enumerate(pts):
+        if not ok[i]:
+            out.append(False)
+            continue
+        others = pts[ok]
+        dominated = ((others <= p).all(axis=1) & (others < p).any(axis=1)).any()
+        out.append(not bool(dominated))
+    return out
+
+
+def leakage_frame(leakage: pd.DataFrame, metric: str = "ssim") -> pd.DataFrame:
+    """Rows of real attacks (not the attack-independent ``none``) for ``metric``, values as floats."""
+    if leakage.empty:
+        return leakage
+    rows = leakage[(leakage["attack"] != "none") & (leakage["attack"] != "") & (leakage["metric"] == metric)].copy()
+    rows["value"] = rows["value"].astype(float)
+    return rows

@@ -1,0 +1,160 @@
+"""``hasfl-sec eval``: a tiny evaluation writes every table, figure and report file; bad settings
+fail before anything is written."""
+
+from __future__ import annotations
+
+import json
+import re
+from html.parser import HTMLParser
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from hasfl_sec.cli import cli
+from hasfl_sec.config import load_config
+from hasfl_sec.errors import ConfigError
+from hasfl_sec.evaluation import DefenseSweep, build_arms, load_settings
+from hasfl_sec.evaluation.tables import pareto_table, representatives
+
+TINY = ["train.rounds=12", "fleet.num_devices=4", "data.image_size=8", "optimizer.pilot_rounds=60",
+        "optimizer.target_accuracy=0.5",
+        "optimizer.warmup_rounds=2", "optimizer.probe_size=32", "train.eval_every=1"]
+TINY_ARGS = [a for o in TINY for a in ("--set", o)]
+LIGHT = ["--images", "2", "--attacks", "rmle,label-direction", "--threads", "1", "--no-progress"]
+
+
+class _Tags(HTMLParser):
+    """Counts unclosed tags (void elements excluded) and data-URI images."""
+
+    VOID = {"meta", "img", "br", "hr", "link", "input", "col", "source", "wbr"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.mismatched = 0
+        self.images = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "img" and (dict(attrs).get("src") or "").startswith("data:image/png;base64,"):
+            self.images += 1
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        """``<img ... />``: counted, never pushed."""
+        stack = list(self.stack)
+        self.handle_starttag(tag, attrs)
+        self.stack = stack
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.stack and self.stack[-1] == tag:
+            self.stack.pop()
+        else:
+            self.mismatched += 1
+
+
+@pytest.fixture(scope="module")
+def tiny_eval(tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("eval") / "tiny"
+    settings = tmp_path_factory.mktemp("cfg") / "eval.yaml"
+    settings.write_text(
+        "attack_params: {rmle: {steps: 10}}\n"
+        "defenses:\n  - {defense: noise, param: sigma, values: [1.0]}\n"
+    )
+    result = CliRunner().invoke(cli, ["eval", *TINY_ARGS, *LIGHT, "--eval-config", str(settings), "--budgets", "",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_eval_writes_every_table_figure_and_report(tiny_eval):
+    out, output = tiny_eval
+    assert "report:" in output
+    for name in ("plans", "summary", "rounds", "leakage", "defenses", "pareto"):
+        frame = pd.read_csv(out / f"{name}.csv")
+        assert not frame.empty, name
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["plan"]) == ["hasfl", "sfl", "noise-sigma=1"]
+    assert summary["final_accuracy"].between(0, 1).all() and (summary["rounds"] == 12).all()
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert rounds.groupby("plan").size().to_dict() == {"hasfl": 12, "sfl": 12, "noise-sigma=1": 12}
+    meta = json.loads((out / "eval.json").read_text())
+    assert meta["settings"]["defenses"][0]["defense"] == "noise" and meta["wall_time_s"] > 0
+    for run in summary["plan"]:
+        assert (out / "runs" / run / "audit" / "leakage.csv").is_file()
+    html = (out / "report.html").read_text()
+    parser = _Tags()
+    parser.feed(html)
+    assert parser.mismatched == 0 and parser.stack == []
+    figures = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert figures and parser.images >= len(figures)
+    md = (out / "report.md").read_text()
+    for link in re.findall(r"\]\((figures/[^)]+)\)", md):
+        assert (out / link).is_file(), link
+    assert not list(out.parent.glob(".tiny*")), "the work directory must be renamed away"
+
+
+def test_defense_rows_name_the_defense_and_the_reference(tiny_eval):
+    out, _ = tiny_eval
+    d = pd.read_csv(out / "defenses.csv")
+    assert set(d["defense"]) == {"none", "noise"}
+    assert (d.loc[d["defense"] == "none", "accuracy_drop"] == 0).all()
+    leak = pd.read_csv(out / "leakage.csv")
+    assert leak.loc[leak["plan"] == "noise-sigma=1", "defense"].str.startswith("noise(").all()
+
+
+def test_bad_settings_fail_before_anything_is_written(tmp_path):
+    runner = CliRunner()
+    cases = [
+        (["--strategies", "hasfl,nope"], "plan.strategy"),
+        (["--attacks", "nope"], "attack"),
+        (["--images", "0"], "eval.images"),
+        (["--budgets", "a,b"], "--budgets"),
+        (["--set", "defense.noise.sigma=-1", "--set", "defense.use=[noise]"], "defense.noise.sigma"),
+        (["--threads", "0"], "--threads"),
+    ]
+    for args, field in cases:
+        out = tmp_path / "x"
+        result = runner.invoke(cli, ["eval", *TINY_ARGS, "--no-progress", *args, "--out", str(out)])
+        assert result.exit_code == 2, (args, result.output)
+        assert field in result.output and "Traceback" not in result.output
+        assert not out.exists() and not list(tmp_path.glob(".x*"))
+
+
+def test_unreachable_target_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "x"
+    result = CliRunner().invoke(cli, ["eval", *TINY_ARGS, *LIGHT, "--set", "optimizer.target_accuracy=0.99",
+                                      "--out", str(out)])
+    assert result.exit_code == 2 and "optimizer.target_accuracy" in result.output
+    assert not out.exists() and not list(tmp_path.glob(".x*"))
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "keep.txt").write_text("results")
+    result = CliRunner().invoke(cli, ["eval", *TINY_ARGS, "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "--overwrite" in result.output
+    assert (tmp_path / "x" / "keep.txt").read_text() == "results"
+
+
+def test_arms_and_sweep_overrides():
+    s = load_settings(budgets=[20.0], defenses=[{"defense": "noise", "param": "sigma", "values": [0.5, 1]}],
+                      strategies=["hasfl"])
+    arms = build_arms(s)
+    assert [a.name for a in arms] == ["hasfl", "sfl", "private-20", "noise-sigma=0.5", "noise-sigma=1"]
+    assert "defense.noise.sigma=0.5" in arms[3].overrides and arms[3].setting == "sigma=0.5"
+    with pytest.raises(ConfigError, match="eval.defenses.noise"):
+        load_settings(defenses=[DefenseSweep("noise", "nope", [1.0])])
+    with pytest.raises(ConfigError, match="eval.defenses"):
+        load_settings(defenses=[{"defense": "noise", "param": "sigma"}])
+
+
+def test_table_helpers():
+    assert representatives([1, 2, 1, 2], [0.0, 0.0, 0.0, 0.5]) == {0: 0, 1: 1, 2: 0, 3: 3}
+    plans = pd.DataFrame({"plan": ["a", "b", "c"], "device": [0, 0, 0], "device_class": ["slow"] * 3})
+    summary = pd.DataFrame({"plan": ["a", "b", "c"], "kind": ["plan"] * 3, "final_accuracy": [0.9] * 3,
+                            "predicted_time_to_target_s": [1.0] * 3, "measured_time_to_target_s": [1.0, 2.0, 3.0]})
+    # c is dominated by b (more leakage, slower); a and b trade leakage against time
+    front = pareto_table(plans, summary, {"a": {0: 0.9}, "b": {0: 0.5}, "c": {0: 0.6}}).set_index("plan")
+    assert front["on_front"].to_dict() == {"a": True, "b": True, "c": False}
