@@ -23,6 +23,7 @@ import torch
 
 from hasfl_sec.config import load_config
 from hasfl_sec.evaluation import DefenseSweep, EvalSettings, run_eval
+from hasfl_sec.report.markdown import markdown_table
 
 FULL = [
     DefenseSweep("noise", "sigma", [0.25, 0.5, 1.0, 2.0, 4.0]),
@@ -51,12 +52,12 @@ def main() -> None:
     result = run_eval(config, settings, out=args.out, overwrite=True)
     table = result.tables["defenses"]
     cols = ["defense", "setting", "cut", "accuracy", "accuracy_drop", "attack", "ssim", "mse", "epsilon"]
-    print(table[cols].to_markdown(index=False, floatfmt=".4g"))
+    print(markdown_table(table[cols]))
     strongest = (table[table["attack"].str.endswith("+adaptive") | (table["defense"] == "none")]
                  .groupby(["defense", "setting"]).agg(accuracy_drop=("accuracy_drop", "first"),
                                                       strongest_ssim=("ssim", "max")).reset_index())
     print()
-    print(strongest.to_markdown(index=False, floatfmt=".4g"))
+    print(markdown_table(strongest))
     ok = strongest[(strongest["accuracy_drop"] <= 1.0) & (strongest["strongest_ssim"] < 0.3)]
     print(f"\nsettings within 1 point and strongest adaptive SSIM < 0.3: {len(ok)}")
     print(f"wall time {time.perf_counter() - start:.0f} s")

@@ -27,7 +27,7 @@ from .calibrate import calibrate_bound, default_pilots
 from .channel import ChannelModel, make_channel
 from .config import ExperimentConfig
 from .data import ImageDataset, load_dataset, partition
-from .defenses import Defense, build_defenses
+from .defenses import Defense, build_defenses, describe_defenses
 from .errors import ConfigError, check
 from .fleet import FLEETS, Fleet, generate_fleet, load_fleet
 from .latency import CutCosts, RoundLatency, round_latency
@@ -103,18 +103,19 @@ class Setup:
     context: PlanContext
     channel: ChannelModel
 
-    def defenses(self, label: str = "defense") -> list[Defense]:
+    def defenses(self, label: str = "defense", seed: int | None = None) -> list[Defense]:
         """The defenses the config's ``defense`` section names, freshly built and seeded.
 
-        ``label`` keys their seeds: the trainer uses the default; an adaptive attacker that
-        simulates the defense on its own data passes another label, so it never reuses the
-        victim's noise.
+        ``label`` (and ``seed``, default the run's) key their seeds: the trainer uses the
+        default; an adaptive attacker that simulates the defense on its own data passes another
+        label, so it never reuses the victim's noise.
 
         A privacy-constrained plan (``hasfl-private`` ...) carries per-device noise; it is appended
         as a :class:`~hasfl_sec.defenses.noise.SmashedNoise` with one sigma per device (nearest the
         wire), and a config that also uses the ``noise`` defense is refused: one noise source per run.
         """
-        defenses = build_defenses(self.config.defense, seed=self.config.seed, label=label)
+        seed = self.config.seed if seed is None else seed
+        defenses = build_defenses(self.config.defense, seed=seed, label=label)
         if self.plan.noisy:
             from .defenses.noise import SmashedNoise
 
@@ -122,9 +123,17 @@ class Setup:
                 raise ConfigError("defense.use", self.config.defense.use, "no noise defense with a noisy plan",
                                   f"plan {self.plan.strategy} already adds per-device noise (privacy.budget)")
             params = SmashedNoise.Params(sigma=list(self.plan.noise_sigma),  # type: ignore[arg-type]
-                                         seed=derive_seed(self.config.seed, label, "plan-noise"))
+                                         seed=derive_seed(seed, label, "plan-noise"))
             defenses.append(SmashedNoise(params))
         return defenses
+
+    def defense_label(self) -> str:
+        """What :meth:`defenses` applies, for tables: the config's defenses and any plan noise."""
+        label = describe_defenses(self.config.defense)
+        if not self.plan.noisy:
+            return label
+        noise = "plan-noise(sigma per device, " + ", ".join(f"{s:.3g}" for s in self.plan.noise_sigma) + ")"
+        return noise if label == "none" else f"{label}+{noise}"
 
     def trainer(self, defenses: Sequence[Defense] = ()) -> SFLTrainer:
         """A fresh trainer for this setup: same seed, the simulated clock of its channel, the

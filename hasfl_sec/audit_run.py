@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .api import prepare, resolve_device
+from .api import Setup, prepare, resolve_device
 from .audit import AuditConfig, AuditEnv, AuditResult, audit_traces, check_attacks, trace_rounds_needed
 from .config import ExperimentConfig
 from .datasets import ImageDataset, load_dataset
@@ -62,7 +62,24 @@ def _defense(cfg: ExperimentConfig, label: str, seed: int | None = None) -> Defe
     return DefenseStack(build_defenses(cfg.defense, seed=cfg.seed if seed is None else seed, label=label))
 
 
-def _env(cfg: ExperimentConfig, dataset: ImageDataset, run_id: str, device: torch.device) -> AuditEnv:
+DefenseSource = Callable[[str, "int | None"], DefenseStack]
+
+
+def _config_defenses(cfg: ExperimentConfig) -> DefenseSource:
+    """Builds the config's defenses (a bare model has no plan, hence no plan noise)."""
+    return lambda label, seed=None: _defense(cfg, label, seed)
+
+
+def _setup_defenses(setup: Setup) -> DefenseSource:
+    """Builds what a run applied: its config's defenses and its plan's per-device noise."""
+    return lambda label, seed=None: DefenseStack(setup.defenses(label, seed))
+
+
+def _env(cfg: ExperimentConfig, dataset: ImageDataset, run_id: str, device: torch.device,
+         defenses: DefenseSource | None = None, label: str | None = None) -> AuditEnv:
+    """The audit environment; defenses default to the config's (a bare model's)."""
+    defenses = defenses or _config_defenses(cfg)
+    label = label if label is not None else describe_defenses(cfg.defense)
     template = _build(cfg, dataset, "attacker-template")  # an untrained copy: architecture only
     return AuditEnv(
         run_id=run_id, input_shape=dataset.input_shape, num_classes=dataset.num_classes,
@@ -70,13 +87,13 @@ def _env(cfg: ExperimentConfig, dataset: ImageDataset, run_id: str, device: torc
         fresh_client=lambda cut: template.client_part(cut),
         client_optimizer={"lr": cfg.train.lr, "momentum": cfg.train.momentum,
                           "weight_decay": cfg.train.weight_decay},
-        seed=cfg.seed, device=device, defense=describe_defenses(cfg.defense),
-        attacker_defense=lambda seed: _defense(cfg, "attacker", seed),
+        seed=cfg.seed, device=device, defense=label,
+        attacker_defense=lambda seed: defenses("attacker", seed),
     )
 
 
 def _simulated(blocks: Sequence[nn.Module], cuts: Sequence[int], dataset: ImageDataset, cfg: ExperimentConfig,
-               audit: AuditConfig, trained_rounds: int, device: torch.device) -> list[Trace]:
+               audit: AuditConfig, trained_rounds: int, device: torch.device, defenses: DefenseSource) -> list[Trace]:
     """A simulated device at each cut, on the same seeded draw of training images, applying the
     config's defenses (a fresh copy per cut, so a cut's noise does not depend on the others)."""
     b = audit.batch_size
@@ -88,7 +105,7 @@ def _simulated(blocks: Sequence[nn.Module], cuts: Sequence[int], dataset: ImageD
     idx = torch.randperm(len(dataset.y_train), generator=torch_generator(cfg.seed, "audit-victims"))[:n]
     x, y = dataset.x_train[idx].to(device), dataset.y_train[idx].to(device)
     return [simulate(blocks, c, x, y, idx, b, cfg.train, trained_rounds=trained_rounds,
-                     defense=_defense(cfg, "simulated-device")) for c in cuts]
+                     defense=defenses("simulated-device", None)) for c in cuts]
 
 
 @dataclass
@@ -123,12 +140,13 @@ def collect_run(path: str | Path, audit: AuditConfig, *, device: str | None = No
             raise ConfigError("--devices", bad[0], f"device ids 0..{trainer.n - 1}, 'first' or 'all'")
         devices = sorted({int(d) for d in audit.devices})
         cuts = sorted(set(cuts) | {trainer.cuts[d] for d in devices}) if audit.cuts == "plan" else cuts
-    env = _env(cfg, setup.dataset, saved.run_id, setup.device)
+    defenses = _setup_defenses(setup)
+    env = _env(cfg, setup.dataset, saved.run_id, setup.device, defenses, setup.defense_label())
     traces: list[Trace] = []
     unplanned = [c for c in cuts if c not in {trainer.cuts[d] for d in devices}]
     if unplanned:  # taken before the replay advances the trainer: the model the run ended with
         blocks = list(trainer.global_model())
-        traces += _simulated(blocks, unplanned, setup.dataset, cfg, audit, trainer.round, setup.device)
+        traces += _simulated(blocks, unplanned, setup.dataset, cfg, audit, trainer.round, setup.device, defenses)
     if devices:
         rounds = max(trace_rounds_needed(trainer.batch_sizes[d], audit.images, cfg.train.agg_interval)
                      for d in devices)
@@ -209,8 +227,9 @@ def audit_model(cfg: ExperimentConfig, audit: AuditConfig, *, checkpoint: str | 
         trained = f"central, {epochs} epochs"
     logger.info("bare model %s on %s (%s), test accuracy %.4f", cfg.model.name, d.dataset, trained, accuracy)
     run_id = f"{cfg.model.name}-{d.dataset}-bare"
-    env = _env(cfg, dataset, run_id, device)
-    traces = _simulated(list(model.to(device).blocks), cuts, dataset, cfg, audit, 0, device)
+    defenses = _config_defenses(cfg)
+    env = _env(cfg, dataset, run_id, device, defenses)
+    traces = _simulated(list(model.to(device).blocks), cuts, dataset, cfg, audit, 0, device, defenses)
     result = audit_traces(traces, env, audit, progress=progress)
     result.meta.update(source="model", model=cfg.model.name, dataset=d.dataset, training=trained,
                        test_accuracy=accuracy, checkpoint=str(checkpoint) if checkpoint else None)

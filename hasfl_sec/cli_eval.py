@@ -40,10 +40,10 @@ def _floats(field: str, text: str | None) -> list[float] | None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
 @click.option("--strategies", help="Unconstrained planners to compare, comma-separated [hasfl,sfl].")
 @click.option("--budgets", help="Leakage budgets of privacy-constrained plans (unit: privacy.metric), "
-              "comma-separated; '' for none.")
+              "comma-separated; '' for none [30,20,12].")
 @click.option("--no-defenses", is_flag=True, help="Skip the defense sweep.")
 @click.option("--attacks", help="Attacks of every audit, comma-separated [rmle,inverse-network,label-direction].")
-@click.option("--images", type=int, help="Victim images per audited device [8].")
+@click.option("--images", type=int, help="Victim images per audited device [16].")
 @click.option("--attack-seeds", help="Attack seeds, comma-separated [0].")
 @click.option("--threads", type=int, help="Torch CPU threads (1 is fastest on a busy machine).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar [on when stderr is a terminal].")

@@ -62,7 +62,7 @@ def tiny_eval(tmp_path_factory: pytest.TempPathFactory):
         "attack_params: {rmle: {steps: 10}}\n"
         "defenses:\n  - {defense: noise, param: sigma, values: [1.0]}\n"
     )
-    result = CliRunner().invoke(cli, ["eval", *TINY_ARGS, *LIGHT, "--eval-config", str(settings), "--budgets", "",
+    result = CliRunner().invoke(cli, ["eval", *TINY_ARGS, *LIGHT, "--eval-config", str(settings), "--budgets", "20",
                                       "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out, result.output
@@ -75,10 +75,15 @@ def test_eval_writes_every_table_figure_and_report(tiny_eval):
         frame = pd.read_csv(out / f"{name}.csv")
         assert not frame.empty, name
     summary = pd.read_csv(out / "summary.csv")
-    assert list(summary["plan"]) == ["hasfl", "sfl", "noise-sigma=1"]
+    assert list(summary["plan"]) == ["hasfl", "sfl", "private-20", "noise-sigma=1"]
     assert summary["final_accuracy"].between(0, 1).all() and (summary["rounds"] == 12).all()
     rounds = pd.read_csv(out / "rounds.csv")
-    assert rounds.groupby("plan").size().to_dict() == {"hasfl": 12, "sfl": 12, "noise-sigma=1": 12}
+    assert rounds.groupby("plan").size().to_dict() == {"hasfl": 12, "sfl": 12, "private-20": 12, "noise-sigma=1": 12}
+    plans = pd.read_csv(out / "plans.csv")
+    private = plans[plans["plan"] == "private-20"]
+    assert (private["noise_sigma"] > 0).all() and (private["predicted_leakage"] <= 20).all()
+    leak = pd.read_csv(out / "leakage.csv")
+    assert leak.loc[leak["plan"] == "private-20", "defense"].str.startswith("plan-noise").all()
     meta = json.loads((out / "eval.json").read_text())
     assert meta["settings"]["defenses"][0]["defense"] == "noise" and meta["wall_time_s"] > 0
     for run in summary["plan"]:

@@ -119,6 +119,7 @@ def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Pat
     arms = build_arms(settings)
     configs = arm_configs(config, arms)
     audit_template = AuditConfig(attacks=list(settings.attacks), images=settings.images, seeds=list(settings.seeds),
+                                 preset=settings.preset,
                                  attack_params={k: dict(v) for k, v in settings.attack_params.items()})
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -170,10 +171,10 @@ def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Pat
             per_device = device_leakage(frame, reps)
             leaks[arm.name] = {d: v for d, (v, _) in per_device.items()}
             epsilons[arm.name] = _epsilon(run_dir)
-            predicted = (plan.predicted or {}).get("leakage")
+            predicted = (getattr(plan, "privacy", None) or {}).get("leakage")
             budget_metric = cfg.privacy.metric if hasattr(cfg, "privacy") else ""
             plans += plan_rows(arm, plan, result.fleet, result.profile, budget_metric, predicted)
-            summary.append(summary_row(arm, defense=describe_defenses(cfg.defense), budget_metric=budget_metric,
+            summary.append(summary_row(arm, defense=str(audited.meta.get("defense", describe_defenses(cfg.defense))), budget_metric=budget_metric,
                                        rounds=result.rounds, plan=plan,
                                        target=cfg.optimizer.target_accuracy or 0.9, leaks=per_device,
                                        wall_time_s=result.wall_time_s))

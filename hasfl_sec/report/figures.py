@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.style  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
@@ -107,8 +108,10 @@ def leakage_vs_cut(data: EvalData, path: Path) -> bool:
 
 
 def defense_tradeoff(data: EvalData, path: Path) -> bool:
-    """Accuracy drop against SSIM for each defense setting: filled markers and solid lines for
-    adaptive attackers (trained on defended data), hollow markers and dashed lines for unaware ones."""
+    """Accuracy drop against the strongest attack's SSIM for each defense setting: hollow markers
+    and dashed lines for attackers unaware of the defense, filled markers and solid lines for an
+    attacker who knows it (the strongest of every variant, adaptive or not: knowing the defense, it
+    may still pick an unaware attack)."""
     table = data.table("defenses")
     table = table[table["ssim"].notna()]
     if table.empty:
@@ -119,18 +122,22 @@ def defense_tradeoff(data: EvalData, path: Path) -> bool:
     reference = table["defense"].isin(["none", ""])
     if reference.any():
         ref = table[reference]
-        ax.scatter(ref["ssim"], ref["accuracy_drop"], color="black", marker="*", s=90, zorder=4,
+        ax.scatter([ref["ssim"].max()], [ref["accuracy_drop"].iloc[0]], color="black", marker="*", s=90, zorder=4,
                    label="undefended")
     for k, (defense, part) in enumerate(table[~reference].groupby("defense", sort=True)):
         color = colors[k % len(colors)]
-        for adaptive, sub in part.groupby("adaptive", sort=True):
-            sub = (sub.groupby("strength", as_index=False, dropna=False)[["ssim", "accuracy_drop"]].mean()
+        for adaptive in (False, True):
+            sub = part if adaptive else part[~part["adaptive"].astype(bool)]
+            if adaptive and not part["adaptive"].astype(bool).any():
+                continue  # no adaptive variant: the unaware line is the whole story
+            sub = (sub.groupby("strength", as_index=False, dropna=False)
+                   .agg(ssim=("ssim", "max"), accuracy_drop=("accuracy_drop", "first"))
                    .sort_values("strength", na_position="first"))
             kind = "adaptive" if adaptive else "unaware"
             ax.plot(sub["ssim"], sub["accuracy_drop"], color=color, linestyle="-" if adaptive else "--",
                     marker="o", markerfacecolor=color if adaptive else "white", markersize=5,
                     label=f"{defense} ({kind})")
-    ax.set_xlabel("SSIM of the attack (lower = less leakage)")
+    ax.set_xlabel("strongest attack's SSIM (lower = less leakage)")
     ax.set_ylabel("accuracy drop (points vs undefended)")
     ax.set_title("Defenses: accuracy cost against leakage")
     ax.legend(loc="best")
@@ -169,6 +176,7 @@ def pareto(data: EvalData, path: Path) -> bool:
         if not finite[column].any():
             ax.text(0.5, 0.5, "no plan reached the target" if title == "measured" else "no predictions",
                     transform=ax.transAxes, ha="center", va="center", color="0.4")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
         ax.set_xlabel(f"{title} time to target (s, simulated)")
         ax.set_title(f"leakage vs {title} time")
     axes[0].set_ylabel("leakage (strongest attack's SSIM)")
@@ -189,8 +197,9 @@ FIGURES: dict[str, tuple[Callable[[EvalData, Path], bool], str]] = {
     "accuracy_vs_time.png": (accuracy_vs_time, "Test accuracy against simulated training time, per plan."),
     "leakage_vs_cut.png": (leakage_vs_cut, "SSIM of reconstructions against the cut, per attack; markers "
                                            "distinguish plans, lines join per-cut means."),
-    "defenses.png": (defense_tradeoff, "Accuracy drop against SSIM per defense; solid/filled = adaptive "
-                                       "attacker, dashed/hollow = unaware attacker."),
+    "defenses.png": (defense_tradeoff, "Accuracy drop against the strongest attack's SSIM per defense "
+                                       "setting; solid/filled = an attacker who knows the defense, "
+                                       "dashed/hollow = attackers unaware of it."),
     "pareto.png": (pareto, "Leakage against measured (left) and predicted (right) time to target; "
                            "ringed points are on the Pareto front of their device class."),
 }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from .doc import Block, Document, Figure, Heading, Items, Table, Text
+import pandas as pd
 
-__all__ = ["render_markdown"]
+from .doc import Block, Document, Figure, Heading, Items, Table, Text, table
+
+__all__ = ["render_markdown", "markdown_table"]
 
 
 def _cell(text: str) -> str:
@@ -45,3 +47,8 @@ def render_markdown(doc: Document) -> str:
         parts.append(f"## {section.title}")
         parts.extend(_block(b) for b in section.blocks)
     return "\n\n".join(parts) + "\n"
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A DataFrame as a GitHub Markdown table, numbers formatted as in reports (for benchmarks)."""
+    return _table(table(frame, list(frame.columns)))
