@@ -16,7 +16,6 @@ Layout::
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import torch  # noqa: E402
 
 from .audit import AuditResult  # noqa: E402
 from .errors import ConfigError  # noqa: E402
+from .fileio import publish_dir, work_dir  # noqa: E402
 
 __all__ = ["write_audit", "summary_tables", "check_out", "FIGURE_METRICS", "SUMMARY_GROUPS"]
 
@@ -89,11 +89,7 @@ def write_audit(result: AuditResult, out: str | Path, *, overwrite: bool = False
     """
     out = Path(out)
     check_out(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = work_dir(out)
     try:
         result.frame.to_csv(tmp / "leakage.csv", index=False)
         (tmp / "audit.json").write_text(json.dumps(result.meta, indent=2, default=str) + "\n")
@@ -107,13 +103,7 @@ def write_audit(result: AuditResult, out: str | Path, *, overwrite: bool = False
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    publish_dir(tmp, out)
     return out
 
 

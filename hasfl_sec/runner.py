@@ -36,7 +36,7 @@ from .results import RunDir, atomic_torch_save, metrics_frame
 from .tap import CutLayerTap, TapSelector
 from .trainer import RoundRecord, SFLTrainer
 
-__all__ = ["TrainResult", "train"]
+__all__ = ["TrainResult", "train", "SavedRun", "load_run", "read_run_file", "read_run_file_with"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def _save_checkpoint(run: RunDir, trainer: SFLTrainer, tap: CutLayerTap | None) 
     atomic_torch_save(state, run.file("checkpoint.pt"))
 
 
-def _read_run_file(run: RunDir, name: str, reader: Any, field: str = "--resume") -> Any:
+def read_run_file_with(run: RunDir, name: str, reader: Any, field: str = "--resume") -> Any:
     """``reader(path)`` of the run's file ``name``, turning a missing or damaged file of a run into a one-line error."""
     if not run.file(name).is_file():
         raise ConfigError(field, str(run.file(name)), "a run directory written by hasfl-sec train",
@@ -154,9 +154,9 @@ def _read_run_file(run: RunDir, name: str, reader: Any, field: str = "--resume")
                           first) from None
 
 
-def _read(run: RunDir, name: str, field: str = "--resume") -> Any:
+def read_run_file(run: RunDir, name: str, field: str = "--resume") -> Any:
     """One of a run's own files, parsed by its reader in :data:`_READERS`."""
-    return _read_run_file(run, name, lambda path: _READERS[name](path, field), field)
+    return read_run_file_with(run, name, lambda path: _READERS[name](path, field), field)
 
 
 _READERS: dict[str, Any] = {
@@ -187,17 +187,17 @@ def load_run(path: str | Path, field: str = "RUN_DIR") -> SavedRun:
     run = RunDir(path)
     if not run.path.is_dir():
         raise ConfigError(field, str(run.path), "a run directory written by hasfl-sec train", "no such directory")
-    manifest = _read(run, "manifest.json", field)
-    config = _read(run, "config.yaml", field)
-    fleet = _read(run, "fleet.yaml", field)
-    plan = _read(run, "plan.json", field)
-    bound = _read(run, "bound.json", field) if run.file("bound.json").is_file() else None
-    state = _read(run, "checkpoint.pt", field)
+    manifest = read_run_file(run, "manifest.json", field)
+    config = read_run_file(run, "config.yaml", field)
+    fleet = read_run_file(run, "fleet.yaml", field)
+    plan = read_run_file(run, "plan.json", field)
+    bound = read_run_file(run, "bound.json", field) if run.file("bound.json").is_file() else None
+    state = read_run_file(run, "checkpoint.pt", field)
     return SavedRun(run.path, str(manifest.get("run_id", run.path.name)), config, fleet, plan, state, bound)
 
 
 def _resume_config(run: RunDir, config: ExperimentConfig | None) -> ExperimentConfig:
-    saved = _read(run, "config.yaml")
+    saved = read_run_file(run, "config.yaml")
     if config is not None and config.config_hash() != saved.config_hash():
         raise ConfigError("--resume", str(run.path), "the same config the run was started with",
                           "drop the config options when resuming; the run's config.yaml is used")
@@ -230,11 +230,11 @@ def train(
             raise ConfigError("--out", None, "the directory of the run to resume")
         run = RunDir(out_dir)
         config = _resume_config(run, config)
-        manifest = _read(run, "manifest.json")
+        manifest = read_run_file(run, "manifest.json")
         if manifest.get("status") == "ok":
             raise ConfigError("--resume", str(run.path), "an unfinished run", "this run already finished")
-        saved_fleet = _read(run, "fleet.yaml")
-        saved_plan = _read(run, "plan.json")
+        saved_fleet = read_run_file(run, "fleet.yaml")
+        saved_plan = read_run_file(run, "plan.json")
     else:
         config = (config or ExperimentConfig()).validate()
         run = RunDir(out_dir if out_dir is not None else _default_out(config))
@@ -258,9 +258,9 @@ def train(
     if resume:
         run_id = manifest["run_id"]
         if run.file("bound.json").is_file():  # re-plans must use the constants the run planned with
-            setup.context.set_bound(_read(run, "bound.json"))
+            setup.context.set_bound(read_run_file(run, "bound.json"))
         if run.file("checkpoint.pt").is_file():
-            state = _read(run, "checkpoint.pt")
+            state = read_run_file(run, "checkpoint.pt")
             trainer.load_state_dict(state["trainer"])
             if tap is not None and state.get("tap") is not None:
                 tap.load_state_dict(state["tap"])

@@ -30,6 +30,16 @@ def small_overrides(**extra: object) -> list[str]:
     return [f"{k}={v}" for k, v in values.items()]
 
 
+def train_small(defenses, rounds: int = 4):
+    """A trainer of the small config with extra ``defenses``, after ``rounds`` rounds."""
+    from hasfl_sec.api import prepare
+
+    trainer = prepare(load_config(overrides=small_overrides(**{"train.rounds": rounds}))).trainer(defenses)
+    for _ in range(rounds):
+        trainer.step()
+    return trainer
+
+
 @pytest.fixture
 def small_config() -> ExperimentConfig:
     return load_config(overrides=small_overrides())

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from conftest import small_overrides
+from conftest import small_overrides, train_small
 from hasfl_sec.api import prepare
 from hasfl_sec.config import load_config
 from hasfl_sec.defenses import DEFENSES
@@ -17,12 +17,7 @@ from hasfl_sec.defenses.noise import SmashedNoise, clip_per_sample, gaussian_eps
 from hasfl_sec.errors import ConfigError
 
 
-def _train(defenses, rounds=4):
-    setup = prepare(load_config(overrides=small_overrides(**{"train.rounds": rounds})))
-    trainer = setup.trainer(defenses)
-    for _ in range(rounds):
-        trainer.step()
-    return trainer
+_train = train_small
 
 
 def test_zero_strength_is_bit_identical_to_no_defense():

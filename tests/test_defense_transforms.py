@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import small_overrides
+from conftest import small_overrides, train_small
 from hasfl_sec.api import prepare
 from hasfl_sec.cli import cli
 from hasfl_sec.config import load_config
@@ -20,12 +20,7 @@ from hasfl_sec.errors import ConfigError
 from hasfl_sec.metrics.dependence import distance_correlation
 
 
-def _train(defenses, rounds=4):
-    setup = prepare(load_config(overrides=small_overrides(**{"train.rounds": rounds})))
-    trainer = setup.trainer(defenses)
-    for _ in range(rounds):
-        trainer.step()
-    return trainer
+_train = train_small
 
 
 def _same(a, b):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import platform
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,13 +26,14 @@ from typing import Any
 
 import pandas as pd
 
-from .. import __version__
 from ..api import prepare
 from ..audit import AuditConfig
 from ..audit_output import check_out, write_audit
 from ..audit_run import audit_run
 from ..config import ExperimentConfig, apply_overrides, config_from_dict
 from ..defenses import describe_defenses
+from ..fileio import publish_dir, work_dir
+from ..results import package_versions
 from ..plan import BOUND_STRATEGIES
 from ..runner import train
 from .settings import Arm, EvalSettings, build_arms
@@ -65,14 +65,6 @@ def arm_configs(config: ExperimentConfig, arms: list[Arm]) -> dict[str, Experime
     """Every arm's experiment config, validated (errors name the arm's setting)."""
     base = config.to_dict()
     return {a.name: config_from_dict(apply_overrides(base, [*a.overrides, f"name={a.name}"])) for a in arms}
-
-
-def _versions() -> dict[str, str]:
-    import opacus
-    import torch
-
-    return {"hasfl_sec": __version__, "torch": torch.__version__, "opacus": opacus.__version__,
-            "python": platform.python_version()}
 
 
 def _epsilon(run_dir: Path) -> float:
@@ -122,11 +114,8 @@ def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Pat
                                  preset=settings.preset,
                                  attack_params={k: dict(v) for k, v in settings.attack_params.items()})
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = out.with_name(f".{out.name}.tmp")
-    if work.exists():
-        shutil.rmtree(work)
-    (work / "figures").mkdir(parents=True)
+    work = work_dir(out)
+    (work / "figures").mkdir()
     timings: dict[str, float] = {}
     bar = _Progress(1 + 2 * len(arms) + 1, progress)
     try:
@@ -196,7 +185,7 @@ def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Pat
         meta: dict[str, Any] = {
             "name": settings.name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config": config.to_dict(), "settings": settings.to_dict(), "arms": [vars(a) for a in arms],
-            "timings": timings, "wall_time_s": wall, "versions": _versions(), "notes": [],
+            "timings": timings, "wall_time_s": wall, "versions": package_versions(), "notes": [],
         }
         (work / "eval.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
         build_report(work)
@@ -209,11 +198,5 @@ def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Pat
             shutil.rmtree(work, ignore_errors=True)
         raise
     bar.close()
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        out.replace(old)
-        work.replace(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        work.replace(out)
+    publish_dir(work, out)
     return EvalResult(out, tables, time.perf_counter() - start)

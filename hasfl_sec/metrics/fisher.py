@@ -238,7 +238,7 @@ def _noise_spec(sigma: float | None, relative_sigma: float | None) -> tuple[floa
 
 
 @contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
+def eval_mode(module: nn.Module) -> Iterator[None]:
     """Run ``module`` in eval mode and restore every submodule's own train/eval flag afterwards."""
     flags = [(m, m.training) for m in module.modules()]
     module.eval()
@@ -385,7 +385,7 @@ def dfil(
 
     batched = vmap(per_sample)
 
-    with _eval_mode(client), torch.no_grad(), warnings.catch_warnings():
+    with eval_mode(client), torch.no_grad(), warnings.catch_warnings():
         # torch.func's forward-mode decompositions call the deprecated torch.jit.script internally
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=FutureWarning)
         z = client(x).reshape(n, -1)

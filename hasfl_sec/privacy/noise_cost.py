@@ -59,9 +59,8 @@ which is what makes the least noise meeting a budget optimal.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -69,6 +68,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ..errors import ConfigError, check
+from ..metrics.fisher import eval_mode
 from ..seeding import derive_seed
 
 __all__ = ["NoiseCost", "GradientNoise", "gradient_noise"]
@@ -109,18 +109,6 @@ class _Noisy(nn.Module):
         return self.server(self.client(x) + n)
 
 
-@contextmanager
-def _eval_mode(module: nn.Module) -> Iterator[None]:
-    """Eval mode (dropout would make per-sample gradients random), flags restored afterwards."""
-    flags = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
 def gradient_noise(client: nn.Module, server: nn.Module, x: torch.Tensor, y: torch.Tensor, *, sigma: float,
                    pairs: int = 2, generator: torch.Generator | None = None, loss_fn: LossFn = F.cross_entropy,
                    chunk: int = 64, clean: bool = True) -> GradientNoise:
@@ -149,7 +137,7 @@ def gradient_noise(client: nn.Module, server: nn.Module, x: torch.Tensor, y: tor
     n = len(x)
     sq_clean, spread = 0.0, 0.0
     sums = {k: torch.zeros_like(v) for k, v in params.items()}
-    with _eval_mode(model):
+    with eval_mode(model):
         with torch.no_grad():
             z = client(x)
         rms = float(z.double().pow(2).mean().sqrt())
@@ -203,7 +191,7 @@ class NoiseCost:
             raise ConfigError("privacy.probe_images", len(x), "probe images whose gradients differ",
                               "the clean per-sample gradient variance is 0, so no noise cost can be relative to it")
         rms = {}
-        with _eval_mode(profiled), torch.no_grad():
+        with eval_mode(profiled), torch.no_grad():
             for c in cuts:
                 rms[int(c)] = float(profiled.client_part(c)(x).double().pow(2).mean().sqrt())
         return cls((initial, profiled), x, y, rms, clean.clean_variance, pairs=pairs, seed=seed)

@@ -17,7 +17,6 @@ import datetime as _dt
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -28,9 +27,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from ..fileio import read_structured
+from ..fileio import publish_dir, read_structured, work_dir
 from ..results import RunDir, package_versions
-from ..runner import _read, _read_run_file
+from ..runner import read_run_file, read_run_file_with
 from .tables import LEAKAGE_COLUMNS, TABLES, device_classes, leakage_frame, pareto_front, time_to_target
 
 __all__ = ["collect_runs", "check_out", "is_run_dir"]
@@ -80,24 +79,24 @@ def _read_run(path: Path, field_name: str) -> _Run:
     run = RunDir(path)
     if not path.is_dir():
         raise ConfigError(field_name, str(path), _VALID_RUN, "no such directory")
-    manifest = _read(run, "manifest.json", field_name)
+    manifest = read_run_file(run, "manifest.json", field_name)
     if manifest.get("status") != "ok":
         raise ConfigError(field_name, str(path), "a finished run (status ok in manifest.json)",
                           f"its status is {manifest.get('status')!r}")
-    rounds = _read_run_file(run, "rounds.csv", pd.read_csv, field_name)
+    rounds = read_run_file_with(run, "rounds.csv", pd.read_csv, field_name)
     missing = [c for c in TABLES["rounds"][1:] if c not in rounds.columns]
     if missing:
         raise ConfigError(field_name, str(run.file("rounds.csv")), "the rounds table of hasfl-sec train",
                           f"missing column(s): {', '.join(missing)}")
     cut_names: dict[int, str] = {}
     if run.file("profile.csv").is_file():
-        profile = _read_run_file(run, "profile.csv", pd.read_csv, field_name)
+        profile = read_run_file_with(run, "profile.csv", pd.read_csv, field_name)
         if {"cut", "name"} <= set(profile.columns):
             cut_names = {int(c): str(n) for c, n in zip(profile["cut"], profile["name"])}
-    out = _Run(path.name, path, manifest, _read(run, "config.yaml", field_name), _read(run, "fleet.yaml", field_name),
-               _read(run, "plan.json", field_name), rounds, cut_names, replanned=run.file("plans.json").is_file())
+    out = _Run(path.name, path, manifest, read_run_file(run, "config.yaml", field_name), read_run_file(run, "fleet.yaml", field_name),
+               read_run_file(run, "plan.json", field_name), rounds, cut_names, replanned=run.file("plans.json").is_file())
     if run.file("audit/leakage.csv").is_file():
-        leakage = _read_run_file(run, "audit/leakage.csv", pd.read_csv, field_name)
+        leakage = read_run_file_with(run, "audit/leakage.csv", pd.read_csv, field_name)
         missing = [c for c in LEAKAGE_COLUMNS if c not in leakage.columns]
         if missing:
             raise ConfigError(field_name, str(run.file("audit/leakage.csv")), "the leakage table of hasfl-sec audit",
@@ -259,11 +258,7 @@ def collect_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, overwri
         if names.count(r.name) > 1:
             raise ConfigError(field_name, str(r.path), "run directories with distinct names",
                               f"{r.name!r} is given twice; the directory name is the plan name")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = work_dir(out)
     try:
         _write_tables(runs, tmp, started, out.name)
         if report:
@@ -273,13 +268,6 @@ def collect_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, overwri
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        old = out.with_name(f".{out.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    publish_dir(tmp, out)
     logger.info("eval directory %s collected from %d run(s)", out, len(runs))
     return out
