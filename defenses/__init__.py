@@ -11,7 +11,7 @@ DEFENSES: Registry[type[Defense]] = Registry("defense", "defense.use")
 
 # Built-in defenses register themselves on import.
 from . import compress, dpsgd, nopeek, noise  # noqa: E402,F401
-from .build import build_defenses, check_defenses, describe_defenses  # noqa: E402
+from .build import build_defenses, check_defenses, describe_defenses, run_defense_label  # noqa: E402
 
 __all__ = ["DEFENSES", "Defense", "DefenseContext", "DefenseStack", "build_defenses", "check_defenses",
-           "describe_defenses"]
+           "describe_defenses", "run_defense_label"]

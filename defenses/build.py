@@ -15,7 +15,7 @@ from ..seeding import derive_seed
 from . import DEFENSES
 from .base import Defense, check_compatible
 
-__all__ = ["build_defenses", "check_defenses", "describe_defenses"]
+__all__ = ["build_defenses", "check_defenses", "describe_defenses", "run_defense_label"]
 
 
 def check_defenses(section: Any) -> None:
@@ -58,3 +58,14 @@ def describe_defenses(section: Any) -> str:
                           if f.name not in ("seed", "delta"))
         parts.append(f"{name}({shown})")
     return "+".join(parts)
+
+
+def run_defense_label(section: Any, plan: Any) -> str:
+    """What a run applied, for tables: the config's defenses and a privacy-constrained plan's
+    per-device noise (``plan.noise_sigma``), e.g. ``plan-noise(sigma per device, 0.5, 0.5)``."""
+    label = describe_defenses(section)
+    sigma = getattr(plan, "noise_sigma", None)
+    if not sigma or not any(s > 0 for s in sigma):
+        return label
+    noise = "plan-noise(sigma per device, " + ", ".join(f"{s:.3g}" for s in sigma) + ")"
+    return noise if label == "none" else f"{label}+{noise}"

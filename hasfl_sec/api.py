@@ -27,7 +27,7 @@ from .calibrate import calibrate_bound, default_pilots
 from .channel import ChannelModel, make_channel
 from .config import ExperimentConfig
 from .data import ImageDataset, load_dataset, partition
-from .defenses import Defense, build_defenses, describe_defenses
+from .defenses import Defense, build_defenses, run_defense_label
 from .errors import ConfigError, check
 from .fleet import FLEETS, Fleet, generate_fleet, load_fleet
 from .latency import CutCosts, RoundLatency, round_latency
@@ -129,11 +129,7 @@ class Setup:
 
     def defense_label(self) -> str:
         """What :meth:`defenses` applies, for tables: the config's defenses and any plan noise."""
-        label = describe_defenses(self.config.defense)
-        if not self.plan.noisy:
-            return label
-        noise = "plan-noise(sigma per device, " + ", ".join(f"{s:.3g}" for s in self.plan.noise_sigma) + ")"
-        return noise if label == "none" else f"{label}+{noise}"
+        return run_defense_label(self.config.defense, self.plan)
 
     def trainer(self, defenses: Sequence[Defense] = ()) -> SFLTrainer:
         """A fresh trainer for this setup: same seed, the simulated clock of its channel, the

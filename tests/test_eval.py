@@ -15,7 +15,7 @@ from hasfl_sec.cli import cli
 from hasfl_sec.config import load_config
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.evaluation import DefenseSweep, build_arms, load_settings
-from hasfl_sec.evaluation.tables import pareto_table, representatives
+from hasfl_sec.evaluation.tables import device_leakage, pareto_table, representatives
 
 TINY = ["train.rounds=12", "fleet.num_devices=4", "data.image_size=8", "optimizer.pilot_rounds=60",
         "optimizer.target_accuracy=0.5",
@@ -109,6 +109,22 @@ def test_defense_rows_name_the_defense_and_the_reference(tiny_eval):
     assert leak.loc[leak["plan"] == "noise-sigma=1", "defense"].str.startswith("noise(").all()
 
 
+def test_report_rebuild_refuses_a_hand_edited_non_number(tiny_eval, tmp_path):
+    import shutil
+
+    out, _ = tiny_eval
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("runs"))
+    summary = pd.read_csv(copy / "summary.csv")
+    summary["final_accuracy"] = summary["final_accuracy"].astype(object)
+    summary.loc[0, "final_accuracy"] = "abc"
+    summary.to_csv(copy / "summary.csv", index=False)
+    before = (copy / "report.html").read_bytes()
+    result = CliRunner().invoke(cli, ["report", str(copy)])
+    assert result.exit_code == 2 and "final_accuracy" in result.output and "Traceback" not in result.output
+    assert (copy / "report.html").read_bytes() == before
+
+
 def test_bad_settings_fail_before_anything_is_written(tmp_path):
     runner = CliRunner()
     cases = [
@@ -157,6 +173,12 @@ def test_arms_and_sweep_overrides():
 
 def test_table_helpers():
     assert representatives([1, 2, 1, 2], [0.0, 0.0, 0.0, 0.5]) == {0: 0, 1: 1, 2: 0, 3: 3}
+    # a device's leakage is its representative's, at its own cut; simulated rows at other cuts
+    # (labelled device 0) and all-NaN scores do not count
+    leak = pd.DataFrame({"device": [0, 0, 1, 1, 0], "cut": [2, 2, 3, 3, 6], "attack": ["rmle", "inv", "rmle", "inv", "rmle"],
+                         "metric": ["ssim"] * 5, "value": [0.4, 0.9, 0.2, float("nan"), 0.99]})
+    reps = representatives([2, 3, 2], [0.0, 0.0, 0.0])
+    assert device_leakage(leak, reps, [2, 3, 2]) == {0: (0.9, "inv"), 1: (0.2, "rmle"), 2: (0.9, "inv")}
     plans = pd.DataFrame({"plan": ["a", "b", "c"], "device": [0, 0, 0], "device_class": ["slow"] * 3})
     summary = pd.DataFrame({"plan": ["a", "b", "c"], "kind": ["plan"] * 3, "final_accuracy": [0.9] * 3,
                             "predicted_time_to_target_s": [1.0] * 3, "measured_time_to_target_s": [1.0, 2.0, 3.0]})

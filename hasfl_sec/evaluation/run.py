@@ -6,8 +6,10 @@ Flow (DESIGN.md section 3, one way): settings + experiment config -> arms
 (cut, noise) of its plan (:func:`hasfl_sec.audit_run.audit_run`) -> tables
 (:mod:`~hasfl_sec.evaluation.tables`) -> report (:func:`hasfl_sec.report.build_report`).
 
-Every arm's config is built and validated before any work starts, so an unknown name or a bad
-defense parameter fails at once with nothing written. Work happens in a hidden sibling directory
+Every arm's config is built and validated before any work starts, so an unknown name, a bad
+defense parameter or a private plan with a second noise source fails at once with nothing
+written. Checks that need the data or the plan (an unreachable DP-SGD epsilon, a budget no cut
+meets, a target accuracy the pilots cannot reach) fail when that arm starts. Work happens in a hidden sibling directory
 that is renamed to the output only when the report is complete: an interrupted evaluation never
 leaves a half-written report, and its finished runs stay in the hidden directory (logged).
 """
@@ -32,12 +34,14 @@ from ..audit_output import check_out, write_audit
 from ..audit_run import audit_run
 from ..config import ExperimentConfig, apply_overrides, config_from_dict
 from ..defenses import describe_defenses
+from ..errors import ConfigError
 from ..fileio import publish_dir, work_dir
 from ..results import package_versions
 from ..plan import BOUND_STRATEGIES
 from ..runner import train
 from .settings import Arm, EvalSettings, build_arms
-from .tables import defense_table, device_leakage, pareto_table, plan_rows, representatives, summary_row
+from .tables import (defense_table, device_leakage, pareto_table, plan_noise, plan_rows, representatives,
+                     summary_row)
 
 __all__ = ["EvalResult", "run_eval", "TABLES"]
 
@@ -62,9 +66,16 @@ class EvalResult:
 
 
 def arm_configs(config: ExperimentConfig, arms: list[Arm]) -> dict[str, ExperimentConfig]:
-    """Every arm's experiment config, validated (errors name the arm's setting)."""
+    """Every arm's experiment config, validated (errors name the arm's setting), including what a
+    privacy-constrained plan cannot honour (a second noise source, re-planning)."""
+    from ..privacy.measure import check_private_config
+
     base = config.to_dict()
-    return {a.name: config_from_dict(apply_overrides(base, [*a.overrides, f"name={a.name}"])) for a in arms}
+    configs = {a.name: config_from_dict(apply_overrides(base, [*a.overrides, f"name={a.name}"])) for a in arms}
+    for a in arms:
+        if a.kind == "private":
+            check_private_config(configs[a.name])
+    return configs
 
 
 def _epsilon(run_dir: Path) -> float:
@@ -108,6 +119,10 @@ def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Pat
     settings.validate()
     out = Path(out) if out is not None else Path("reports") / settings.name
     check_out(out, overwrite)
+    kept = out.with_name(f".{out.name}.tmp")
+    if (kept / "runs").is_dir():  # a stopped evaluation's finished runs: never delete them silently
+        raise ConfigError("--out", str(out), "an output whose earlier partial evaluation was cleared",
+                          f"{kept} holds the runs of a stopped evaluation; move or delete it first")
     arms = build_arms(settings)
     configs = arm_configs(config, arms)
     audit_template = AuditConfig(attacks=list(settings.attacks), images=settings.images, seeds=list(settings.seeds),
@@ -140,8 +155,7 @@ def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Pat
             timings[f"train {arm.name}"] = time.perf_counter() - t0
             bar.done()
             plan = result.plan
-            noise = list(getattr(plan, "noise_sigma", None) or [0.0] * plan.num_devices)
-            reps = representatives(plan.cuts, noise)
+            reps = representatives(plan.cuts, plan_noise(plan))
 
             bar.step(f"audit {arm.name}")
             t0 = time.perf_counter()
@@ -157,12 +171,13 @@ def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Pat
             frame = audited.frame.copy()
             frame.insert(0, "plan", arm.name)
             leakage.append(frame)
-            per_device = device_leakage(frame, reps)
+            per_device = device_leakage(frame, reps, plan.cuts)
             leaks[arm.name] = {d: v for d, (v, _) in per_device.items()}
             epsilons[arm.name] = _epsilon(run_dir)
             predicted = (getattr(plan, "privacy", None) or {}).get("leakage")
             budget_metric = cfg.privacy.metric if hasattr(cfg, "privacy") else ""
-            plans += plan_rows(arm, plan, result.fleet, result.profile, budget_metric, predicted)
+            cut_names = {cp.cut: cp.name for cp in result.profile.cuts}
+            plans += plan_rows(arm, plan, result.fleet, cut_names, budget_metric, predicted)
             summary.append(summary_row(arm, defense=str(audited.meta.get("defense", describe_defenses(cfg.defense))), budget_metric=budget_metric,
                                        rounds=result.rounds, plan=plan,
                                        target=cfg.optimizer.target_accuracy or 0.9, leaks=per_device,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from ..config import build_dataclass
 from ..errors import ConfigError, check
@@ -35,7 +35,7 @@ class DefenseSweep:
 
     defense: str
     param: str
-    values: list[float]
+    values: list[Union[int, float]]  # ints stay ints: quantize's bits must be an integer
     fixed: dict[str, Any] = field(default_factory=dict)
 
 

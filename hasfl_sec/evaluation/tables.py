@@ -11,7 +11,7 @@ of smashed data from the same aggregated model, so one audited device per pair s
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,10 +20,15 @@ from ..report.tables import device_classes, pareto_front, time_to_target
 from .settings import Arm
 
 __all__ = ["representatives", "plan_rows", "summary_row", "defense_table", "pareto_table", "device_leakage",
-           "RECONSTRUCTION_METRIC"]
+           "plan_noise", "RECONSTRUCTION_METRIC"]
 
 #: The leakage figure of the defense table and the Pareto front.
 RECONSTRUCTION_METRIC = "ssim"
+
+
+def plan_noise(plan: Any) -> list[float]:
+    """Each device's planned smashed-data noise (0 for plans without any)."""
+    return [float(s) for s in (getattr(plan, "noise_sigma", None) or [0.0] * plan.num_devices)]
 
 
 def representatives(cuts: Sequence[int], noise: Sequence[float]) -> dict[int, int]:
@@ -32,26 +37,34 @@ def representatives(cuts: Sequence[int], noise: Sequence[float]) -> dict[int, in
     return {i: first.setdefault((int(c), float(s)), i) for i, (c, s) in enumerate(zip(cuts, noise))}
 
 
-def plan_rows(arm: Arm, plan: Any, fleet: Any, profile: Any, budget_metric: str,
+def plan_rows(arm: Arm, plan: Any, fleet: Any, cut_names: Mapping[int, str], budget_metric: str,
               predicted_leakage: Sequence[float] | None) -> list[dict[str, Any]]:
-    """``plans.csv`` rows of one arm: one per device."""
-    noise = list(getattr(plan, "noise_sigma", None) or [0.0] * plan.num_devices)
+    """``plans.csv`` rows of one arm: one per device (``cut_names``: cut -> the block it follows)."""
+    noise = plan_noise(plan)
     classes = device_classes(fleet.flops)
     rows = []
     for i, (b, c) in enumerate(zip(plan.batch_sizes, plan.cuts)):
         rows.append({
             "plan": arm.name, "strategy": arm.strategy, "budget_metric": budget_metric if arm.kind == "private" else "",
             "budget": arm.budget, "device": i, "device_class": classes[i], "batch": int(b), "cut": int(c),
-            "cut_name": profile.cut(c).name, "noise_sigma": float(noise[i]),
+            "cut_name": cut_names.get(int(c), ""), "noise_sigma": float(noise[i]),
             "predicted_leakage": float(predicted_leakage[i]) if predicted_leakage is not None else math.nan,
             "compute_flops": float(fleet.flops[i]), "uplink_bps": float(fleet.uplink_bps[i]),
         })
     return rows
 
 
-def device_leakage(leakage: pd.DataFrame, reps: dict[int, int]) -> dict[int, tuple[float, str]]:
-    """Device -> (strongest attack's mean SSIM, that attack) through its representative."""
-    rows = leakage[(leakage["metric"] == RECONSTRUCTION_METRIC) & (leakage["attack"] != "none")]
+def device_leakage(leakage: pd.DataFrame, reps: dict[int, int],
+                   cuts: Sequence[int]) -> dict[int, tuple[float, str]]:
+    """Device -> (strongest attack's mean SSIM, that attack) through its representative.
+
+    Only rows of a device at its own planned cut count: an audit's simulated devices at cuts the
+    plan did not use (``--cuts all``) are labelled device 0 but are not device 0's leakage.
+    """
+    rows = leakage[(leakage["metric"] == RECONSTRUCTION_METRIC) & (leakage["attack"] != "none")
+                   & leakage["value"].notna() & leakage["device"].notna()]  # diverged on every image: no score
+    rows = rows[[int(c) == int(cuts[int(d)]) if 0 <= int(d) < len(cuts) else False
+                 for d, c in zip(rows["device"], rows["cut"])]]
     by_device: dict[int, tuple[float, str]] = {}
     for dev, group in rows.groupby("device"):
         best = group.loc[group["value"].idxmax()]

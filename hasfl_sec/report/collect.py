@@ -30,7 +30,8 @@ from ..errors import ConfigError
 from ..fileio import publish_dir, read_structured, work_dir
 from ..results import RunDir, package_versions
 from ..runner import read_run_file, read_run_file_with
-from .tables import LEAKAGE_COLUMNS, TABLES, device_classes, leakage_frame, pareto_front, time_to_target
+from ..defenses import run_defense_label
+from .tables import LEAKAGE_COLUMNS, TABLES
 
 __all__ = ["collect_runs", "check_out", "is_run_dir"]
 
@@ -110,68 +111,42 @@ def _read_run(path: Path, field_name: str) -> _Run:
     return out
 
 
-def _defense_label(config: Any) -> str:
-    used = list(config.defense.use)
-    if not used:
-        return "none"
-    parts = []
-    for name in used:
-        params = getattr(config.defense, name, None)
-        sigma = getattr(params, "sigma", None)
-        parts.append(f"{name}(sigma={sigma:g})" if sigma is not None else name)
-    return "+".join(parts)
+def _arm(r: _Run) -> Any:
+    """The run as an evaluation arm: a privacy-constrained plan (noise per device) or a plain one."""
+    from ..evaluation.settings import Arm  # evaluation builds on this package: import when used
+
+    budget = (r.plan.privacy or {}).get("budget", math.nan) if r.plan.privacy else math.nan
+    budgets = {float(b) for b in budget} if isinstance(budget, list) else {float(budget)}
+    kind = "private" if r.plan.privacy else "plan"
+    return Arm(r.name, kind, [], r.plan.strategy, budget=budgets.pop() if len(budgets) == 1 else math.nan)
 
 
-def _noise_sigma(config: Any) -> float:
-    if "noise" not in config.defense.use:
-        return 0.0
-    return float(getattr(config.defense.noise, "sigma", 0.0))
+def _leaks(r: _Run) -> dict[int, tuple[float, str]]:
+    """Per device, the strongest attack's SSIM at its own cut (through the audited representative)."""
+    from ..evaluation.tables import device_leakage, plan_noise, representatives
+
+    if r.leakage is None:
+        return {}
+    return device_leakage(r.leakage, representatives(r.plan.cuts, plan_noise(r.plan)), r.plan.cuts)
 
 
-def _plans_rows(r: _Run) -> list[dict[str, Any]]:
-    classes = device_classes(r.fleet.flops)
-    return [{"plan": r.name, "strategy": r.plan.strategy, "budget_metric": "", "budget": float("nan"), "device": i,
-             "device_class": classes[i], "batch": int(b), "cut": int(c), "cut_name": r.cut_names.get(int(c), ""),
-             "noise_sigma": _noise_sigma(r.config), "predicted_leakage": float("nan"),
-             "compute_flops": float(r.fleet.flops[i]), "uplink_bps": float(r.fleet.uplink_bps[i])}
-            for i, (b, c) in enumerate(zip(r.plan.batch_sizes, r.plan.cuts))]
+def _tables(runs: list[_Run]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """plans, summary and pareto of the collected runs, built as ``hasfl-sec eval`` builds them."""
+    from ..evaluation.tables import pareto_table, plan_rows, summary_row
 
-
-def _summary_row(r: _Run) -> dict[str, Any]:
-    acc = r.rounds["test_accuracy"].dropna()
-    target = r.config.optimizer.target_accuracy
-    strongest, max_leak = "", float("nan")
-    ssim = leakage_frame(r.leakage, "ssim") if r.leakage is not None else pd.DataFrame()
-    if not ssim.empty:
-        best = ssim.loc[ssim["value"].idxmax()]
-        strongest, max_leak = str(best["attack"]), float(best["value"])
-    return {"plan": r.name, "strategy": r.plan.strategy, "budget_metric": "", "budget": float("nan"),
-            "defense": _defense_label(r.config), "final_accuracy": float(acc.iloc[-1]) if len(acc) else float("nan"),
-            "rounds": int(r.rounds["round"].max()) if len(r.rounds) else 0,
-            "sim_time_s": float(r.rounds["sim_time_s"].iloc[-1]) if len(r.rounds) else float("nan"),
-            "predicted_rounds": r.plan.predicted.get("rounds", float("nan")),
-            "predicted_time_to_target_s": r.plan.predicted.get("time_to_target_s", float("nan")),
-            "measured_time_to_target_s": time_to_target(r.rounds, target),
-            "target_accuracy": float("nan") if target is None else float(target),
-            "max_leakage": max_leak, "strongest_attack": strongest,
-            "wall_time_s": float(r.rounds["wall_time_s"].iloc[-1]) if len(r.rounds) else float("nan")}
-
-
-def _pareto(plans: pd.DataFrame, summary: pd.DataFrame, leakage: pd.DataFrame) -> pd.DataFrame:
-    ssim = leakage_frame(leakage, "ssim")
-    if ssim.empty:
-        return pd.DataFrame(columns=TABLES["pareto"])
-    ssim = ssim[ssim["device"].notna()]
-    ssim = ssim.assign(device=ssim["device"].astype(int))
-    classed = ssim.merge(plans[["plan", "device", "device_class"]], on=["plan", "device"], how="inner")
-    table = classed.groupby(["plan", "device_class"], as_index=False, sort=False)["value"].max()
-    table = table.rename(columns={"value": "leakage"}).merge(
-        summary[["plan", "predicted_time_to_target_s", "measured_time_to_target_s", "final_accuracy"]], on="plan")
-    table["on_front"] = False
-    for _, idx in table.groupby("device_class").groups.items():
-        part = table.loc[idx]
-        table.loc[idx, "on_front"] = pareto_front(part["leakage"], part["measured_time_to_target_s"])
-    return table[TABLES["pareto"]]
+    plans, summary, leaks = [], [], {}
+    for r in runs:
+        arm, per_device = _arm(r), _leaks(r)
+        metric = str((r.plan.privacy or {}).get("metric", ""))
+        plans += plan_rows(arm, r.plan, r.fleet, r.cut_names, metric, (r.plan.privacy or {}).get("leakage"))
+        target = r.config.optimizer.target_accuracy
+        summary.append(summary_row(arm, defense=run_defense_label(r.config.defense, r.plan), budget_metric=metric,
+                                   rounds=r.rounds, plan=r.plan, target=math.nan if target is None else target,
+                                   leaks=per_device, wall_time_s=float(r.rounds["wall_time_s"].iloc[-1])))
+        leaks[r.name] = {d: v for d, (v, _) in per_device.items()}
+    plans_frame, summary_frame = pd.DataFrame(plans, columns=TABLES["plans"]), pd.DataFrame(summary)
+    pareto = pareto_table(plans_frame, summary_frame, leaks) if any(r.leakage is not None for r in runs) else None
+    return plans_frame, summary_frame, pareto if pareto is not None else pd.DataFrame(columns=TABLES["pareto"])
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -203,12 +178,10 @@ def _notes(runs: list[_Run]) -> list[str]:
 
 
 def _write_tables(runs: list[_Run], tmp: Path, started: float, out_name: str) -> None:
-    plans = pd.DataFrame([row for r in runs for row in _plans_rows(r)], columns=TABLES["plans"])
-    summary = pd.DataFrame([_summary_row(r) for r in runs], columns=TABLES["summary"])
+    plans, summary, pareto = _tables(runs)
     rounds = pd.concat([r.rounds.assign(plan=r.name)[TABLES["rounds"]] for r in runs], ignore_index=True)
     audited = [r.leakage.assign(plan=r.name)[TABLES["leakage"]] for r in runs if r.leakage is not None]
     leakage = pd.concat(audited, ignore_index=True) if audited else pd.DataFrame(columns=TABLES["leakage"])
-    pareto = _pareto(plans, summary, leakage)
     for name, frame in (("plans", plans), ("summary", summary), ("rounds", rounds), ("leakage", leakage),
                         ("pareto", pareto)):
         if name in ("plans", "summary", "rounds") or not frame.empty:

@@ -35,9 +35,9 @@ LEAKAGE_COLUMNS = ["run_id", "phase", "round", "device", "cut", "batch", "attack
 TABLES: dict[str, list[str]] = {
     "plans": ["plan", "strategy", "budget_metric", "budget", "device", "device_class", "batch", "cut", "cut_name",
               "noise_sigma", "predicted_leakage", "compute_flops", "uplink_bps"],
-    "summary": ["plan", "strategy", "budget_metric", "budget", "defense", "final_accuracy", "rounds", "sim_time_s",
-                "predicted_rounds", "predicted_time_to_target_s", "measured_time_to_target_s", "target_accuracy",
-                "max_leakage", "strongest_attack", "wall_time_s"],
+    "summary": ["plan", "strategy", "kind", "budget_metric", "budget", "defense", "final_accuracy", "rounds",
+                "sim_time_s", "predicted_rounds", "predicted_time_to_target_s", "measured_rounds",
+                "measured_time_to_target_s", "target_accuracy", "max_leakage", "strongest_attack", "wall_time_s"],
     "rounds": ["plan", "round", "sim_time_s", "wall_time_s", "train_loss", "test_accuracy"],
     "leakage": ["plan", *LEAKAGE_COLUMNS],
     "defenses": ["defense", "setting", "strength", "cut", "accuracy", "accuracy_drop", "attack", "adaptive", "ssim",
@@ -58,7 +58,7 @@ REQUIRED: dict[str, list[str]] = {
 }
 
 #: columns read as text whatever they look like (empty cells become "").
-_TEXT = {"plan", "strategy", "budget_metric", "device_class", "cut_name", "defense", "strongest_attack", "setting",
+_TEXT = {"plan", "strategy", "kind", "budget_metric", "device_class", "cut_name", "defense", "strongest_attack", "setting",
          "attack", "run_id", "phase", "metric", "seeds", "source", "threat_model", "params"}
 _BOOL = {"adaptive", "on_front"}
 
@@ -134,6 +134,12 @@ def read_table(eval_dir: str | Path, name: str, field_name: str = "DIR") -> pd.D
         frame[col] = frame[col].fillna("")
     for col in _BOOL & set(frame.columns):
         frame[col] = frame[col].map(_to_bool).astype(bool)
+    for col in [c for c in columns if c not in _TEXT | _BOOL and c in frame.columns]:
+        numbers = pd.to_numeric(frame[col], errors="coerce")
+        if (numbers.isna() & frame[col].notna()).any():  # a hand-edited cell that is not a number
+            bad = frame.loc[numbers.isna() & frame[col].notna(), col].iloc[0]
+            raise ConfigError(field_name, str(path), f"numbers in column {col!r}", f"found {bad!r}")
+        frame[col] = numbers
     return frame
 
 
