@@ -59,7 +59,7 @@ def eval_(config_file: str | None, overrides: tuple[str, ...], eval_config: str 
     under each defense setting (noise, NoPeek, DP-SGD, top-k, quantization); audit every split each
     plan picked with each attack (adaptive attackers against defenses); and write reports/<name>/
     with report.html, report.md, the CSV tables behind them, the figures and every run directory.
-    About ten minutes on two cores.
+    About five minutes on two cores (--threads 1 on a busy machine).
 
     \b
     Examples:
