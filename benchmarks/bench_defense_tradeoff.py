@@ -25,6 +25,7 @@ import torch
 
 from hasfl_sec.config import load_config
 from hasfl_sec.evaluation import DefenseSweep, EvalSettings, run_eval
+from hasfl_sec.evaluation.tables import class_mean_ssim
 from hasfl_sec.report.markdown import markdown_table
 
 FULL = [
@@ -37,20 +38,14 @@ FULL = [
 QUICK = [DefenseSweep(s.defense, s.param, s.values[:2], s.fixed) for s in FULL]
 
 
-def class_mean_ssim(config) -> float:
-    """SSIM of the class-mean auxiliary image against victims' training images: what an edge
-    server that only reads the labels HASFL sends it reconstructs. A defense that keeps accuracy
-    keeps the class in the smashed data, so no attacker needs to do worse than this."""
+def class_mean_ssim_of(config) -> float:
+    """The label-only reference SSIM on the config's data (see ``class_mean_ssim``)."""
     from hasfl_sec.data import load_dataset
-    from hasfl_sec.metrics import image_report
-    from hasfl_sec.seeding import torch_generator
 
     d = config.data
     data = load_dataset(d.dataset, data_root=d.data_root, image_size=d.image_size, seed=config.seed,
                         test_fraction=d.test_fraction)
-    means = torch.stack([data.x_test[data.y_test == c].mean(0) for c in range(data.num_classes)])
-    idx = torch.randperm(len(data.y_train), generator=torch_generator(config.seed, "class-mean"))[:256]
-    return float(image_report(means[data.y_train[idx]], data.x_train[idx])["ssim"].mean())
+    return class_mean_ssim(data, config.seed)
 
 
 def main() -> None:
@@ -78,7 +73,7 @@ def main() -> None:
     print(markdown_table(strongest))
     ok = strongest[(strongest["accuracy_drop"] <= 1.0) & (strongest["strongest_ssim"] < 0.3)]
     print(f"\nsettings within 1 point and strongest adaptive SSIM < 0.3: {len(ok)}")
-    print(f"label-only reference (class-mean image of the auxiliary data): SSIM {class_mean_ssim(config):.3f}")
+    print(f"label-only reference (class-mean image of the auxiliary data): SSIM {class_mean_ssim_of(config):.3f}")
     print(f"wall time {time.perf_counter() - start:.0f} s")
 
 

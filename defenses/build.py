@@ -67,5 +67,6 @@ def run_defense_label(section: Any, plan: Any) -> str:
     sigma = getattr(plan, "noise_sigma", None)
     if not sigma or not any(s > 0 for s in sigma):
         return label
-    noise = "plan-noise(sigma per device, " + ", ".join(f"{s:.3g}" for s in sigma) + ")"
+    shown = f"{sigma[0]:.3g} on every device" if len(set(sigma)) == 1 else ", ".join(f"{s:.3g}" for s in sigma)
+    noise = f"plan-noise(sigma per device, {shown})"
     return noise if label == "none" else f"{label}+{noise}"

@@ -86,6 +86,7 @@ def test_eval_writes_every_table_figure_and_report(tiny_eval):
     assert leak.loc[leak["plan"] == "private-20", "defense"].str.startswith("plan-noise").all()
     meta = json.loads((out / "eval.json").read_text())
     assert meta["settings"]["defenses"][0]["defense"] == "noise" and meta["wall_time_s"] > 0
+    assert any(note.startswith("Label-only reference: the class-mean image") for note in meta["notes"])
     for run in summary["plan"]:
         assert (out / "runs" / run / "audit" / "leakage.csv").is_file()
     html = (out / "report.html").read_text()
@@ -95,6 +96,7 @@ def test_eval_writes_every_table_figure_and_report(tiny_eval):
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert figures and parser.images >= len(figures)
     md = (out / "report.md").read_text()
+    assert "Label-only reference" in md and "Label-only reference" in html
     for link in re.findall(r"\]\((figures/[^)]+)\)", md):
         assert (out / link).is_file(), link
     assert not list(out.parent.glob(".tiny*")), "the work directory must be renamed away"

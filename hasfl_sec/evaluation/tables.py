@@ -19,11 +19,29 @@ import pandas as pd
 from ..report.tables import device_classes, pareto_front, time_to_target
 from .settings import Arm
 
-__all__ = ["representatives", "plan_rows", "summary_row", "defense_table", "pareto_table", "device_leakage",
+__all__ = ["class_mean_ssim", "representatives", "plan_rows", "summary_row", "defense_table", "pareto_table", "device_leakage",
            "plan_noise", "RECONSTRUCTION_METRIC"]
 
 #: The leakage figure of the defense table and the Pareto front.
 RECONSTRUCTION_METRIC = "ssim"
+
+
+def class_mean_ssim(dataset: Any, seed: int, images: int = 256) -> float:
+    """The label-only reference: mean SSIM of each victim image's class-mean auxiliary image.
+
+    HASFL's edge server receives the labels, so it reconstructs at least this well without looking
+    at the smashed data; a defense that keeps accuracy keeps the class in the smashed data, so an
+    adaptive decoder need not do worse. Auxiliary data = the held-out split, as in the audit.
+    """
+    import torch
+
+    from ..metrics import image_report
+    from ..seeding import torch_generator
+
+    means = torch.stack([dataset.x_test[dataset.y_test == c].mean(0) for c in range(dataset.num_classes)])
+    n = min(images, len(dataset.y_train))
+    idx = torch.randperm(len(dataset.y_train), generator=torch_generator(seed, "class-mean"))[:n]
+    return float(image_report(means[dataset.y_train[idx]], dataset.x_train[idx])["ssim"].mean())
 
 
 def plan_noise(plan: Any) -> list[float]:
