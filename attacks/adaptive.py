@@ -57,19 +57,12 @@ def _overrides(defense: Defense, method: str) -> bool:
 
 def changes_smashed(defense: Defense | None) -> bool:
     """True if some defense of ``defense`` transforms the smashed data a device sends."""
-    return any(_overrides(d, "transform_smashed") and not _is_identity_noise(d) for d in _members(defense))
+    return any(_overrides(d, "transform_smashed") and not d.is_identity() for d in _members(defense))
 
 
 def changes_grad(defense: Defense | None) -> bool:
     """True if some defense of ``defense`` transforms the cut-layer gradient a device receives."""
     return any(_overrides(d, "transform_grad") for d in _members(defense))
-
-
-def _is_identity_noise(d: Defense) -> bool:
-    if not isinstance(d, SmashedNoise):
-        return False
-    sigmas = d.params.sigma if isinstance(d.params.sigma, list) else [d.params.sigma]
-    return d.params.clip is None and all(s == 0 for s in sigmas)
 
 
 def defend(defense: Defense | None, smashed: torch.Tensor, *, device: int = 0, round: int = 0) -> torch.Tensor:
@@ -82,7 +75,7 @@ def defend(defense: Defense | None, smashed: torch.Tensor, *, device: int = 0, r
 
 def _expected_one(d: Defense, device: int) -> Transform | None:
     """The expected transform of one defense, or None if it is the identity."""
-    if not _overrides(d, "transform_smashed") or _is_identity_noise(d):
+    if not _overrides(d, "transform_smashed") or d.is_identity():
         return None
     own = getattr(d, "expected_smashed", None)  # a defense may state its own expectation
     if callable(own):

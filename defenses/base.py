@@ -98,6 +98,11 @@ class Defense:
     def prepare(self, context: DefenseContext) -> None:
         """Called once before training and again after a re-plan (no-op by default)."""
 
+    def is_identity(self) -> bool:
+        """True when these parameters leave training and the exchanges unchanged (zero strength);
+        the audit then runs no adaptive variant against it. False by default."""
+        return False
+
     def wrap_client(self, module: nn.Module, *, device: int) -> nn.Module:
         """The module device ``device`` runs its client part through; it must hold exactly the
         parameters of ``module`` (identity by default)."""

@@ -87,8 +87,11 @@ class TopK(Defense):
         if isinstance(p.ratio, bool) or not isinstance(p.ratio, (int, float)) or not 0 < p.ratio <= 1:
             raise ConfigError("defense.topk.ratio", p.ratio, "a number in (0, 1]")
 
+    def is_identity(self) -> bool:
+        return self.params.ratio >= 1
+
     def transform_smashed(self, smashed: torch.Tensor, *, round: int, device: int) -> torch.Tensor:
-        if self.params.ratio >= 1:
+        if self.is_identity():
             return smashed
         return topk_per_sample(smashed, float(self.params.ratio))
 
@@ -120,11 +123,13 @@ class Quantize(Defense):
             raise ConfigError("defense.quantize.bits", p.bits, "an integer in 1..32, or null (32 and null: no "
                               "quantization)")
 
+    def is_identity(self) -> bool:
+        return self.params.bits is None or self.params.bits >= 32
+
     def transform_smashed(self, smashed: torch.Tensor, *, round: int, device: int) -> torch.Tensor:
-        bits = self.params.bits
-        if bits is None or bits >= 32:
+        if self.is_identity():
             return smashed
-        return quantize_per_sample(smashed, bits)
+        return quantize_per_sample(smashed, self.params.bits)
 
     def report(self) -> dict[str, float]:
         return {"bits": float(self.params.bits if self.params.bits is not None else 32)}

@@ -199,7 +199,8 @@ class DPSGD(Defense):
                               "target_epsilon or delta, or use defense.dpsgd.accountant=prv")
         try:
             return solve_noise_multiplier(target=p.target_epsilon, delta=p.delta, rate=rate, steps=remaining,
-                                mechanism=p.accountant, history=history)
+                                          mechanism=p.accountant, history=history,
+                                          poisson=self.context.sample_rates is not None)
         except ValueError:
             raise ConfigError("defense.dpsgd.target_epsilon", p.target_epsilon, "an epsilon reachable with a noise "
                               f"multiplier below {MAX_SIGMA:g}", f"device {device} samples at rate {rate:.4g} for "

@@ -149,6 +149,10 @@ class SmashedNoise(Defense):
                               "(one per device)")
         self.context = context
 
+    def is_identity(self) -> bool:
+        sigmas = self.params.sigma if isinstance(self.params.sigma, list) else [self.params.sigma]
+        return self.params.clip is None and all(s == 0 for s in sigmas)
+
     def transform_smashed(self, smashed: torch.Tensor, *, round: int, device: int) -> torch.Tensor:
         p = self.params
         self._sent[device] = self._sent.get(device, 0) + len(smashed)

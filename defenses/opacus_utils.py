@@ -108,17 +108,19 @@ def history_steps(history: list[tuple[float, float, int]]) -> int:
 
 
 def solve_noise_multiplier(*, target: float, delta: float, rate: float, steps: int, mechanism: str,
-                 history: list[tuple[float, float, int]], tol: float = 0.01) -> float:
+                 history: list[tuple[float, float, int]], tol: float = 0.01, poisson: bool = True) -> float:
     """The smallest noise multiplier (within ``tol`` in epsilon) that keeps the composition of
-    ``history`` and ``steps`` further steps at ``rate`` within ``target``; ValueError if none."""
-    if not history:
+    ``history`` and ``steps`` further steps at ``rate`` within ``target``; ValueError if none.
+    ``poisson`` is what the accountant is told about sampling (GDP's bound depends on it), the same
+    as :meth:`DPSGD.report` tells it, so the reported epsilon is the one solved for."""
+    if not history and poisson:
         from opacus.accountants.utils import get_noise_multiplier
 
         return float(get_noise_multiplier(target_epsilon=target, target_delta=delta, sample_rate=rate, steps=steps,
                                           accountant=mechanism, epsilon_tolerance=tol))
 
     def eps(sigma: float) -> float:  # the bisection of get_noise_multiplier, over the history too
-        return accountant_epsilon(make_accountant(mechanism, [*history, (sigma, rate, steps)]), delta, True)
+        return accountant_epsilon(make_accountant(mechanism, [*history, (sigma, rate, steps)]), delta, poisson)
 
     lo, hi = 0.0, 10.0
     eps_hi = eps(hi)

@@ -131,6 +131,17 @@ def test_target_epsilon_solves_the_noise_per_device():
     assert len(sigmas) == tr.n  # each device's own sampling rate
 
 
+@pytest.mark.parametrize("accountant", ["rdp", "gdp"])
+def test_target_epsilon_is_met_without_poisson_sampling_too(accountant):
+    """The noise is solved for the sampling the accountant is told about when reporting."""
+    d = _dp(target_epsilon=2.0, max_grad_norm=1.0, poisson=False, accountant=accountant)
+    _train([d], rounds=4)
+    report = d.report()
+    for key, value in report.items():
+        if key.startswith("epsilon.device"):
+            assert 1.97 <= value <= 2.0 + 1e-9, (key, value)
+
+
 def test_unreachable_epsilon_is_a_config_error_saying_what_to_change():
     with pytest.raises(ConfigError, match="defense.dpsgd.target_epsilon.*raise target_epsilon"):
         _setup().trainer([_dp(target_epsilon=0.05)])

@@ -168,3 +168,16 @@ def test_config_sections_and_list_command():
     result = CliRunner().invoke(cli, ["list", "defenses"])
     assert result.exit_code == 0
     assert all(name in result.output for name in ("dpsgd", "noise", "nopeek", "quantize", "topk"))
+
+
+def test_zero_strength_defenses_say_they_are_identities():
+    """The audit runs no adaptive variant against a defense that changes nothing."""
+    from hasfl_sec.attacks.adaptive import changes_smashed
+    from hasfl_sec.defenses.noise import SmashedNoise
+
+    for identity in (TopK(TopK.Params(ratio=1.0)), Quantize(Quantize.Params(bits=32)), Quantize(Quantize.Params(bits=None)),
+                     SmashedNoise(SmashedNoise.Params(sigma=0.0))):
+        assert identity.is_identity() and not changes_smashed(identity)
+    for active in (TopK(TopK.Params(ratio=0.5)), Quantize(Quantize.Params(bits=4)),
+                   SmashedNoise(SmashedNoise.Params(sigma=0.1))):
+        assert not active.is_identity() and changes_smashed(active)
