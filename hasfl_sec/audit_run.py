@@ -144,6 +144,10 @@ def collect_run(path: str | Path, audit: AuditConfig, *, device: str | None = No
     env = _env(cfg, setup.dataset, saved.run_id, setup.device, defenses, setup.defense_label())
     traces: list[Trace] = []
     unplanned = [c for c in cuts if c not in {trainer.cuts[d] for d in devices}]
+    if unplanned and setup.plan.noisy:  # the planner chose noise per (device, cut); elsewhere it has none
+        raise ConfigError("--cuts", audit.cuts, "plan, or cuts some device of this privacy-constrained plan uses",
+                          f"cut(s) {unplanned} have no planned noise level; profile them on the bare model with "
+                          "hasfl-sec audit --model ... --set defense.use=[noise] --set defense.noise.sigma=S")
     if unplanned:  # taken before the replay advances the trainer: the model the run ended with
         blocks = list(trainer.global_model())
         traces += _simulated(blocks, unplanned, setup.dataset, cfg, audit, trainer.round, setup.device, defenses)

@@ -24,6 +24,7 @@ from typing import Any, Union
 import yaml
 
 from .defenses import DEFENSES, check_defenses
+from .optimizer.privacy import check_sigma_grid
 from .privacy.profile import LEAKAGE_METRICS
 from .errors import ConfigError, check
 from .fileio import read_structured
@@ -230,9 +231,7 @@ def _check_privacy(p: PrivacyConfig) -> None:
     budgets = p.budget if isinstance(p.budget, list) else [p.budget]
     check(len(budgets) >= 1 and all(math.isfinite(b) for b in budgets), "privacy.budget", p.budget,
           "a finite number, or a non-empty list of finite numbers (one per device)")
-    g = p.sigma_grid
-    check(len(g) >= 1 and all(math.isfinite(s) and s >= 0 for s in g) and all(a < b for a, b in zip(g, g[1:])),
-          "privacy.sigma_grid", g, "a non-empty, strictly increasing list of noise levels >= 0 (x the smashed-data RMS)")
+    check_sigma_grid(p.sigma_grid)
     check(bool(p.profile), "privacy.profile", p.profile, "dfil, or the path of a measured leakage CSV")
     check(p.profile_epochs >= 0, "privacy.profile_epochs", p.profile_epochs, "an integer >= 0")
     check(p.probe_images >= 2, "privacy.probe_images", p.probe_images, "an integer >= 2")

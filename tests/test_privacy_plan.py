@@ -215,6 +215,13 @@ def test_train_under_a_private_plan_saves_its_noise(tmp_path):
     assert saved == result.plan and saved.strategy == "hasfl-private" and saved.noisy
     assert all(v <= 21.0 for v in saved.privacy["leakage"])
     assert len(result.rounds) == 4 and np.isfinite(result.rounds["train_loss"]).all()
+    # cuts outside the plan have no planned noise: an audit there is refused, not silently mis-noised
+    from hasfl_sec.audit import AuditConfig
+    from hasfl_sec.audit_run import audit_run
+    from hasfl_sec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--cuts.*no planned noise"):
+        audit_run(result.run_dir, AuditConfig(attacks=["rmle"], cuts="all", images=2))
 
 
 # ----------------------------------------------------------------------------- the command line

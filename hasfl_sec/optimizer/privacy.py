@@ -33,9 +33,17 @@ import numpy as np
 from ..errors import ConfigError, check
 from .problem import Problem
 
-__all__ = ["PrivacyTerms", "constrain"]
+__all__ = ["PrivacyTerms", "constrain", "check_sigma_grid"]
 
 log = logging.getLogger(__name__)
+
+
+def check_sigma_grid(sigmas: Sequence[float], field: str = "privacy.sigma_grid") -> np.ndarray:
+    """The noise grid as an array: non-empty, finite, >= 0 and strictly increasing, or ConfigError."""
+    arr = np.asarray(list(sigmas), dtype=np.float64).reshape(-1)
+    check(len(arr) >= 1 and bool(np.all(np.isfinite(arr) & (arr >= 0))) and bool(np.all(np.diff(arr) > 0)),
+          field, arr.tolist(), "a non-empty, strictly increasing list of noise levels >= 0 (x the smashed-data RMS)")
+    return arr
 
 
 @dataclass(frozen=True, eq=False)
@@ -110,8 +118,7 @@ def constrain(problem: Problem, *, leakage: np.ndarray, sigma_grid: Sequence[flo
     s = len(grid)
     check(leak.shape == (c, s) and not np.isnan(leak).any(), "privacy.profile", leak.shape,
           f"a ({c}, {s}) leakage table: one row per allowed cut, one column per privacy.sigma_grid value")
-    check(s >= 1 and bool(np.all(np.isfinite(grid) & (grid >= 0))) and bool(np.all(np.diff(grid) > 0)),
-          "privacy.sigma_grid", grid.tolist(), "a non-empty, strictly increasing list of numbers >= 0")
+    check_sigma_grid(grid)
     # compared pairwise, not by np.diff: inf - inf (an unprofiled cut, no guarantee) is NaN
     check(bool(np.all(leak[:, 1:] <= leak[:, :-1])), "privacy.profile", "leakage rising with noise",
           "leakage non-increasing in the noise level (LeakageProfile enforces it)")

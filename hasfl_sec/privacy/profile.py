@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, check
+from ..optimizer.privacy import check_sigma_grid
 from ..registry import Registry
 
 __all__ = ["LeakageMetric", "LEAKAGE_METRICS", "LeakageProfile", "rank_agreement", "FRAME_COLUMNS"]
@@ -85,13 +86,6 @@ for _metric, _help in (
     LEAKAGE_METRICS.register(_metric.name, help=_help)(_metric)
 
 
-def _check_grid(sigmas: Sequence[float], field: str) -> np.ndarray:
-    arr = np.asarray(list(sigmas), dtype=np.float64).reshape(-1)
-    check(len(arr) >= 1 and bool(np.all(np.isfinite(arr) & (arr >= 0))) and bool(np.all(np.diff(arr) > 0)),
-          field, arr.tolist(), "a non-empty, strictly increasing list of noise levels >= 0 (x the smashed-data RMS)")
-    return arr
-
-
 @dataclass(frozen=True, eq=False)
 class LeakageProfile:
     """Leakage per (cut, relative noise level), conservative between grid points (module docstring).
@@ -116,7 +110,7 @@ class LeakageProfile:
         cuts = tuple(int(c) for c in self.cuts)
         check(len(cuts) >= 1 and all(a < b for a, b in zip(cuts, cuts[1:])), "privacy.profile", list(cuts),
               "a non-empty, strictly increasing list of cuts")
-        sigmas = _check_grid(self.sigmas, "privacy.sigma_grid")
+        sigmas = check_sigma_grid(self.sigmas, "privacy.sigma_grid")
         values = np.array(self.values, dtype=np.float64)
         check(values.shape == (len(cuts), len(sigmas)) and not np.isnan(values).any(), "privacy.profile",
               values.shape, f"a ({len(cuts)}, {len(sigmas)}) table of leakage values without NaN")
