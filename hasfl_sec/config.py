@@ -15,8 +15,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -27,6 +25,7 @@ from .defenses import DEFENSES, check_defenses
 from .optimizer.privacy import check_sigma_grid
 from .privacy.profile import LEAKAGE_METRICS
 from .errors import ConfigError, check
+from .typed import apply_overrides, build_dataclass, merge
 from .fileio import read_structured
 
 __all__ = [
@@ -347,127 +346,11 @@ class ExperimentConfig:
         return self
 
 
-# ---------------------------------------------------------------------------------------------
-# Building a config from nested dicts, with type checks against the dataclass fields.
-
-
-def _type_name(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(hint))
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(hint)[0])}"
-    if origin is dict:
-        return "a mapping"
-    if dataclasses.is_dataclass(hint):
-        return "a mapping of " + ", ".join(f.name for f in dataclasses.fields(hint))
-    return {int: "an integer", float: "a number", str: "a string", bool: "true/false", type(None): "null"}.get(
-        hint, str(hint)
-    )
-
-
-def _coerce(path: str, value: Any, hint: Any) -> Any:
-    """``value`` converted to ``hint`` (ints accepted for floats), or ConfigError."""
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        for arg in typing.get_args(hint):
-            try:
-                return _coerce(path, value, arg)
-            except ConfigError:
-                continue
-        raise ConfigError(path, value, _type_name(hint))
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(path, value, _type_name(hint))
-        (item,) = typing.get_args(hint)
-        return [_coerce(f"{path}[{i}]", v, item) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(path, value, _type_name(hint))
-        _, item = typing.get_args(hint)
-        return {str(k): _coerce(f"{path}.{k}", v, item) for k, v in value.items()}
-    if hint is Any:
-        return value
-    if hint is type(None):
-        if value is None:
-            return None
-    elif hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string; it is a number to a user
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    elif dataclasses.is_dataclass(hint):
-        if isinstance(value, dict):
-            return build_dataclass(hint, value, path)
-    raise ConfigError(path, value, _type_name(hint))
-
-
-def build_dataclass(cls: type, values: dict[str, Any], prefix: str) -> Any:
-    """An instance of dataclass ``cls`` from ``values``, every field type-checked; unknown keys and
-    wrong types raise :class:`ConfigError` naming ``prefix.key``."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in values.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if key not in hints:
-            raise ConfigError(path, value, "a known key: " + ", ".join(names), "unknown config key")
-        kwargs[key] = _coerce(path, value, hints[key])
-    required = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs and f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING]
-    if required:
-        raise ConfigError(f"{prefix}.{required[0]}" if prefix else required[0], None, "a value (this key is required)")
-    return cls(**kwargs)
-
-
 def config_from_dict(values: dict[str, Any]) -> ExperimentConfig:
     """Build and validate an :class:`ExperimentConfig` from a nested dict (unknown keys refused)."""
     if not isinstance(values, dict):
         raise ConfigError("config", values, "a mapping of sections (data, model, fleet, plan, train, tap, optimizer, channel, defense, privacy)")
     return build_dataclass(ExperimentConfig, values, "").validate()
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-
-
-def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """Apply ``key.path=value`` overrides to a nested dict (a copy is returned).
-
-    Values are parsed as YAML (``3``, ``0.1``, ``[1, 2]``, ``null``, ``true``); unknown paths are
-    refused when the dict is turned into a config.
-    """
-    result = json.loads(json.dumps(values))
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError("--set", item, "KEY=VALUE, e.g. train.rounds=50")
-        key, _, text = item.partition("=")
-        parts = key.strip().split(".")
-        if not all(parts):
-            raise ConfigError("--set", item, "KEY=VALUE with a dotted key such as train.rounds=50")
-        node = result
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                raise ConfigError(key, text, "a path into the config such as train.rounds", "unknown config key")
-            node = child
-        node[parts[-1]] = _parse_value(text)
-    return result
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -481,18 +364,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     ``path`` (if given) and then from ``overrides``."""
     base = apply_overrides(ExperimentConfig().to_dict(), defaults)
     if path is not None:
-        base = _merge(base, _read_file(Path(path)), "")
+        base = merge(base, _read_file(Path(path)), "")
     return config_from_dict(apply_overrides(base, overrides))
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any], prefix: str) -> dict[str, Any]:
-    """Deep-merge ``update`` into ``base``; unknown top-level keys are kept so validation names them."""
-    if not isinstance(update, dict):
-        raise ConfigError(prefix or "config", update, "a mapping")
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value, f"{prefix}.{key}" if prefix else key)
-        else:
-            out[key] = value
-    return out

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from ..config import build_dataclass
+from ..typed import build_dataclass
 from ..errors import ConfigError, check
 from ..fileio import read_structured
 
