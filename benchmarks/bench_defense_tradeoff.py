@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from hasfl_sec.api import config_dataset
 from hasfl_sec.config import load_config
 from hasfl_sec.evaluation import DefenseSweep, EvalSettings, run_eval
 from hasfl_sec.evaluation.tables import class_mean_ssim
@@ -36,16 +37,6 @@ FULL = [
     DefenseSweep("quantize", "bits", [4, 2, 1]),
 ]
 QUICK = [DefenseSweep(s.defense, s.param, s.values[:2], s.fixed) for s in FULL]
-
-
-def class_mean_ssim_of(config) -> float:
-    """The label-only reference SSIM on the config's data (see ``class_mean_ssim``)."""
-    from hasfl_sec.data import load_dataset
-
-    d = config.data
-    data = load_dataset(d.dataset, data_root=d.data_root, image_size=d.image_size, seed=config.seed,
-                        test_fraction=d.test_fraction)
-    return class_mean_ssim(data, config.seed)
 
 
 def main() -> None:
@@ -73,7 +64,7 @@ def main() -> None:
     print(markdown_table(strongest))
     ok = strongest[(strongest["accuracy_drop"] <= 1.0) & (strongest["strongest_ssim"] < 0.3)]
     print(f"\nsettings within 1 point and strongest adaptive SSIM < 0.3: {len(ok)}")
-    print(f"label-only reference (class-mean image of the auxiliary data): SSIM {class_mean_ssim_of(config):.3f}")
+    print(f"label-only reference (class-mean image of the auxiliary data): SSIM {class_mean_ssim(config_dataset(config), config.seed):.3f}")
     print(f"wall time {time.perf_counter() - start:.0f} s")
 
 

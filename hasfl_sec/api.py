@@ -36,7 +36,7 @@ from .plan import Plan, PlanContext, make_plan
 from .seeding import derive_seed, seed_everything
 from .trainer import SFLTrainer
 
-__all__ = ["Setup", "prepare", "resolve_device", "plan_costs", "SimClock", "bound_for",
+__all__ = ["Setup", "prepare", "config_dataset", "resolve_device", "plan_costs", "SimClock", "bound_for",
            "make_fleet"]
 
 logger = logging.getLogger(__name__)
@@ -166,6 +166,13 @@ def _check_tap(cfg: ExperimentConfig, n: int) -> None:
         check(1 <= r <= cfg.train.rounds, "tap.rounds", t.rounds, f"rounds in 1..{cfg.train.rounds}")
 
 
+def config_dataset(cfg: ExperimentConfig) -> ImageDataset:
+    """The train/test data the config's ``data`` section names, split by its seed."""
+    d = cfg.data
+    return load_dataset(d.dataset, data_root=d.data_root, image_size=d.image_size, seed=cfg.seed,
+                        test_fraction=d.test_fraction)
+
+
 def prepare(config: ExperimentConfig, *, fleet: Fleet | None = None, plan: Plan | None = None,
             bound: BoundConstants | None = None) -> Setup:
     """Load data, build the model and fleet, make the plan; raise ConfigError on any bad input.
@@ -179,8 +186,7 @@ def prepare(config: ExperimentConfig, *, fleet: Fleet | None = None, plan: Plan 
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     d = cfg.data
-    dataset = load_dataset(d.dataset, data_root=d.data_root, image_size=d.image_size, seed=cfg.seed,
-                           test_fraction=d.test_fraction)
+    dataset = config_dataset(cfg)
     fleet = fleet or make_fleet(cfg)
     _check_tap(cfg, fleet.num_devices)
     parts = partition(dataset.y_train, fleet.num_devices, scheme=d.partition, alpha=d.alpha, seed=cfg.seed,

@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .api import Setup, prepare, resolve_device
+from .api import Setup, config_dataset, prepare, resolve_device
 from .audit import AuditConfig, AuditEnv, AuditResult, audit_traces, check_attacks, trace_rounds_needed
 from .config import ExperimentConfig
-from .datasets import ImageDataset, load_dataset
+from .datasets import ImageDataset
 from .defenses import DefenseStack, build_defenses, describe_defenses
 from .errors import ConfigError
 from .models import SplitModel, build_model
@@ -209,8 +209,7 @@ def audit_model(cfg: ExperimentConfig, audit: AuditConfig, *, checkpoint: str | 
         raise ConfigError("--epochs", epochs, "an integer >= 0")
     device = resolve_device(cfg.device)
     d = cfg.data
-    dataset = load_dataset(d.dataset, data_root=d.data_root, image_size=d.image_size, seed=cfg.seed,
-                           test_fraction=d.test_fraction)
+    dataset = config_dataset(cfg)
     model = _build(cfg, dataset, "model")
     cuts = resolve_cuts(model, "all" if audit.cuts == "plan" else audit.cuts, [])
     if checkpoint is not None:

@@ -135,11 +135,12 @@ def test_target_epsilon_solves_the_noise_per_device():
 def test_target_epsilon_is_met_without_poisson_sampling_too(accountant):
     """The noise is solved for the sampling the accountant is told about when reporting."""
     d = _dp(target_epsilon=2.0, max_grad_norm=1.0, poisson=False, accountant=accountant)
-    _train([d], rounds=4)
+    tr = _train([d], rounds=4)
     report = d.report()
-    for key, value in report.items():
-        if key.startswith("epsilon.device"):
-            assert 1.97 <= value <= 2.0 + 1e-9, (key, value)
+    spent = {k: v for k, v in report.items() if k.startswith("epsilon.device")}
+    assert len(spent) == tr.n  # one figure per device, each at the target after the planned rounds
+    for key, value in spent.items():
+        assert 1.97 <= value <= 2.0 + 1e-9, (key, value)
 
 
 def test_unreachable_epsilon_is_a_config_error_saying_what_to_change():

@@ -253,7 +253,6 @@ def test_bad_privacy_inputs_are_config_errors(change, field):
 def test_fixed_cut_baseline_names_the_budget_when_its_cut_is_not_private():
     problem, spec = constrained(0)
     blocked = np.flatnonzero(~problem.privacy.allowed.all(axis=0))
-    if not len(blocked):
-        pytest.skip("every cut meets every budget in this instance")
+    assert len(blocked), "this seeded instance must rule some cut out for some device"
     with pytest.raises(ConfigError, match="privacy.budget"):
         PLANNERS.get("sfl")(problem, PlannerParams(b_max=12, cut=problem.cuts[int(blocked[0])]))

@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..api import prepare
+from ..api import config_dataset, prepare
 from ..audit import AuditConfig
 from ..audit_output import check_out, write_audit
 from ..audit_run import audit_run
@@ -76,15 +76,6 @@ def arm_configs(config: ExperimentConfig, arms: list[Arm]) -> dict[str, Experime
         if a.kind == "private":
             check_private_config(configs[a.name])
     return configs
-
-
-def prepare_data(config: ExperimentConfig) -> Any:
-    """The config's dataset, loaded as every run loads it."""
-    from ..datasets import load_dataset
-
-    d = config.data
-    return load_dataset(d.dataset, data_root=d.data_root, image_size=d.image_size, seed=config.seed,
-                        test_fraction=d.test_fraction)
 
 
 def _epsilon(run_dir: Path) -> float:
@@ -204,7 +195,7 @@ def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Pat
             if not tables[name].empty:
                 tables[name].to_csv(work / f"{name}.csv", index=False)
 
-        reference = class_mean_ssim(prepare_data(config), config.seed)
+        reference = class_mean_ssim(config_dataset(config), config.seed)
         notes = [f"Label-only reference: the class-mean image of the auxiliary data scores SSIM {reference:.3f} "
                  "against the victims' images. HASFL sends labels to the edge server, so it reconstructs at "
                  "least this well without the smashed data; a defense that keeps accuracy cannot push the "
