@@ -28,20 +28,12 @@ import torch  # noqa: E402
 
 from .audit import AuditResult  # noqa: E402
 from .errors import ConfigError  # noqa: E402
-from .fileio import publish_dir, work_dir  # noqa: E402
+from .fileio import check_out, publish_dir, work_dir  # noqa: E402
 
-__all__ = ["write_audit", "summary_tables", "check_out", "FIGURE_METRICS", "SUMMARY_GROUPS"]
+__all__ = ["write_audit", "summary_tables", "FIGURE_METRICS", "SUMMARY_GROUPS"]
 
 #: metrics drawn against cut depth when present.
 FIGURE_METRICS = ("ssim", "psnr", "mse", "label_accuracy", "dcor", "dfil_mse_bound")
-
-
-def check_out(out: Path, overwrite: bool) -> None:
-    """Refuse to replace an existing, non-empty directory unless ``overwrite``."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError("--out", str(out), "a directory", "a file has that name")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError("--out", str(out), "a new or empty directory", "pass --overwrite to replace it")
 
 
 def _metric_figure(frame: pd.DataFrame, metric: str, path: Path) -> None:

@@ -111,7 +111,8 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
         hasfl-sec audit --model hecnn --dataset digits --set defense.use=[noise] --set defense.noise.sigma=0.3
     """
     from .audit import AuditConfig
-    from .audit_output import check_out, summary_tables, write_audit
+    from .audit_output import summary_tables, write_audit
+    from .fileio import check_out
     from .audit_run import audit_model, audit_run
     from .cli import _build_config
     from .errors import ConfigError

@@ -35,9 +35,11 @@ def _floats(field: str, text: str | None) -> list[float] | None:
 @config_options
 @click.option("--eval-config", type=click.Path(dir_okay=False), help="YAML/TOML/JSON file of eval settings "
               "(name, strategies, budgets, defenses, attacks, images, attack_params, seeds).")
-@click.option("--name", help="Report name; output goes to reports/<name> [default].")
+@click.option("--name", help="Report name; output goes to reports/<name> [the first free of reports/default, "
+              "reports/default-2, ...].")
 @click.option("-o", "--out", help="Output directory [reports/<name>].")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output directory.")
+@click.option("--overwrite", is_flag=True, help="Replace the existing output directory named by --name/--out "
+              "(only that one, once the new report is complete).")
 @click.option("--strategies", help="Unconstrained planners to compare, comma-separated [hasfl,sfl].")
 @click.option("--budgets", help="Leakage budgets of privacy-constrained plans (unit: privacy.metric), "
               "comma-separated; '' for none [30,20,12].")
@@ -59,6 +61,8 @@ def eval_(config_file: str | None, overrides: tuple[str, ...], eval_config: str 
     under each defense setting (noise, NoPeek, DP-SGD, top-k, quantization); audit every split each
     plan picked with each attack (adaptive attackers against defenses); and write reports/<name>/
     with report.html, report.md, the CSV tables behind them, the figures and every run directory.
+    Without --name or --out each run gets a new folder (reports/default, then reports/default-2,
+    ...): an earlier report is replaced only when asked for by name with --overwrite.
     About five minutes on two cores (--threads 1 on a busy machine).
 
     \b
@@ -67,11 +71,14 @@ def eval_(config_file: str | None, overrides: tuple[str, ...], eval_config: str 
         hasfl-sec eval --budgets 20,15 --name private
         hasfl-sec eval --model vgg16 --dataset cifar10 --data-root ~/data --image-size 32
         hasfl-sec eval --eval-config eval.yaml --set train.rounds=300 --overwrite
-        hasfl-sec report reports/default          # re-render from the tables
+        hasfl-sec report reports/example          # re-render from the tables
     """
     from .errors import ConfigError
     from .evaluation import load_settings, run_eval
+    from .fileio import check_folder_name
 
+    if name is not None:
+        check_folder_name("--name", name)
     if threads is not None:
         if threads < 1:
             raise ConfigError("--threads", threads, "an integer >= 1")

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import yaml
 
@@ -25,9 +26,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from .errors import ConfigError
+from .errors import ConfigError, check
 
-__all__ = ["read_structured", "work_dir", "publish_dir"]
+__all__ = ["read_structured", "work_dir", "publish_dir", "check_out", "check_folder_name", "first_free_dir"]
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     ".yaml": yaml.safe_load,
@@ -85,3 +86,54 @@ def publish_dir(tmp: Path, out: Path) -> Path:
     else:
         os.replace(tmp, out)
     return out
+
+
+def check_out(out: Path, overwrite: bool, inputs: Sequence[Path] = (), field: str = "--out") -> None:
+    """Refuse an output directory that cannot be written safely.
+
+    Refused: a file; the working directory, one of its parents or the filesystem root (replacing
+    it would delete everything in it); a directory that would replace one of ``inputs``; and an
+    existing non-empty directory unless ``overwrite``. Only ``out`` itself is ever replaced, and
+    only once the new one is complete (:func:`publish_dir`).
+    """
+    resolved = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise ConfigError(field, str(out), "a directory", "a file has that name")
+    cwd = Path.cwd().resolve()
+    if resolved == cwd or resolved in cwd.parents or resolved == Path(resolved.anchor):
+        raise ConfigError(field, str(out), "a directory below the working directory or elsewhere",
+                          "it would replace the working directory or one of its parents")
+    for path in inputs:
+        if resolved == path.resolve() or resolved in path.resolve().parents:
+            raise ConfigError(field, str(out), "a directory apart from the input directories",
+                              f"it would replace {path}")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(field, str(out), "a new or empty directory", "pass --overwrite to replace it")
+
+
+#: A report or run name: one folder name, not hidden (hidden siblings are work directories).
+_FOLDER_NAME = re.compile(r"[^./\\][^/\\]*")
+
+
+def check_folder_name(field: str, name: Any) -> str:
+    """``name`` if it names exactly one ordinary folder inside its parent, else a ConfigError.
+
+    Refused: the empty name, ``.`` and ``..`` (they resolve to the parent or above), names with a
+    path separator (they leave the parent) and hidden names (``.x``; work directories are hidden
+    siblings, see :func:`work_dir`).
+    """
+    valid = "a folder name: not empty, no '/' or '\\', not starting with '.'"
+    check(isinstance(name, str) and _FOLDER_NAME.fullmatch(name) is not None, field, name, valid)
+    return name
+
+
+def first_free_dir(parent: Path, stem: str) -> Path:
+    """``parent/stem``, or ``parent/stem-2``, ``stem-3``, ... : the first that does not exist and
+    has no stopped evaluation's work directory beside it, so a default output never replaces or
+    blocks on an earlier one."""
+    n = 1
+    while True:
+        out = parent / (stem if n == 1 else f"{stem}-{n}")
+        if not out.exists() and not out.with_name(f".{out.name}.tmp").exists():
+            return out
+        n += 1

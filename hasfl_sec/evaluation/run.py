@@ -30,16 +30,16 @@ import pandas as pd
 
 from ..api import config_dataset, prepare
 from ..audit import AuditConfig
-from ..audit_output import check_out, write_audit
+from ..audit_output import write_audit
 from ..audit_run import audit_run
 from ..config import ExperimentConfig, apply_overrides, config_from_dict
 from ..defenses import describe_defenses
 from ..errors import ConfigError
-from ..fileio import publish_dir, work_dir
+from ..fileio import check_out, first_free_dir, publish_dir, work_dir
 from ..results import package_versions
 from ..plan import BOUND_STRATEGIES
 from ..runner import train
-from .settings import Arm, EvalSettings, build_arms
+from .settings import DEFAULT_NAME, Arm, EvalSettings, build_arms
 from .tables import (class_mean_ssim, defense_table, device_leakage, pareto_table, plan_noise, plan_rows, representatives,
                      summary_row)
 
@@ -110,6 +110,16 @@ class _Progress:
             self.bar.close()
 
 
+def eval_out(out: str | Path | None, name: str | None) -> Path:
+    """Where an evaluation writes: ``out`` if given, else ``reports/<name>``, else the first free
+    ``reports/default[-N]`` (a default run never replaces nor blocks on an earlier report)."""
+    if out is not None:
+        return Path(out)
+    if name is not None:
+        return Path("reports") / name
+    return first_free_dir(Path("reports"), DEFAULT_NAME)
+
+
 def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Path | None = None,
              overwrite: bool = False, progress: bool = False) -> EvalResult:
     """Run the evaluation ``settings`` describes on ``config`` and write ``out`` (see module doc)."""
@@ -117,7 +127,7 @@ def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Pat
 
     start = time.perf_counter()
     settings.validate()
-    out = Path(out) if out is not None else Path("reports") / settings.name
+    out = eval_out(out, settings.name)
     check_out(out, overwrite)
     kept = out.with_name(f".{out.name}.tmp")
     if (kept / "runs").is_dir():  # a stopped evaluation's finished runs: never delete them silently
@@ -205,7 +215,7 @@ def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Pat
         bar.step("report")
         wall = time.perf_counter() - start
         meta: dict[str, Any] = {
-            "name": settings.name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "name": out.name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config": config.to_dict(), "settings": settings.to_dict(), "arms": [vars(a) for a in arms],
             "timings": timings, "wall_time_s": wall, "versions": package_versions(), "notes": notes,
         }

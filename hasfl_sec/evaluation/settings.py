@@ -16,13 +16,16 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from ..typed import build_dataclass
 from ..errors import ConfigError, check
-from ..fileio import read_structured
+from ..fileio import check_folder_name, read_structured
 
-__all__ = ["DefenseSweep", "EvalSettings", "Arm", "load_settings", "default_sweeps"]
+#: The report name of an evaluation that is given none (see :attr:`EvalSettings.name`).
+DEFAULT_NAME = "default"
+
+__all__ = ["DEFAULT_NAME", "DefenseSweep", "EvalSettings", "Arm", "load_settings", "default_sweeps"]
 
 
 @dataclass
@@ -62,6 +65,8 @@ class EvalSettings:
 
     Attributes:
         name: the report's name; output goes to ``reports/<name>`` unless ``--out`` is given.
+            ``None`` (the default): ``reports/default``, or ``reports/default-2``, ``-3``, ... if
+            that exists, so a default evaluation never replaces an earlier one.
         strategies: unconstrained planners to compare (``hasfl-sec list strategies``).
         budgets: leakage budgets of the privacy-constrained planner, one arm each, in the unit of
             ``privacy.metric`` of the experiment config (default ``dfil_psnr``: the best PSNR, in
@@ -78,7 +83,7 @@ class EvalSettings:
     send the same kind of smashed data from the same aggregated model.
     """
 
-    name: str = "default"
+    name: Optional[str] = None
     strategies: list[str] = field(default_factory=lambda: ["hasfl", "sfl"])
     budgets: list[float] = field(default_factory=lambda: [30.0, 20.0, 12.0])
     defenses: list[DefenseSweep] = field(default_factory=default_sweeps)
@@ -95,7 +100,8 @@ class EvalSettings:
         from ..defenses import DEFENSES
         from ..plan import STRATEGIES
 
-        check(bool(self.name) and "/" not in self.name, "eval.name", self.name, "a non-empty name without '/'")
+        if self.name is not None:
+            check_folder_name("eval.name", self.name)
         for s in self.strategies:
             STRATEGIES.get(s)
         for b in self.budgets:

@@ -27,13 +27,13 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError
-from ..fileio import publish_dir, read_structured, work_dir
+from ..fileio import check_out, publish_dir, read_structured, work_dir
 from ..results import RunDir, package_versions
 from ..runner import read_run_file, read_run_file_with
 from ..defenses import run_defense_label
 from .tables import LEAKAGE_COLUMNS, TABLES
 
-__all__ = ["collect_runs", "check_out", "is_run_dir"]
+__all__ = ["collect_runs", "is_run_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,19 +61,6 @@ class _Run:
 def is_run_dir(path: str | Path) -> bool:
     """True if ``path`` is a directory holding a run's ``manifest.json``."""
     return RunDir(path).exists()
-
-
-def check_out(out: Path, overwrite: bool, inputs: Sequence[Path] = (), field_name: str = "--out") -> None:
-    """Refuse an output path that is a file, an existing non-empty directory (unless ``overwrite``),
-    or one that would replace an input directory."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(field_name, str(out), "a directory", "a file has that name")
-    for path in inputs:
-        if out.resolve() == path.resolve() or out.resolve() in path.resolve().parents:
-            raise ConfigError(field_name, str(out), "a directory apart from the run directories",
-                              f"it would replace {path}")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(field_name, str(out), "a new or empty directory", "pass --overwrite to replace it")
 
 
 def _read_run(path: Path, field_name: str) -> _Run:
