@@ -1,14 +1,11 @@
 """Attacks that hook the cut layer (installed as ``hasfl_sec.attacks``).
 
-Each attack family lives in its own file and registers itself in :data:`ATTACKS`. Attacks see
-only the :mod:`hasfl_sec.protocol` records their threat model grants.
+Each attack family lives in its own file and registers itself in :data:`ATTACKS`
+(:mod:`hasfl_sec.attacks.registry`); importing this package registers the built-in ones. Attacks
+see only the :mod:`hasfl_sec.sfl.protocol` records their threat model grants.
 """
 
-from ..registry import Registry
-
-ATTACKS: Registry[type] = Registry("attack", "attack.name")
+from . import feature_inversion, gradient_inversion, inverse_network, label_inference, unsplit  # noqa: F401
+from .registry import ATTACKS
 
 __all__ = ["ATTACKS"]
-
-# Built-in attacks register themselves on import.
-from . import feature_inversion, gradient_inversion, inverse_network, label_inference, unsplit  # noqa: E402,F401

@@ -1,7 +1,7 @@
 """What an adaptive attacker makes of a defense it knows.
 
 An adaptive attacker knows which defense the devices apply and its parameters, but not the
-victims' random draws (PRIVACY.md section 5, feature 8; the "attacker-aware" evaluation of ResSFL,
+victims' random draws (docs/privacy.md section 5, feature 8; the "attacker-aware" evaluation of ResSFL,
 Li et al., CVPR 2022, and of Titcombe et al., ICLR-W 2021, whose decoders are trained on defended
 smashed data). It simulates the defense on its own data with its own copy of the defense
 (seeded apart from the victims', see :func:`hasfl_sec.defenses.build_defenses`).

@@ -1,6 +1,6 @@
 """The attack protocol: threat models, what an attack may see, and what it returns.
 
-Every attack declares a :class:`ThreatModel` (DESIGN.md section 4): where the attacker sits,
+Every attack declares a :class:`ThreatModel` (docs/design.md section 4): where the attacker sits,
 which records it observes, and what else it knows. The audit runner enforces it in one place:
 :func:`observe` strips every field of the tap's records that the threat model does not grant, and
 :func:`make_context` hands the attack only the model access and auxiliary data it is entitled to.
@@ -22,7 +22,7 @@ from torch import nn
 
 from ..defenses.base import Defense
 from ..errors import ConfigError
-from ..protocol import Exchange, Key, Upload
+from ..sfl.protocol import Exchange, Key, Upload
 
 __all__ = ["ThreatModel", "Observations", "AttackContext", "Reconstruction", "Attack", "observe", "make_context",
            "OBSERVABLE"]

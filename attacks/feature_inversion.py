@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from . import ATTACKS
+from .registry import ATTACKS
 from ..defenses.base import Defense
 from .adaptive import expected_transform
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel

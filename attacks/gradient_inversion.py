@@ -61,7 +61,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from . import ATTACKS
+from .registry import ATTACKS
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel
 from .feature_inversion import total_variation
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import ATTACKS
+from .registry import ATTACKS
 from ..defenses.base import Defense
 from .adaptive import changes_smashed, defend
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel

@@ -48,8 +48,8 @@ from typing import Sequence
 import torch
 
 from ..defenses.base import Defense
-from ..protocol import Exchange
-from . import ATTACKS
+from ..sfl.protocol import Exchange
+from .registry import ATTACKS
 from .adaptive import changes_grad, changes_smashed
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel
 

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import ATTACKS
+from .registry import ATTACKS
 from ..defenses.base import Defense
 from .adaptive import Transform, expected_transform
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel

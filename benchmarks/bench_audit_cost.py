@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from hasfl_sec.attacks import ATTACKS
-from hasfl_sec.audit import AuditConfig
-from hasfl_sec.audit_run import audit_model
+from hasfl_sec.attacks.registry import ATTACKS
+from hasfl_sec.audit.config import AuditConfig
+from hasfl_sec.audit.entry import audit_model
 from hasfl_sec.config import load_config
 
 

@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from hasfl_sec.api import config_dataset
+from hasfl_sec.runs.setup import config_dataset
 from hasfl_sec.config import load_config
 from hasfl_sec.evaluation import DefenseSweep, EvalSettings, run_eval
 from hasfl_sec.evaluation.tables import class_mean_ssim

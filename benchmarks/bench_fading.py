@@ -18,7 +18,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from hasfl_sec.api import bound_for, prepare
+from hasfl_sec.runs.setup import prepare
 from hasfl_sec.config import load_config
 
 

@@ -20,11 +20,11 @@ import time
 
 import torch
 
-from hasfl_sec.audit import AuditConfig
-from hasfl_sec.audit_run import audit_model
+from hasfl_sec.audit.config import AuditConfig
+from hasfl_sec.audit.entry import audit_model
 from hasfl_sec.config import load_config
 
-#: He et al. 2019, CIFAR-10, same CNN: SSIM at conv11 / ReLU22 / ReLU32 (PRIVACY.md section 2).
+#: He et al. 2019, CIFAR-10, same CNN: SSIM at conv11 / ReLU22 / ReLU32 (docs/privacy.md section 2).
 HE_CIFAR = {"rmle": {1: 0.9960, 4: 0.6940, 6: 0.1625}, "inverse-network": {1: 0.9992, 4: 0.6802, 6: 0.2196}}
 
 

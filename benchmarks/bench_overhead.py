@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from hasfl_sec.api import Setup, prepare
+from hasfl_sec.runs.setup import Setup, prepare
 from hasfl_sec.config import load_config
 
 

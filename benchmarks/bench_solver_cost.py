@@ -16,7 +16,7 @@ import dataclasses
 import statistics
 import time
 
-from hasfl_sec.bound import BoundConstants
+from hasfl_sec.planning.bound import BoundConstants
 from hasfl_sec.fleet import generate_fleet
 from hasfl_sec.models import build_model, profile_model
 from hasfl_sec.optimizer import PLANNERS, PlannerParams, Problem

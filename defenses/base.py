@@ -5,8 +5,9 @@ schedule, model, sampling), for defenses whose parameters depend on them (DP-SGD
 and accounting). :meth:`Defense.transform_smashed` must work without ``prepare`` (an adaptive
 attacker simulates the defense on its own data).
 
-A defense may use any subset of them (STYLE.md 7.4: Opacus-style wrapping, NoPeek-style loss
-terms, Flower-mod-style transforms of what crosses the cut):
+A defense may use any subset of them; the hook points follow three established patterns (wrapping
+the model and optimizer as Opacus does, a loss term as NoPeek does, and transforms of what crosses
+the cut as Flower's mods do):
 
 * :meth:`Defense.prepare_model` -- once, before any device copy exists: return the model to
   train (DP-SGD replaces layers Opacus cannot compute per-sample gradients for).

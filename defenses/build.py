@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..seeding import derive_seed
-from . import DEFENSES
+from .registry import DEFENSES
 from .base import Defense, check_compatible
 
 __all__ = ["build_defenses", "check_defenses", "describe_defenses", "run_defense_label"]

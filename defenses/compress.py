@@ -5,11 +5,11 @@ Both reduce what crosses the cut, and with it what an inversion attack can use:
 * ``topk`` keeps the k largest-magnitude entries of each sample's activation and zeroes the rest
   -- the "top-k pruning" defense of ResSFL (Li et al., "ResSFL: A resistance transfer framework
   for defending model inversion attack in split federated learning", CVPR 2022; its sweep keeps
-  50-70 %), the activation analogue of gradient sparsification (VFLAIR, AIJack; PRIVACY.md
+  50-70 %), the activation analogue of gradient sparsification (VFLAIR, AIJack; docs/privacy.md
   section 1). The gradient flows back through the kept entries only.
 * ``quantize`` maps each sample's activation to ``2**bits`` evenly spaced levels between its own
   minimum and maximum (min-max uniform quantization), the quantization/compression defense
-  listed in PRIVACY.md's feature table (row 7) and evaluated as "gradient compression" against
+  listed in docs/privacy.md's feature table (row 7) and evaluated as "gradient compression" against
   label inference by Liu & Lyu (similarity-based label inference, IEEE TIFS). Rounding has no
   useful gradient, so the backward pass uses the straight-through estimator (Bengio, Leonard &
   Courville, "Estimating or propagating gradients through stochastic neurons", 2013): the
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from . import DEFENSES
+from .registry import DEFENSES
 from .base import Defense
 
 __all__ = ["TopK", "Quantize", "topk_per_sample", "quantize_per_sample"]

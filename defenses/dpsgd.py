@@ -51,12 +51,13 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..seeding import derive_seed
-from . import DEFENSES
+from .registry import DEFENSES
 from .base import Defense, DefenseContext
-from .opacus_utils import (MAX_SIGMA, PerSampleWindow, accountant_epsilon, dp_sgd_epsilon, history_steps,
-                           make_accountant, make_private_compatible, rdp_epsilon_floor, solve_noise_multiplier)
+from .opacus_utils import (
+    MAX_SIGMA, PerSampleWindow, accountant_epsilon, history_steps, make_accountant,
+    make_private_compatible, rdp_epsilon_floor, solve_noise_multiplier)
 
-__all__ = ["DPSGD", "make_private_compatible", "dp_sgd_epsilon", "rdp_epsilon_floor", "ACCOUNTANTS"]
+__all__ = ["DPSGD", "ACCOUNTANTS"]
 
 logger = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ import torch
 
 from ..errors import ConfigError
 from ..seeding import derive_seed
-from . import DEFENSES
+from .registry import DEFENSES
 from .base import Defense, DefenseContext
 
 __all__ = ["SmashedNoise", "clip_per_sample", "gaussian_epsilon"]

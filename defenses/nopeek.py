@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from . import DEFENSES
+from .registry import DEFENSES
 from .base import Defense
+from ..metrics.dependence import distance_correlation_torch
 
 __all__ = ["NoPeek", "nopeek_loss"]
 
@@ -30,8 +31,6 @@ __all__ = ["NoPeek", "nopeek_loss"]
 def nopeek_loss(inputs: torch.Tensor, smashed: torch.Tensor) -> torch.Tensor:
     """dCor(inputs, smashed) of one batch (biased V-statistic, not squared), differentiable in
     ``smashed``; the inputs are a constant."""
-    from ..metrics.dependence import distance_correlation_torch
-
     return distance_correlation_torch(inputs.detach().to(smashed.dtype), smashed, unbiased=False, squared=False)
 
 

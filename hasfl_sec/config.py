@@ -21,30 +21,16 @@ from typing import Any, Union
 
 import yaml
 
-from .defenses import DEFENSES, check_defenses
-from .optimizer.privacy import check_sigma_grid
+from .defenses.registry import DEFENSES
+from .defenses.build import check_defenses
+from .privacy.profile import check_sigma_grid
 from .privacy.profile import LEAKAGE_METRICS
 from .errors import ConfigError, check
 from .typed import apply_overrides, build_dataclass, merge
 from .fileio import read_structured
 
-__all__ = [
-    "DataConfig",
-    "ModelConfig",
-    "FleetConfig",
-    "PlanConfig",
-    "TrainConfig",
-    "TapConfig",
-    "OptimizerConfig",
-    "ChannelConfig",
-    "DefenseConfig",
-    "PrivacyConfig",
-    "ExperimentConfig",
-    "load_config",
-    "apply_overrides",
-    "config_from_dict",
-    "build_dataclass",
-]
+__all__ = ["DataConfig", "ModelConfig", "FleetConfig", "PlanConfig", "TrainConfig", "TapConfig", "OptimizerConfig",
+           "ChannelConfig", "DefenseConfig", "PrivacyConfig", "ExperimentConfig", "load_config", "config_from_dict"]
 
 Cut = Union[int, str]
 
@@ -107,7 +93,7 @@ class PlanConfig:
 
 @dataclass
 class TrainConfig:
-    """The HASFL training loop (HASFL.md section 1.2).
+    """The HASFL training loop (docs/hasfl.md section 1.2).
 
     One round = one mini-batch step on every device. ``agg_interval`` is I: client-side and
     non-common server-side layers are averaged every I rounds; the common layers every round.
@@ -149,7 +135,7 @@ class TapConfig:
 
 @dataclass
 class OptimizerConfig:
-    """The HASFL optimizer (HASFL.md sections 3-4) and the bound constants it works from.
+    """The HASFL optimizer (docs/hasfl.md sections 3-4) and the bound constants it works from.
 
     Constants come from a warm-up (``warmup_rounds`` rounds, ``probe_size`` probe samples) or from
     ``bound_file`` written by an earlier ``hasfl-sec optimize --save-bound``. With
@@ -179,7 +165,7 @@ class OptimizerConfig:
 
 @dataclass
 class ChannelConfig:
-    """Link rates during training (HASFL's open question 2).
+    """Link rates during training (does a plan go stale when channels fade? docs/hasfl.md section 7).
 
     ``model`` is ``static`` (the fleet's rates every round) or ``rayleigh`` (block fading around
     each device's mean gain, redrawn every ``coherence_rounds`` rounds). With

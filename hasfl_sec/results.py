@@ -1,6 +1,6 @@
 """Run directories: resolved config, manifest, tidy metrics, per-round table; all writes atomic.
 
-Layout of one run (DESIGN.md section 6)::
+Layout of one run (docs/design.md section 6)::
 
     RUN_DIR/
       config.yaml      resolved config (after file, options and --set overrides)
@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-__all__ = ["METRIC_COLUMNS", "RunDir", "atomic_write_text", "atomic_torch_save", "package_versions", "metrics_frame"]
+__all__ = ["METRIC_COLUMNS", "LEAKAGE_COLUMNS", "EVAL_TABLES", "RunDir", "atomic_write_text", "atomic_torch_save", "package_versions", "metrics_frame"]
 
 METRIC_COLUMNS = ["run_id", "phase", "round", "device", "cut", "batch", "attack", "defense", "metric", "value"]
 
@@ -129,3 +129,24 @@ class RunDir:
         manifest.update(fields)
         self.write_json("manifest.json", manifest)
         return manifest
+
+
+#: leakage.csv of an audit: the long metric columns of run files (docs/design.md section 6), extended
+#: by the spread over images and seeds, the estimator's source, the threat model and parameters.
+LEAKAGE_COLUMNS = ["run_id", "phase", "round", "device", "cut", "batch", "attack", "defense", "metric", "value",
+                   "std", "n", "seeds", "source", "threat_model", "params"]
+
+#: Every table of an eval directory, in report order, and the columns it has.
+EVAL_TABLES: dict[str, list[str]] = {
+    "plans": ["plan", "strategy", "budget_metric", "budget", "device", "device_class", "batch", "cut", "cut_name",
+              "noise_sigma", "predicted_leakage", "compute_flops", "uplink_bps"],
+    "summary": ["plan", "strategy", "kind", "budget_metric", "budget", "defense", "final_accuracy", "rounds",
+                "sim_time_s", "predicted_rounds", "predicted_time_to_target_s", "measured_rounds",
+                "measured_time_to_target_s", "target_accuracy", "max_leakage", "strongest_attack", "wall_time_s"],
+    "rounds": ["plan", "round", "sim_time_s", "wall_time_s", "train_loss", "test_accuracy"],
+    "leakage": ["plan", *LEAKAGE_COLUMNS],
+    "defenses": ["defense", "setting", "strength", "cut", "accuracy", "accuracy_drop", "attack", "adaptive", "ssim",
+                 "mse", "psnr", "epsilon"],
+    "pareto": ["plan", "device_class", "leakage", "predicted_time_to_target_s", "measured_time_to_target_s",
+               "final_accuracy", "on_front"],
+}

@@ -32,7 +32,7 @@ def small_overrides(**extra: object) -> list[str]:
 
 def train_small(defenses, rounds: int = 4):
     """A trainer of the small config with extra ``defenses``, after ``rounds`` rounds."""
-    from hasfl_sec.api import prepare
+    from hasfl_sec.runs.setup import prepare
 
     trainer = prepare(load_config(overrides=small_overrides(**{"train.rounds": rounds}))).trainer(defenses)
     for _ in range(rounds):

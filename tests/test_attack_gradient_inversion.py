@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 from conftest import small_overrides
-from hasfl_sec.api import prepare
-from hasfl_sec.attacks import ATTACKS
+from hasfl_sec.runs.setup import prepare
+from hasfl_sec.attacks.registry import ATTACKS
 from hasfl_sec.attacks.base import make_context, observe
 from hasfl_sec.attacks.gradient_inversion import GradientInversion, simulate_local_update, update_cosine
 from hasfl_sec.config import load_config
 from hasfl_sec.metrics.image import match_batch, ssim
-from hasfl_sec.tap import CutLayerTap, TapSelector
+from hasfl_sec.sfl.tap import CutLayerTap, TapSelector
 
 
 @pytest.fixture(scope="module", autouse=True)

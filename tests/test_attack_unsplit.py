@@ -10,14 +10,14 @@ import torch
 from torch import nn
 
 from conftest import small_overrides
-from hasfl_sec.api import prepare
-from hasfl_sec.attacks import ATTACKS
+from hasfl_sec.runs.setup import prepare
+from hasfl_sec.attacks.registry import ATTACKS
 from hasfl_sec.attacks.base import make_context, observe
 from hasfl_sec.attacks.unsplit import UnSplit, mirror_first_layer, relative_total_variation
 from hasfl_sec.config import load_config
 from hasfl_sec.metrics import ssim
 from hasfl_sec.models import build_model
-from hasfl_sec.tap import CutLayerTap, TapSelector
+from hasfl_sec.sfl.tap import CutLayerTap, TapSelector
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,17 @@ import torch
 from click.testing import CliRunner
 
 from conftest import small_overrides
-from hasfl_sec.api import prepare
-from hasfl_sec.attacks import ATTACKS
-from hasfl_sec.audit import LEAKAGE_COLUMNS, AuditConfig, build_attack, run_attack
-from hasfl_sec.audit_run import _env, audit_model, audit_run
+from hasfl_sec.runs.setup import prepare
+from hasfl_sec.attacks.registry import ATTACKS
+from hasfl_sec.audit.engine import build_attack, run_attack
+from hasfl_sec.results import LEAKAGE_COLUMNS
+from hasfl_sec.audit.config import AuditConfig
+from hasfl_sec.audit.entry import _env, audit_model, audit_run
 from hasfl_sec.errors import ConfigError
-from hasfl_sec.cli import cli
+from hasfl_sec.cli.main import cli
 from hasfl_sec.config import load_config
-from hasfl_sec.runner import train
-from hasfl_sec.victims import replay, simulate
+from hasfl_sec.runs.train import train
+from hasfl_sec.audit.victims import replay, simulate
 
 FAST = {"rmle": {"steps": 150}}
 
@@ -215,3 +217,20 @@ def test_an_attack_needing_labels_on_a_label_private_run_says_what_to_rerun(tmp_
     result = CliRunner().invoke(cli, ["audit", str(out), "--attacks", "needs-labels", "--out", str(tmp_path / "a")])
     assert result.exit_code == 2 and "train.share_labels=true" in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "a").exists()
+
+
+def test_audit_of_a_run_in_memory_equals_the_audit_read_back_from_disk(tmp_path):
+    """``hasfl-sec eval`` audits each arm on the trainer it just trained (no second setup, no reading
+    the run back); with a stateful defense on, every figure equals the audit of the run directory."""
+    from hasfl_sec.audit.entry import audit_trained
+
+    cfg = load_config(overrides=small_overrides(**{"defense.use": "[noise]", "defense.noise.sigma": 0.3}))
+    result = train(cfg, out_dir=tmp_path / "run")
+    audit = AuditConfig(attacks=["rmle", "inverse-network", "label-direction"], images=4, devices=[0, 2],
+                        grid_images=2, attack_params={"rmle": {"steps": 20}, "inverse-network": {"steps": 20}})
+    from_disk = audit_run(tmp_path / "run", audit).frame
+    in_memory = audit_trained(result, audit).frame
+    timed = in_memory.metric == "wall_time_s"
+    assert (~timed).sum() > 10 and in_memory.attack.str.endswith("+adaptive").any()
+    pd.testing.assert_frame_equal(in_memory[~timed].reset_index(drop=True),
+                                  from_disk[from_disk.metric != "wall_time_s"].reset_index(drop=True))

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 from skimage.data import lfw_subset
 
-from hasfl_sec.data import DATASETS, PARTITIONS, ImageDataset, load_dataset, partition, partition_summary
+from hasfl_sec.data.datasets import DATASETS, ImageDataset, load_dataset
+from hasfl_sec.data.partition import PARTITIONS, partition, partition_summary
 from hasfl_sec.errors import ConfigError
 
 

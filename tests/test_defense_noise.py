@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from conftest import small_overrides, train_small
-from hasfl_sec.api import prepare
+from hasfl_sec.runs.setup import prepare
 from hasfl_sec.config import load_config
-from hasfl_sec.defenses import DEFENSES
+from hasfl_sec.defenses.registry import DEFENSES
 from hasfl_sec.defenses.noise import SmashedNoise, clip_per_sample, gaussian_epsilon
 from hasfl_sec.errors import ConfigError
 

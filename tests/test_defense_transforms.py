@@ -9,11 +9,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import small_overrides, train_small
-from hasfl_sec.api import prepare
-from hasfl_sec.cli import cli
+from conftest import train_small
+from hasfl_sec.cli.main import cli
 from hasfl_sec.config import load_config
-from hasfl_sec.defenses import DEFENSES, describe_defenses
+from hasfl_sec.defenses.registry import DEFENSES
+from hasfl_sec.defenses.build import describe_defenses
 from hasfl_sec.defenses.compress import Quantize, TopK
 from hasfl_sec.defenses.nopeek import NoPeek, nopeek_loss
 from hasfl_sec.errors import ConfigError

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from hasfl_sec.cli import cli
-from hasfl_sec.config import load_config
+from hasfl_sec.cli.main import cli
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.evaluation import DefenseSweep, build_arms, load_settings
 from hasfl_sec.evaluation.tables import device_leakage, pareto_table, representatives

@@ -1,4 +1,4 @@
-"""Fleet generation/loading and the HASFL latency model (HASFL.md sections 2 and 5)."""
+"""Fleet generation/loading and the HASFL latency model (docs/hasfl.md sections 2 and 5)."""
 
 from __future__ import annotations
 
@@ -11,18 +11,9 @@ import pytest
 
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.fleet import (
-    FLEETS,
-    GIB,
-    HETEROGENEITY,
-    Device,
-    Fleet,
-    FleetSpec,
-    dbm_to_watts,
-    generate_fleet,
-    load_fleet,
-    shannon_rate,
-)
-from hasfl_sec.latency import CutCosts, elapsed_after, round_latency, stage_latencies, training_latency
+    FLEETS, GIB, HETEROGENEITY, Device, Fleet, FleetSpec, dbm_to_watts, fleet_from_dict, generate_fleet, load_fleet,
+    shannon_rate)
+from hasfl_sec.sfl.latency import CutCosts, elapsed_after, round_latency, stage_latencies, training_latency
 
 REL = 1e-12
 
@@ -210,7 +201,7 @@ def test_save_load_round_trip(tmp_path, suffix):
     fleet = generate_fleet(num_devices=7, heterogeneity="medium", seed=5)
     path = fleet.save(tmp_path / f"fleet{suffix}")
     assert load_fleet(path) == fleet
-    assert Fleet.from_dict(fleet.to_dict()) == fleet
+    assert fleet_from_dict(fleet.to_dict()) == fleet
 
 
 def test_load_toml_and_physical_entries(tmp_path):
@@ -255,7 +246,7 @@ def test_zero_devices():
         generate_fleet(num_devices=0)
     _one_line(exc, "fleet.num_devices")
     with pytest.raises(ConfigError) as exc:
-        Fleet.from_dict({"server_flops": 1e10, "devices": []})
+        fleet_from_dict({"server_flops": 1e10, "devices": []})
     _one_line(exc, "fleet.num_devices")
 
 
@@ -266,7 +257,7 @@ def test_bad_rate(bad):
     _one_line(exc, "device.uplink_bps")
     good = {"flops": 1e9, "uplink_bps": 1e6, "downlink_bps": 1e6, "memory_bytes": 1e9}
     with pytest.raises(ConfigError) as exc:
-        Fleet.from_dict({"server_flops": 1e10, "devices": [good, dict(good, downlink_bps=bad)]})
+        fleet_from_dict({"server_flops": 1e10, "devices": [good, dict(good, downlink_bps=bad)]})
     _one_line(exc, "fleet.devices[1].downlink_bps")
     with pytest.raises(ConfigError) as exc:
         Fleet(devices=(Device(**good),), server_flops=bad)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hasfl_sec.cli import cli
+from hasfl_sec.cli.main import cli
 from hasfl_sec.fileio import first_free_dir
 
 TINY = ["train.rounds=3", "fleet.num_devices=2", "data.image_size=8", "train.eval_every=1"]

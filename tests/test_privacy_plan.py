@@ -21,17 +21,19 @@ from torch import nn
 from torch.func import functional_call, grad, jacfwd
 
 from conftest import small_overrides
-from hasfl_sec.api import prepare
-from hasfl_sec.cli import cli
+from hasfl_sec.runs.setup import prepare
+from hasfl_sec.cli.main import cli
 from hasfl_sec.config import load_config
-from hasfl_sec.datasets import load_dataset
+from hasfl_sec.data.datasets import load_dataset
 from hasfl_sec.defenses.noise import SmashedNoise
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.metrics.fisher import dfil
 from hasfl_sec.models import build_model
-from hasfl_sec.plan import Plan
-from hasfl_sec.privacy import LeakageProfile, NoiseCost, gradient_noise, measure_privacy, rank_agreement
-from hasfl_sec.runner import train
+from hasfl_sec.sfl.plan import Plan
+from hasfl_sec.planning.privacy import measure_privacy
+from hasfl_sec.privacy.noise_cost import NoiseCost, gradient_noise
+from hasfl_sec.privacy.profile import LeakageProfile, rank_agreement
+from hasfl_sec.runs.train import train
 
 # A 4-device fleet, the literal bound after a one-round warm-up, a quick profile: a few seconds.
 FAST = ["--devices", "4", "--set", "optimizer.warmup_rounds=1", "--set", "optimizer.probe_size=16",
@@ -216,8 +218,8 @@ def test_train_under_a_private_plan_saves_its_noise(tmp_path):
     assert all(v <= 21.0 for v in saved.privacy["leakage"])
     assert len(result.rounds) == 4 and np.isfinite(result.rounds["train_loss"]).all()
     # cuts outside the plan have no planned noise: an audit there is refused, not silently mis-noised
-    from hasfl_sec.audit import AuditConfig
-    from hasfl_sec.audit_run import audit_run
+    from hasfl_sec.audit.config import AuditConfig
+    from hasfl_sec.audit.entry import audit_run
     from hasfl_sec.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--cuts.*no planned noise"):

@@ -15,16 +15,18 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import small_overrides
-from hasfl_sec.audit import LEAKAGE_COLUMNS, AuditConfig
-from hasfl_sec.audit_output import write_audit
-from hasfl_sec.audit_run import audit_run
-from hasfl_sec.cli import cli
+from hasfl_sec.results import EVAL_TABLES, LEAKAGE_COLUMNS
+from hasfl_sec.audit.config import AuditConfig
+from hasfl_sec.audit.output import write_audit
+from hasfl_sec.audit.entry import audit_run
+from hasfl_sec.cli.main import cli
 from hasfl_sec.config import load_config
 from hasfl_sec.errors import ConfigError
-from hasfl_sec.report import TABLES, build_report, collect_runs, device_classes, pareto_front
+from hasfl_sec.report import build_report, device_classes, pareto_front
+from hasfl_sec.evaluation.collect import collect_runs
 from hasfl_sec.report.figures import FIGURES
 from hasfl_sec.report.sections import SECTIONS
-from hasfl_sec.runner import train
+from hasfl_sec.runs.train import train
 
 XHTML = "{http://www.w3.org/1999/xhtml}"
 TARGET = 0.2
@@ -64,7 +66,7 @@ def full(collected, tmp_path) -> Path:
             ("noise", "sigma=1", 1.0, 0.70, 10.0, "rmle", False, 0.20, 0.100, 10.0, 3.0),
             ("noise", "sigma=1", 1.0, 0.70, 10.0, "rmle+adaptive", True, 0.40, 0.070, 11.5, 3.0)]
     frame = pd.DataFrame([(d, s, st, 2, a, ad, at, adp, ss, m, p, e) for d, s, st, a, ad, at, adp, ss, m, p, e in rows],
-                         columns=TABLES["defenses"])
+                         columns=EVAL_TABLES["defenses"])
     frame.to_csv(path / "defenses.csv", index=False)
     build_report(path)
     return path
@@ -120,7 +122,7 @@ def test_collect_writes_the_eval_tables_from_the_runs(runs, collected):
     assert meta["config"]["optimizer"]["target_accuracy"] == TARGET and meta["name"] == "eval"
     assert any("plan.cut" in note for note in meta["notes"])  # the runs differ in their cuts
     for name in ("plans", "summary", "rounds", "leakage", "pareto"):
-        assert list(pd.read_csv(collected / f"{name}.csv").columns) == TABLES[name]
+        assert list(pd.read_csv(collected / f"{name}.csv").columns) == EVAL_TABLES[name]
     assert not (collected / "defenses.csv").exists()
 
     plans = pd.read_csv(collected / "plans.csv")

@@ -7,11 +7,9 @@ import copy
 import pytest
 import torch
 
-from conftest import small_overrides
-from hasfl_sec.api import prepare
-from hasfl_sec.config import load_config
+from hasfl_sec.runs.setup import prepare
 from hasfl_sec.defenses.base import Defense
-from hasfl_sec.tap import CutLayerTap, TapSelector
+from hasfl_sec.sfl.tap import CutLayerTap, TapSelector
 
 
 def make(cfg, defenses=()):

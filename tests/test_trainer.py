@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import small_overrides
-from hasfl_sec.api import prepare
-from hasfl_sec.runner import train
+from hasfl_sec.runs.setup import prepare
+from hasfl_sec.runs.train import train
 from hasfl_sec.config import load_config
 from hasfl_sec.defenses.base import Defense
 from hasfl_sec.errors import ConfigError

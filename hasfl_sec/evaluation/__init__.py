@@ -10,10 +10,16 @@ Example::
     from hasfl_sec.evaluation import load_settings, run_eval
     result = run_eval(load_config(), load_settings(budgets=[]), out="reports/demo")
     result.summary
+
+Plain training runs (and their audits) become an eval directory with :func:`collect_runs`::
+
+    from hasfl_sec.evaluation import collect_runs
+    collect_runs(["runs/hasfl", "runs/sfl"], "reports/compare")   # tables + report
 """
 
-from .run import TABLES, EvalResult, arm_configs, run_eval
+from .collect import collect_runs, is_run_dir
+from .run import EvalResult, arm_configs, run_eval
 from .settings import Arm, DefenseSweep, EvalSettings, build_arms, default_sweeps, load_settings
 
-__all__ = ["run_eval", "EvalResult", "TABLES", "arm_configs", "EvalSettings", "DefenseSweep", "Arm", "build_arms",
-           "default_sweeps", "load_settings"]
+__all__ = ["run_eval", "EvalResult", "arm_configs", "EvalSettings", "DefenseSweep", "Arm", "build_arms",
+           "default_sweeps", "load_settings", "collect_runs", "is_run_dir"]

@@ -21,6 +21,10 @@ from typing import Any, Optional, Union
 from ..typed import build_dataclass
 from ..errors import ConfigError, check
 from ..fileio import check_folder_name, read_structured
+from ..attacks.registry import ATTACKS
+from ..audit.config import PRESETS
+from ..defenses.registry import DEFENSES
+from ..planning.strategies import STRATEGIES
 
 #: The report name of an evaluation that is given none (see :attr:`EvalSettings.name`).
 DEFAULT_NAME = "default"
@@ -95,10 +99,6 @@ class EvalSettings:
 
     def validate(self) -> "EvalSettings":
         """Check names and ranges; returns self."""
-        from ..attacks import ATTACKS
-        from ..audit_variants import PRESETS
-        from ..defenses import DEFENSES
-        from ..plan import STRATEGIES
 
         if self.name is not None:
             check_folder_name("eval.name", self.name)

@@ -13,11 +13,12 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
 from ..report.tables import device_classes, pareto_front, time_to_target
 from .settings import Arm
+from ..metrics import image_report
+from ..seeding import torch_generator
 
 __all__ = ["class_mean_ssim", "representatives", "plan_rows", "summary_row", "defense_table", "pareto_table", "device_leakage",
            "plan_noise", "RECONSTRUCTION_METRIC"]
@@ -35,8 +36,6 @@ def class_mean_ssim(dataset: Any, seed: int, images: int = 256) -> float:
     """
     import torch
 
-    from ..metrics import image_report
-    from ..seeding import torch_generator
 
     means = torch.stack([dataset.x_test[dataset.y_test == c].mean(0) for c in range(dataset.num_classes)])
     n = min(images, len(dataset.y_train))

@@ -1,6 +1,6 @@
 """Edge-device fleets: compute, link rates and memory of every device plus the edge server.
 
-A :class:`Fleet` is the system state the latency model (HASFL.md section 2) and the planners work
+A :class:`Fleet` is the system state the latency model (docs/hasfl.md section 2) and the planners work
 from: device FLOP/s f_i, uplink/downlink rates r_i^U, r_i^D (bit/s), memory, and the server's
 FLOP/s f_s. Fleets are built three ways:
 
@@ -16,10 +16,11 @@ fleets, heterogeneity levels, presets and our modelling choices), :mod:`.files` 
 from __future__ import annotations
 
 from .devices import GIB, Device, Fleet, dbm_to_watts, shannon_rate
-from .files import load_fleet
+from .files import fleet_from_dict, load_fleet
 from .generate import DEFAULT_HETEROGENEITY, FLEETS, HETEROGENEITY, FleetSpec, generate_fleet
 
 __all__ = [
+    "fleet_from_dict",
     "Device",
     "Fleet",
     "FleetSpec",

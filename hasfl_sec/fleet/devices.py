@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,10 +21,10 @@ import yaml
 
 from ..errors import ConfigError, check
 
-__all__ = ["Device", "Fleet", "GIB", "shannon_rate", "dbm_to_watts"]
+__all__ = ["Device", "Fleet", "GIB", "POSITIVE_FIELDS", "shannon_rate", "dbm_to_watts", "positive_number", "dbm_number"]
 
 GIB = float(2**30)
-_POSITIVE = ("flops", "uplink_bps", "downlink_bps", "memory_bytes")
+POSITIVE_FIELDS = ("flops", "uplink_bps", "downlink_bps", "memory_bytes")
 
 
 def dbm_to_watts(dbm: float) -> float:
@@ -33,7 +33,7 @@ def dbm_to_watts(dbm: float) -> float:
 
 
 def shannon_rate(bandwidth_hz: float, power_w: float, gain: float, noise_psd_w_per_hz: float) -> float:
-    """Shannon capacity W log2(1 + p h / (W N0)) in bit/s (HASFL.md section 2.1)."""
+    """Shannon capacity W log2(1 + p h / (W N0)) in bit/s (docs/hasfl.md section 2.1)."""
     snr = power_w * gain / (bandwidth_hz * noise_psd_w_per_hz)
     return float(bandwidth_hz * np.log2(1.0 + snr))
 
@@ -53,14 +53,16 @@ def _number(value: Any, field_name: str, valid: str) -> float:
         raise ConfigError(field_name, value, valid) from None
 
 
-def _positive(value: Any, field_name: str) -> float:
+def positive_number(value: Any, field_name: str) -> float:
+    """``value`` as a finite float > 0, or a ConfigError naming ``field_name`` (fleet files and specs)."""
     valid = "a finite number > 0"
     x = _number(value, field_name, valid)
     check(math.isfinite(x) and x > 0, field_name, value, valid)
     return x
 
 
-def _dbm(value: Any, field_name: str) -> float:
+def dbm_number(value: Any, field_name: str) -> float:
+    """``value`` as a finite power in dBm, or a ConfigError naming ``field_name``."""
     x = _number(value, field_name, "a finite power in dBm")
     check(math.isfinite(x), field_name, value, "a finite power in dBm")
     return x
@@ -68,12 +70,12 @@ def _dbm(value: Any, field_name: str) -> float:
 
 def _check_device(dev: "Device", prefix: str) -> None:
     """Raise :class:`ConfigError` naming ``prefix.<attr>`` for the first bad field of ``dev``."""
-    for attr in _POSITIVE:
-        _positive(getattr(dev, attr), f"{prefix}.{attr}")
+    for attr in POSITIVE_FIELDS:
+        positive_number(getattr(dev, attr), f"{prefix}.{attr}")
     if dev.tx_power_dbm is not None:
-        _dbm(dev.tx_power_dbm, f"{prefix}.tx_power_dbm")
+        dbm_number(dev.tx_power_dbm, f"{prefix}.tx_power_dbm")
     if dev.channel_gain is not None:
-        _positive(dev.channel_gain, f"{prefix}.channel_gain")
+        positive_number(dev.channel_gain, f"{prefix}.channel_gain")
     check(isinstance(dev.name, str), f"{prefix}.name", dev.name, "a string")
 
 
@@ -105,7 +107,7 @@ class Device:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict; optional fields that are unset are left out."""
         out: dict[str, Any] = {"name": self.name} if self.name else {}
-        out.update({k: float(getattr(self, k)) for k in _POSITIVE})
+        out.update({k: float(getattr(self, k)) for k in POSITIVE_FIELDS})
         for key in ("tx_power_dbm", "channel_gain"):
             if getattr(self, key) is not None:
                 out[key] = float(getattr(self, key))
@@ -133,7 +135,7 @@ class Fleet:
         for i, dev in enumerate(devices):
             check(isinstance(dev, Device), f"fleet.devices[{i}]", dev, "a Device")
             _check_device(dev, f"fleet.devices[{i}]")
-        _positive(self.server_flops, "fleet.server_flops")
+        positive_number(self.server_flops, "fleet.server_flops")
 
     @property
     def num_devices(self) -> int:
@@ -166,20 +168,13 @@ class Fleet:
         return self._column("memory_bytes")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict in the fleet-file schema; ``Fleet.from_dict(f.to_dict()) == f``."""
+        """Plain dict in the fleet-file schema; ``fleet_from_dict(f.to_dict()) == f``."""
         return {"name": self.name, "server_flops": float(self.server_flops),
                 "devices": [d.to_dict() for d in self.devices]}
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, default_name: str = "custom") -> "Fleet":
-        """Build a fleet from the fleet-file schema (see :func:`~hasfl_sec.fleet.load_fleet`); unknown keys refused."""
-        from .files import fleet_from_dict  # deferred: files.py imports this module
-
-        return fleet_from_dict(data, default_name=default_name, cls=cls)
-
     def to_frame(self) -> pd.DataFrame:
         """One row per device: name, flops, uplink_bps, downlink_bps, memory_bytes, tx_power_dbm, channel_gain."""
-        cols = ("name",) + _POSITIVE + ("tx_power_dbm", "channel_gain")
+        cols = ("name",) + POSITIVE_FIELDS + ("tx_power_dbm", "channel_gain")
         frame = pd.DataFrame({c: [getattr(d, c) for d in self.devices] for c in cols})
         frame.index.name = "device"
         return frame

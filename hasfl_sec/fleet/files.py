@@ -14,22 +14,22 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError, check
 from ..fileio import read_structured
-from .devices import _POSITIVE, Device, Fleet, _dbm, _positive, dbm_to_watts, shannon_rate
+from .devices import POSITIVE_FIELDS, Device, Fleet, dbm_number, positive_number, dbm_to_watts, shannon_rate
 from .generate import FleetSpec
 
 __all__ = ["load_fleet", "fleet_from_dict"]
 
 log = logging.getLogger(__name__)
 
-_DEVICE_KEYS = _POSITIVE + ("name", "tx_power_dbm", "channel_gain")
+_DEVICE_KEYS = POSITIVE_FIELDS + ("name", "tx_power_dbm", "channel_gain")
 _PHYSICAL_KEYS = ("uplink_bandwidth_hz", "downlink_bandwidth_hz", "server_power_dbm", "noise_psd")
 _FLEET_KEYS = ("name", "server_flops", "devices") + _PHYSICAL_KEYS
 
 
-def fleet_from_dict(data: Mapping[str, Any], *, default_name: str = "custom", cls: type[Fleet] = Fleet) -> Fleet:
-    """Build a ``cls`` fleet from the fleet-file schema (see :func:`load_fleet`); unknown keys refused.
+def fleet_from_dict(data: Mapping[str, Any], *, default_name: str = "custom") -> Fleet:
+    """Build a fleet from the fleet-file schema (see :func:`load_fleet`); unknown keys refused.
 
-    This is :meth:`Fleet.from_dict <hasfl_sec.fleet.Fleet.from_dict>`.
+    ``fleet_from_dict(fleet.to_dict()) == fleet``.
     """
     if not isinstance(data, Mapping):
         raise ConfigError("fleet", data, "a mapping with server_flops and devices")
@@ -45,11 +45,11 @@ def fleet_from_dict(data: Mapping[str, Any], *, default_name: str = "custom", cl
     phys = {key: getattr(spec, key) for key in _PHYSICAL_KEYS}  # defaults for physical entries
     for key in _PHYSICAL_KEYS:
         if key in data:
-            phys[key] = (_dbm if key == "server_power_dbm" else _positive)(data[key], f"fleet.{key}")
+            phys[key] = (dbm_number if key == "server_power_dbm" else positive_number)(data[key], f"fleet.{key}")
     devices = [_device_from_dict(entry, i, phys) for i, entry in enumerate(devices_raw)]
     name = data.get("name", default_name)
     check(isinstance(name, str), "fleet.name", name, "a string")
-    return cls(devices=tuple(devices), server_flops=_positive(data["server_flops"], "fleet.server_flops"),
+    return Fleet(devices=tuple(devices), server_flops=positive_number(data["server_flops"], "fleet.server_flops"),
                name=name)
 
 
@@ -63,9 +63,9 @@ def _device_from_dict(entry: Any, i: int, phys: Mapping[str, float]) -> Device:
                               "unknown fleet-file key")
     for key in ("flops", "memory_bytes"):
         check(key in entry, f"{prefix}.{key}", None, "a finite number > 0", "missing")
-    values: dict[str, Any] = {k: _positive(entry[k], f"{prefix}.{k}") for k in _POSITIVE if k in entry}
-    power = None if entry.get("tx_power_dbm") is None else _dbm(entry["tx_power_dbm"], f"{prefix}.tx_power_dbm")
-    gain = None if entry.get("channel_gain") is None else _positive(entry["channel_gain"], f"{prefix}.channel_gain")
+    values: dict[str, Any] = {k: positive_number(entry[k], f"{prefix}.{k}") for k in POSITIVE_FIELDS if k in entry}
+    power = None if entry.get("tx_power_dbm") is None else dbm_number(entry["tx_power_dbm"], f"{prefix}.tx_power_dbm")
+    gain = None if entry.get("channel_gain") is None else positive_number(entry["channel_gain"], f"{prefix}.channel_gain")
     if "uplink_bps" not in values:
         check(power is not None and gain is not None, f"{prefix}.uplink_bps", None,
               "a rate in bit/s > 0, or tx_power_dbm and channel_gain to compute it", "missing")
@@ -103,6 +103,6 @@ def load_fleet(path: str | Path) -> Fleet:
     data = read_structured(path, "fleet.file")
     if data is None:
         raise ConfigError("fleet.file", str(path), "a fleet file with server_flops and devices", "file is empty")
-    fleet = Fleet.from_dict(data, default_name=path.stem)
+    fleet = fleet_from_dict(data, default_name=path.stem)
     log.debug("loaded fleet %s (%d devices) from %s", fleet.name, fleet.num_devices, path)
     return fleet

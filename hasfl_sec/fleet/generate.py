@@ -4,9 +4,9 @@
 heterogeneity level (the :data:`HETEROGENEITY` registry); :data:`FLEETS` holds named presets.
 
 Generated fleets follow the simulation settings of the HASFL group's later paper (Wei & Chen,
-HASFL.md section 5). Our own choices, not from that source, are labelled "(our choice)":
+docs/hasfl.md section 5). Our own choices, not from that source, are labelled "(our choice)":
 
-* server transmit power 40 dBm (HASFL.md gives none) (our choice);
+* server transmit power 40 dBm (docs/hasfl.md gives none) (our choice);
 * device memory uniform in [4, 8] GiB, Jetson-Orin-Nano-class devices (our choice);
 * every device gets the whole uplink / downlink band, i.e. a TDMA-like per-device rate r_i as in
   AdaptSFL, not a band shared by FDMA (our choice, consistent with AdaptSFL's per-device r_i);
@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import check
 from ..registry import Registry
 from ..seeding import numpy_rng
-from .devices import GIB, Device, Fleet, _dbm, _positive, dbm_to_watts
+from .devices import GIB, Device, Fleet, dbm_number, positive_number, dbm_to_watts
 
 __all__ = ["FleetSpec", "HETEROGENEITY", "DEFAULT_HETEROGENEITY", "FLEETS", "generate_fleet"]
 
@@ -47,7 +47,7 @@ Range = tuple[float, float]
 
 @dataclass(frozen=True)
 class FleetSpec:
-    """Distributions a generated fleet is drawn from (HASFL.md section 5, Wei & Chen settings).
+    """Distributions a generated fleet is drawn from (docs/hasfl.md section 5, Wei & Chen settings).
 
     Ranges are (low, high), sampled uniformly. Device FLOP/s = FLOPs/cycle x clock.
     ``server_power_dbm`` and ``device_memory_bytes`` are our choices (see the module docstring).
@@ -78,8 +78,8 @@ class FleetSpec:
               "a range (low, high) in dBm with low <= high")
         for name in ("server_flops_per_cycle", "server_clock_hz", "uplink_bandwidth_hz",
                      "downlink_bandwidth_hz", "noise_psd"):
-            _positive(getattr(self, name), f"fleet.spec.{name}")
-        _dbm(self.server_power_dbm, "fleet.spec.server_power_dbm")
+            positive_number(getattr(self, name), f"fleet.spec.{name}")
+        dbm_number(self.server_power_dbm, "fleet.spec.server_power_dbm")
 
     @property
     def server_flops(self) -> float:
@@ -163,7 +163,7 @@ def _preset(name: str, level: str, help: str) -> None:
 
 
 _preset("paper-default", "high",
-        "Wei & Chen simulation ranges (HASFL.md s.5), full heterogeneity; 20 devices by default")
+        "Wei & Chen simulation ranges (docs/hasfl.md s.5), full heterogeneity; 20 devices by default")
 _preset("homogeneous", "none", "every device at the midpoint of the paper-default ranges")
 _preset("mild", "low", "paper-default ranges shrunk to 1/4 of their log-width")
 _preset("medium", "medium", "paper-default ranges shrunk to 1/2 of their log-width")

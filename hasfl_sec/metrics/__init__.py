@@ -1,6 +1,6 @@
 """Leakage metrics: reconstruction quality, label inference and input/activation dependence.
 
-The choice of metrics follows PRIVACY.md section 3: MSE/PSNR and SSIM (Wang et al., IEEE TIP
+The choice of metrics follows docs/privacy.md section 3: MSE/PSNR and SSIM (Wang et al., IEEE TIP
 2004) with breaching's identifiability (IIP) and Hungarian batch ordering (Geiping et al.,
 NeurIPS 2020) for reconstructions; label accuracy and leak-AUC (Li et al., ICLR 2022) for labels;
 distance correlation (Szekely et al. 2007; Szekely & Rizzo 2014), HSIC (Gretton et al. 2005) and
@@ -29,14 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..registry import Registry
-from .dependence import (
-    DEPENDENCE,
-    DependenceResult,
-    distance_correlation,
-    hsic,
-    ksg_mutual_information,
-    nhsic,
-)
+from .dependence import DEPENDENCE, DependenceResult, distance_correlation, hsic, ksg_mutual_information, nhsic
 from .fisher import FisherResult, dfil, dfil_mse_bound, dfil_values
 from .image import identifiability, image_report, match_batch, mse, psnr, ssim
 from .labels import label_accuracy, label_auc

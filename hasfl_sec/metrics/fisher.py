@@ -74,12 +74,12 @@ torch is imported on first use so that this package stays importable without it.
 from __future__ import annotations
 
 import math
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .fisher_jacobian import TraceEstimate, batched_client, exact_trace, hutchinson_trace, jacobian_context
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -101,13 +101,7 @@ DEFAULT_RELATIVE_SIGMA = 0.1
 DEFAULT_EXACT_MAX_DIM = 256
 #: Hutchinson probes per sample otherwise (relative stderr <= sqrt(2 / probes), often far less).
 DEFAULT_PROBES = 64
-#: Auto chunking: at most about this many floats in the JVP/VJP outputs of one chunk.
-_CHUNK_BUDGET = 1 << 23
-#: ... and at most this many directions per call (the backward also holds every activation).
-_MAX_AUTO_CHUNK = 64
 _PROBE_KINDS = ("gaussian", "rademacher")
-#: Cost of one forward-mode JVP in reverse-mode VJPs (hecnn cuts 1-7, one thread: 1.1-2.9).
-_JVP_COST = 2
 
 
 class _Default(float):
@@ -237,18 +231,6 @@ def _noise_spec(sigma: float | None, relative_sigma: float | None) -> tuple[floa
 # ----------------------------------------------------------------------------------- helpers
 
 
-@contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Run ``module`` in eval mode and restore every submodule's own train/eval flag afterwards."""
-    flags = [(m, m.training) for m in module.modules()]
-    module.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
 def _scale(trace: torch.Tensor, trace_stderr: torch.Tensor, sigma: float, d: int) -> tuple[torch.Tensor, torch.Tensor]:
     denom = sigma**2 * d
     return trace / denom, trace_stderr / denom
@@ -263,54 +245,81 @@ def _bounds(dfil_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return bound, psnr_
 
 
-def _chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, total, size):
-        yield start, min(start + size, total)
-
-
-def _draw(kind: str, shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    """Probe vectors from ``generator`` (on its own device), returned on ``like``'s device/dtype."""
+def _check_options(
+    exact_max_dim: Any, probes: Any, chunk_size: Any, probe: Any, generator: Any
+) -> tuple[int, int, int | None]:
+    """Validation phase of :func:`dfil`: the computation options (``exact_max_dim``, ``probes``,
+    ``chunk_size``, ``probe``, ``generator``), checked in that order so the first bad one is named."""
     import torch
 
-    if kind == "gaussian":
-        v = torch.randn(shape, generator=generator, device=generator.device, dtype=like.dtype)
-    else:
-        bits = torch.randint(0, 2, shape, generator=generator, device=generator.device)
-        v = bits.to(like.dtype).mul_(2).sub_(1)
-    return v.to(like.device)
+    exact_max_dim = _check_int(exact_max_dim, "exact_max_dim", 0)
+    probes = _check_int(probes, "probes", 2)
+    if chunk_size is not None:
+        chunk_size = _check_int(chunk_size, "chunk_size", 1)
+    if probe not in _PROBE_KINDS:
+        raise ValueError(f"probe must be one of {_PROBE_KINDS}; got {probe!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
+    return exact_max_dim, probes, chunk_size
 
 
-def _squared_norms(
-    batched: Callable[[torch.Tensor], torch.Tensor],
-    x: torch.Tensor,
-    side: str,
-    directions: Callable[[int, int], torch.Tensor],
-    count: int,
-    chunk: int,
-) -> torch.Tensor:
-    """``[count, n]``: ``||J v_k||^2`` (side ``"input"``) or ``||J^T u_k||^2`` (``"output"``) per sample.
+def _check_batch(x: Any) -> torch.Tensor:
+    """Validation phase of :func:`dfil`: ``x`` must be a floating batch ``[n, ...]`` with ``n >= 1``;
+    returned detached, so no graph reaches the caller's tensor."""
+    import torch
 
-    ``directions(start, stop)`` returns the directions ``[k, n, *x.shape[1:]]`` (input side) or
-    ``[k, n, m]`` (output side) for ``k = stop - start``.
+    if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] < 1 or not x.is_floating_point():
+        raise ValueError(
+            "x must be a floating-point tensor [n, ...] holding at least one sample; got "
+            + (f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__)
+        )
+    return x.detach()
+
+
+def _noise_reference(
+    client: nn.Module, x: torch.Tensor, abs_sigma: float | None, rel_sigma: float | None
+) -> tuple[int, float, float]:
+    """Noise phase of :func:`dfil`: ``(m, RMS(f(x)), sigma)`` from one forward pass of the batch.
+
+    ``sigma`` is ``abs_sigma`` if given, else ``rel_sigma * RMS`` over the whole batch, which needs
+    a finite, non-zero RMS.
     """
-    from torch.func import jvp, vjp, vmap
+    z = client(x).reshape(x.shape[0], -1)
+    m = z.shape[1]
+    rms = float(z.double().pow(2).mean().sqrt())
+    if abs_sigma is None:
+        if not rms > 0 or not math.isfinite(rms):
+            raise ValueError(
+                f"relative_sigma needs smashed data with a finite, non-zero RMS; got RMS {rms} "
+                "(pass an absolute sigma instead)"
+            )
+        abs_sigma = rel_sigma * rms
+    return m, rms, abs_sigma
 
-    out = []
-    if side == "input":
-        def push(v: torch.Tensor) -> torch.Tensor:
-            return jvp(batched, (x,), (v,))[1]
 
-        for start, stop in _chunks(count, chunk):
-            jv = vmap(push)(directions(start, stop))  # [k, n, m]
-            out.append(jv.pow(2).sum(dim=2))
-    else:
-        _, pull = vjp(batched, x)
-        for start, stop in _chunks(count, chunk):
-            (jtu,) = vmap(pull)(directions(start, stop))  # [k, n, *x.shape[1:]]
-            out.append(jtu.pow(2).flatten(2).sum(dim=2))
-    import torch
-
-    return torch.cat(out, dim=0)
+def _result(
+    estimate: TraceEstimate, sigma: float, rel_sigma: float | None, rms: float, d: int, m: int
+) -> FisherResult:
+    """Final phase of :func:`dfil`: scale the traces by ``sigma^2 d`` into dFIL, derive the bounds
+    and record how they were computed."""
+    dfil_, stderr = _scale(estimate.trace, estimate.stderr, sigma, d)
+    bound, psnr_ = _bounds(dfil_)
+    return FisherResult(
+        dfil=dfil_,
+        mse_bound=bound,
+        psnr_bound=psnr_,
+        trace=estimate.trace,
+        stderr=stderr,
+        sigma=float(sigma),
+        relative_sigma=rel_sigma,
+        activation_rms=rms,
+        method=estimate.method,
+        side=estimate.side,
+        probes=estimate.probes,
+        probe=estimate.probe,
+        input_dim=d,
+        output_dim=m,
+    )
 
 
 # ----------------------------------------------------------------------------------- public API
@@ -359,94 +368,20 @@ def dfil(
             ``exact_max_dim``/``probes``/``chunk_size``/``probe``, an ``x`` that is not a
             floating batch tensor, or a smashed data of RMS 0 with ``relative_sigma``.
     """
-    import torch
-    from torch.func import vmap
-
     abs_sigma, rel_sigma = _noise_spec(sigma, relative_sigma)
-    exact_max_dim = _check_int(exact_max_dim, "exact_max_dim", 0)
-    probes = _check_int(probes, "probes", 2)
-    if chunk_size is not None:
-        chunk_size = _check_int(chunk_size, "chunk_size", 1)
-    if probe not in _PROBE_KINDS:
-        raise ValueError(f"probe must be one of {_PROBE_KINDS}; got {probe!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None; got {type(generator).__name__}")
-    if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] < 1 or not x.is_floating_point():
-        raise ValueError(
-            "x must be a floating-point tensor [n, ...] holding at least one sample; got "
-            + (f"shape {tuple(x.shape)}, dtype {x.dtype}" if isinstance(x, torch.Tensor) else type(x).__name__)
-        )
-    x = x.detach()
-    n = x.shape[0]
+    exact_max_dim, probes, chunk_size = _check_options(exact_max_dim, probes, chunk_size, probe, generator)
+    x = _check_batch(x)
     d = x[0].numel()
+    batched = batched_client(client)
 
-    def per_sample(xi: torch.Tensor) -> torch.Tensor:
-        return client(xi.unsqueeze(0)).reshape(-1)
-
-    batched = vmap(per_sample)
-
-    with eval_mode(client), torch.no_grad(), warnings.catch_warnings():
-        # torch.func's forward-mode decompositions call the deprecated torch.jit.script internally
-        warnings.filterwarnings("ignore", message=".*torch.jit.script.*is deprecated", category=FutureWarning)
-        z = client(x).reshape(n, -1)
-        m = z.shape[1]
-        rms = float(z.double().pow(2).mean().sqrt())
-        if abs_sigma is None:
-            if not rms > 0 or not math.isfinite(rms):
-                raise ValueError(
-                    f"relative_sigma needs smashed data with a finite, non-zero RMS; got RMS {rms} "
-                    "(pass an absolute sigma instead)"
-                )
-            abs_sigma = rel_sigma * rms
-
-        per_direction = n * (m + d)
-        auto_chunk = max(1, min(_MAX_AUTO_CHUNK, _CHUNK_BUDGET // max(1, per_direction)))
-
+    with jacobian_context(client):
+        m, rms, abs_sigma = _noise_reference(client, x, abs_sigma, rel_sigma)
         if min(d, m) <= exact_max_dim:
-            side = "input" if _JVP_COST * d < m else "output"
-            dim = d if side == "input" else m
-            method, used_probes, probe_kind = "exact", 0, None
-
-            def basis(start: int, stop: int) -> torch.Tensor:
-                k = stop - start
-                e = torch.zeros(k, dim, dtype=x.dtype, device=x.device)
-                e[torch.arange(k), torch.arange(start, stop)] = 1.0
-                shape = x.shape[1:] if side == "input" else (m,)
-                return e.reshape(k, 1, *shape).expand(k, n, *shape)
-
-            sq = _squared_norms(batched, x, side, basis, dim, chunk_size or min(dim, auto_chunk))
-            trace = sq.sum(dim=0)
-            trace_stderr = torch.zeros_like(trace)
+            estimate = exact_trace(batched, x, m, chunk_size)
         else:
-            method, used_probes, probe_kind = "hutchinson", probes, probe
-            side = "output"  # reverse mode: see the module docstring
-            gen = generator if generator is not None else torch.Generator().manual_seed(0)
+            estimate = hutchinson_trace(batched, x, m, probes, probe, generator, chunk_size)
 
-            def draws(start: int, stop: int) -> torch.Tensor:  # drawn chunk by chunk, in order
-                return _draw(probe, (stop - start, n, m), gen, x)
-
-            sq = _squared_norms(batched, x, side, draws, probes, chunk_size or min(probes, auto_chunk))
-            trace = sq.mean(dim=0)
-            trace_stderr = sq.std(dim=0, unbiased=True) / math.sqrt(probes)
-
-    dfil_, stderr = _scale(trace, trace_stderr, abs_sigma, d)
-    bound, psnr_ = _bounds(dfil_)
-    return FisherResult(
-        dfil=dfil_,
-        mse_bound=bound,
-        psnr_bound=psnr_,
-        trace=trace,
-        stderr=stderr,
-        sigma=float(abs_sigma),
-        relative_sigma=rel_sigma,
-        activation_rms=rms,
-        method=method,
-        side=side,
-        probes=used_probes,
-        probe=probe_kind,
-        input_dim=d,
-        output_dim=m,
-    )
+    return _result(estimate, abs_sigma, rel_sigma, rms, d, m)
 
 
 def dfil_values(client: nn.Module, x: torch.Tensor, **kwargs: Any) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Baseline planners HASFL is compared with (HASFL.md section 5, benchmarks (i)-(iv)).
+"""Baseline planners HASFL is compared with (docs/hasfl.md section 5, benchmarks (i)-(iv)).
 
 * ``sfl`` -- conventional SFL: one batch size (``b_uniform``) and one fixed cut (``cut``) for all.
 * ``bs-only`` -- HASFL's batch-size step only, the cut fixed as in ``sfl``.

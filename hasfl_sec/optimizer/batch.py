@@ -1,4 +1,4 @@
-"""HASFL's batch-size step: the best b for fixed cuts (HASFL.md section 4.2, BS subproblem).
+"""HASFL's batch-size step: the best b for fixed cuts (docs/hasfl.md section 4.2, BS subproblem).
 
 With the cuts fixed, device i has per-sample coefficients a_i, g_i, s_i and cap u_i =
 min(b_max, mcap_i), and the objective is (up to the factor 2 theta / gamma)::

@@ -1,4 +1,4 @@
-"""HASFL's cut step: the best per-device cuts for given batch sizes (HASFL.md 4.2, MS subproblem).
+"""HASFL's cut step: the best per-device cuts for given batch sizes (docs/hasfl.md 4.2, MS subproblem).
 
 The bound depends on the cuts only through the deepest cut L_c, so the step enumerates L_c over
 the allowed cuts; for each, every device picks a cut <= L_c. With ``clip_batch`` (HASFL's default)

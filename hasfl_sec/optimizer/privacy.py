@@ -31,19 +31,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import ConfigError, check
+from ..privacy.profile import check_sigma_grid
 from .problem import Problem
 
-__all__ = ["PrivacyTerms", "constrain", "check_sigma_grid"]
+__all__ = ["PrivacyTerms", "constrain"]
 
 log = logging.getLogger(__name__)
-
-
-def check_sigma_grid(sigmas: Sequence[float], field: str = "privacy.sigma_grid") -> np.ndarray:
-    """The noise grid as an array: non-empty, finite, >= 0 and strictly increasing, or ConfigError."""
-    arr = np.asarray(list(sigmas), dtype=np.float64).reshape(-1)
-    check(len(arr) >= 1 and bool(np.all(np.isfinite(arr) & (arr >= 0))) and bool(np.all(np.diff(arr) > 0)),
-          field, arr.tolist(), "a non-empty, strictly increasing list of noise levels >= 0 (x the smashed-data RMS)")
-    return arr
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,4 +1,4 @@
-"""The HASFL planning problem as plain numpy arrays (HASFL.md section 4.1).
+"""The HASFL planning problem as plain numpy arrays (docs/hasfl.md section 4.1).
 
 A :class:`Problem` holds, for every device i and every allowed cut c (column j of the arrays),
 the per-sample latency coefficients of the round model in :mod:`hasfl_sec.latency`::
@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ConfigError, check
+from ..sfl.plan import device_memory_bytes
 
 __all__ = ["Problem", "RoundTime"]
 
@@ -205,8 +206,6 @@ class Problem:
             optimizer_copies: parameter copies the memory model charges (as ``device_memory_bytes``).
         """
         # Imported here: plan.py pulls in the torch model code, which the solver itself never needs.
-        from ..plan import device_memory_bytes
-
         _int_param(b_max, "optimizer.b_max", 1)
         legal = tuple(cp.cut for cp in profile.cuts)
         chosen = legal if cuts is None else tuple(sorted({int(c) for c in cuts}))

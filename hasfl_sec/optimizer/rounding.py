@@ -1,4 +1,4 @@
-"""Integer batch sizes from the continuous optimum of the batch step (HASFL.md 4.2, "round").
+"""Integer batch sizes from the continuous optimum of the batch step (docs/hasfl.md 4.2, "round").
 
 For fixed cuts, any integer plan is described by two thresholds: device i uses
 b_i = min(base_i, floor(T1 / a_i), floor(T2 / g_i)), where base_i is the integer minimiser of the

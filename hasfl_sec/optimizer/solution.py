@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import check
 from ..registry import Registry
 from .problem import Problem
+from ..sfl.plan import Plan
 
 __all__ = ["Solution", "PlannerParams", "PLANNERS", "PlannerFn", "make_solution"]
 
@@ -121,10 +122,7 @@ class Solution:
         return out
 
     def to_plan(self) -> Any:
-        """The :class:`hasfl_sec.plan.Plan` of this solution, with the predictions attached."""
-        # Imported here: plan.py loads the torch model code, which the solver does not need.
-        from ..plan import Plan
-
+        """The :class:`~hasfl_sec.sfl.plan.Plan` of this solution, with the predictions attached."""
         predicted = {"rounds": self.rounds, "split_round_s": self.split_round_s,
                      "aggregation_s": self.aggregation_s, "time_to_target_s": self.time_to_target_s}
         if self.noise_sigma is None:

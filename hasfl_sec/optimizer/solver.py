@@ -1,4 +1,4 @@
-"""The HASFL planner: block-coordinate descent over batch sizes and cuts (HASFL.md 4.2).
+"""The HASFL planner: block-coordinate descent over batch sizes and cuts (docs/hasfl.md 4.2).
 
 From each start (b0, c0) the solver alternates the batch-size step (:mod:`.batch`, exact
 continuous optimum + integer rounding) and the cut step (:mod:`.cuts`, enumeration of the deepest

@@ -1,7 +1,7 @@
 """What smashed-data noise costs in convergence: the extra gradient variance in HASFL's bound.
 
 Derivation (ours; it extends Assumption 2 and Theorem 1 of HASFL, Lin et al., arXiv 2506.08426,
-HASFL.md section 3). Device i at cut c sends a~ = a + n instead of its smashed data a = f_c(x),
+docs/hasfl.md section 3). Device i at cut c sends a~ = a + n instead of its smashed data a = f_c(x),
 with n ~ N(0, sigma_i^2 I_m) drawn afresh for every sample and round. The server computes the
 loss on a~ and returns dl/da~, which the device back-propagates through its part, so *every*
 parameter's per-sample gradient is a function of the noise: g(x, n) = grad_w l(w; x, n). Expand it
@@ -68,7 +68,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from ..errors import ConfigError, check
-from ..metrics.fisher import eval_mode
+from ..metrics.fisher_jacobian import eval_mode
 from ..seeding import derive_seed
 
 __all__ = ["NoiseCost", "GradientNoise", "gradient_noise"]

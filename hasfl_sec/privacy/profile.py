@@ -40,7 +40,6 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, check
-from ..optimizer.privacy import check_sigma_grid
 from ..registry import Registry
 
 __all__ = ["LeakageMetric", "LEAKAGE_METRICS", "LeakageProfile", "rank_agreement", "FRAME_COLUMNS"]
@@ -213,3 +212,11 @@ def rank_agreement(predicted: Mapping[int, float], measured: Mapping[int, float]
     tau, tau_p = kendalltau(p, m)
     out.update(spearman=float(rho), spearman_p=float(rho_p), kendall=float(tau), kendall_p=float(tau_p))
     return out
+
+
+def check_sigma_grid(sigmas: Sequence[float], field: str = "privacy.sigma_grid") -> np.ndarray:
+    """The noise grid as an array: non-empty, finite, >= 0 and strictly increasing, or ConfigError."""
+    arr = np.asarray(list(sigmas), dtype=np.float64).reshape(-1)
+    check(len(arr) >= 1 and bool(np.all(np.isfinite(arr) & (arr >= 0))) and bool(np.all(np.diff(arr) > 0)),
+          field, arr.tolist(), "a non-empty, strictly increasing list of noise levels >= 0 (x the smashed-data RMS)")
+    return arr

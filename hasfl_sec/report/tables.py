@@ -1,9 +1,9 @@
 """The eval directory: its tables, how they are read back, and small helpers that derive columns.
 
 An eval directory (written by ``hasfl-sec eval``, or by :func:`~hasfl_sec.report.collect.collect_runs`
-from plain training runs) holds ``eval.json`` and the CSV tables of :data:`TABLES`. Any table may be
+from plain training runs) holds ``eval.json`` and the CSV tables of :data:`EVAL_TABLES`. Any table may be
 missing or empty. A table that is present must have the :data:`REQUIRED` columns (a renamed key
-column is a one-line error, not a silently empty section); the other columns of :data:`TABLES` are
+column is a one-line error, not a silently empty section); the other columns of :data:`EVAL_TABLES` are
 filled with empty values when absent, and further columns are kept (some are shown when present).
 """
 
@@ -20,33 +20,15 @@ import pandas as pd
 
 from ..errors import ConfigError
 from ..fileio import read_structured
+from ..results import EVAL_TABLES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TABLES", "REQUIRED", "LEAKAGE_COLUMNS", "EvalData", "is_eval_dir", "load_eval", "read_table",
+__all__ = ["REQUIRED", "EvalData", "is_eval_dir", "load_eval", "read_table",
            "device_classes", "time_to_target", "pareto_front", "leakage_frame"]
 
-#: the audit's long columns (hasfl_sec.audit.LEAKAGE_COLUMNS, repeated here so that reading a
-#: report does not import torch); the eval's leakage.csv adds a leading ``plan``.
-LEAKAGE_COLUMNS = ["run_id", "phase", "round", "device", "cut", "batch", "attack", "defense", "metric", "value",
-                   "std", "n", "seeds", "source", "threat_model", "params"]
 
-#: every table of an eval directory and the columns it must have.
-TABLES: dict[str, list[str]] = {
-    "plans": ["plan", "strategy", "budget_metric", "budget", "device", "device_class", "batch", "cut", "cut_name",
-              "noise_sigma", "predicted_leakage", "compute_flops", "uplink_bps"],
-    "summary": ["plan", "strategy", "kind", "budget_metric", "budget", "defense", "final_accuracy", "rounds",
-                "sim_time_s", "predicted_rounds", "predicted_time_to_target_s", "measured_rounds",
-                "measured_time_to_target_s", "target_accuracy", "max_leakage", "strongest_attack", "wall_time_s"],
-    "rounds": ["plan", "round", "sim_time_s", "wall_time_s", "train_loss", "test_accuracy"],
-    "leakage": ["plan", *LEAKAGE_COLUMNS],
-    "defenses": ["defense", "setting", "strength", "cut", "accuracy", "accuracy_drop", "attack", "adaptive", "ssim",
-                 "mse", "psnr", "epsilon"],
-    "pareto": ["plan", "device_class", "leakage", "predicted_time_to_target_s", "measured_time_to_target_s",
-               "final_accuracy", "on_front"],
-}
-
-#: columns without which a table cannot be rendered; the other columns of :data:`TABLES` are
+#: columns without which a table cannot be rendered; the other columns of :data:`EVAL_TABLES` are
 #: filled with empty values (and a warning) when a table lacks them.
 REQUIRED: dict[str, list[str]] = {
     "plans": ["plan", "device", "batch", "cut"],
@@ -74,7 +56,7 @@ class EvalData:
 
     def table(self, name: str) -> pd.DataFrame:
         """The table ``name`` (an empty frame with its columns when it is missing)."""
-        return self.tables.get(name, pd.DataFrame(columns=TABLES[name]))
+        return self.tables.get(name, pd.DataFrame(columns=EVAL_TABLES[name]))
 
     def has(self, name: str) -> bool:
         """Whether the table is present and has rows."""
@@ -104,7 +86,7 @@ def _to_bool(value: Any) -> bool:
 
 def read_table(eval_dir: str | Path, name: str, field_name: str = "DIR") -> pd.DataFrame | None:
     """``<eval_dir>/<name>.csv`` as a DataFrame; ``None`` if the file is missing, an empty frame
-    with the table's columns if it has no rows. Columns of :data:`TABLES` it lacks (other than
+    with the table's columns if it has no rows. Columns of :data:`EVAL_TABLES` it lacks (other than
     the :data:`REQUIRED` ones) are added empty.
 
     Raises:
@@ -113,7 +95,7 @@ def read_table(eval_dir: str | Path, name: str, field_name: str = "DIR") -> pd.D
     path = Path(eval_dir) / f"{name}.csv"
     if not path.is_file():
         return None
-    columns = TABLES[name]
+    columns = EVAL_TABLES[name]
     try:
         frame = pd.read_csv(path, dtype={c: str for c in _TEXT}, keep_default_na=True)
     except pd.errors.EmptyDataError:
@@ -152,7 +134,7 @@ def load_eval(eval_dir: str | Path, field_name: str = "DIR") -> EvalData:
     if not isinstance(meta, dict):
         raise ConfigError(field_name, str(path / "eval.json"), "a JSON object", f"got {type(meta).__name__}")
     data = EvalData(path, meta)
-    for name in TABLES:
+    for name in EVAL_TABLES:
         frame = read_table(path, name, field_name)
         if frame is None:
             data.missing[name] = f"no {name}.csv"

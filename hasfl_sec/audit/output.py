@@ -1,0 +1,121 @@
+"""Writing an audit: ``leakage.csv``, ``audit.json``, a figure per metric, and reconstruction grids.
+
+Everything is rendered in a temporary sibling directory first and renamed into place at the end,
+so an interrupted audit leaves no half-written output directory behind.
+
+Layout::
+
+    OUT/
+      leakage.csv                 long format (hasfl_sec.audit.LEAKAGE_COLUMNS)
+      audit.json                  threat models, parameters, timings, skipped attacks, traces
+      leakage_<metric>.png        the metric against cut depth, one line per attack
+      reconstructions_<attack>.png  originals (top row) and reconstructions, one row pair per cut
+      model.pt                    bare-model audits trained here: the model's state dict (--checkpoint)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from .engine import AuditResult  # noqa: E402
+from ..fileio import check_out, publish_dir, work_dir  # noqa: E402
+
+__all__ = ["write_audit", "summary_tables", "FIGURE_METRICS", "SUMMARY_GROUPS"]
+
+#: metrics drawn against cut depth when present.
+FIGURE_METRICS = ("ssim", "psnr", "mse", "label_accuracy", "dcor", "dfil_mse_bound")
+
+
+def _metric_figure(frame: pd.DataFrame, metric: str, path: Path) -> None:
+    rows = frame[frame.metric == metric]
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for attack, part in rows.groupby("attack"):
+        part = part.groupby("cut", as_index=False).agg(value=("value", "mean"), std=("std", "mean"))
+        ax.errorbar(part.cut, part.value, yerr=part["std"], marker="o", capsize=3, label=attack)
+    ax.set_xlabel("cut (blocks on the device)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} against cut depth")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _grid(samples: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]], attack: str, path: Path) -> None:
+    keys = sorted(k for k in samples if k[2] == attack)
+    n = max(len(samples[k][0]) for k in keys)
+    fig, axes = plt.subplots(2 * len(keys), n, figsize=(1.1 * n, 2.3 * len(keys)), squeeze=False)
+    for r, key in enumerate(keys):
+        truth, recon = samples[key]
+        for row, images, label in ((2 * r, truth, "original"), (2 * r + 1, recon, f"cut {key[1]}")):
+            for j in range(n):
+                ax = axes[row][j]
+                ax.axis("off")
+                if j < len(images):
+                    img = images[j].clamp(0, 1).numpy()
+                    ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray", vmin=0, vmax=1)
+            axes[row][0].set_title(f"{label} (device {key[0]})" if row % 2 else label, fontsize=7, loc="left")
+    fig.suptitle(f"{attack}: originals and reconstructions", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_audit(result: AuditResult, out: str | Path, *, overwrite: bool = False,
+                tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+    """Write the audit to ``out`` (see the module docstring); returns the directory.
+
+    ``tensors`` are further files saved with ``torch.save`` inside the same atomic write (the
+    bare-model audit's ``model.pt``).
+    """
+    out = Path(out)
+    check_out(out, overwrite)
+    tmp = work_dir(out)
+    try:
+        result.frame.to_csv(tmp / "leakage.csv", index=False)
+        (tmp / "audit.json").write_text(json.dumps(result.meta, indent=2, default=str) + "\n")
+        for metric in FIGURE_METRICS:
+            if (result.frame.metric == metric).any():
+                _metric_figure(result.frame, metric, tmp / f"leakage_{metric}.png")
+        for attack in sorted({k[2] for k in result.samples}):
+            _grid(result.samples, attack, tmp / f"reconstructions_{attack}.png")
+        for name, state in (tensors or {}).items():
+            torch.save(state, tmp / name)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    publish_dir(tmp, out)
+    return out
+
+
+#: The summary's three tables: reconstructions, label inference, attack-independent figures.
+SUMMARY_GROUPS = {
+    "reconstruction": ["ssim", "psnr", "mse", "identifiability", "wall_time_s"],
+    "labels": ["label_accuracy", "label_auc", "wall_time_s"],
+    "attack-independent": ["dcor", "nhsic", "ksg", "dfil", "dfil_mse_bound", "wall_time_s"],
+}
+
+
+def summary_tables(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per group of :data:`SUMMARY_GROUPS`, one row per (cut, device, attack) with the group's
+    metrics as columns (means over images and seeds); empty groups are left out."""
+    out = {}
+    for group, wanted in SUMMARY_GROUPS.items():
+        keys = frame[frame.metric.isin(wanted[:-1])][["cut", "device", "attack"]].drop_duplicates()
+        part = frame.merge(keys, on=["cut", "device", "attack"])
+        part = part[part.metric.isin(wanted)]
+        if part.empty:
+            continue
+        table = part.pivot_table(index=["cut", "device", "attack"], columns="metric", values="value", aggfunc="mean")
+        out[group] = table[[m for m in wanted if m in table.columns]].reset_index()
+    return out

@@ -1,0 +1,36 @@
+"""``hasfl-sec list``: what can be chosen, from the registries."""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["list_", "LISTS"]
+
+
+LISTS = ("models", "datasets", "fleets", "strategies", "partitions", "heterogeneity", "channels", "attacks", "metrics",
+         "defenses")
+
+
+@click.command(name="list")
+@click.argument("what", type=click.Choice(LISTS), default="models")
+def list_(what: str) -> None:
+    """List what can be chosen: models, datasets, fleets, strategies, partitions, heterogeneity
+    levels, channels, attacks (with their threat models), metrics and defenses (``defense.use``)."""
+    from ..attacks.registry import ATTACKS
+    from ..fleet.channel import CHANNELS
+    from ..data.datasets import DATASETS
+    from ..data.partition import PARTITIONS
+    from ..defenses.registry import DEFENSES
+    from ..fleet import FLEETS, HETEROGENEITY
+    from ..metrics import METRICS
+    from ..models import MODELS
+    from ..planning.strategies import STRATEGIES
+
+    registry = {"models": MODELS, "datasets": DATASETS, "fleets": FLEETS, "strategies": STRATEGIES,
+                "partitions": PARTITIONS, "heterogeneity": HETEROGENEITY, "channels": CHANNELS,
+                "attacks": ATTACKS, "metrics": METRICS, "defenses": DEFENSES}[what]
+    width = max(len(n) for n in registry.names())
+    for name in registry.names():
+        click.echo(f"{name:<{width}}  {registry.describe(name)}")
+        if what == "attacks":
+            click.echo(f"{'':<{width}}  threat model: {ATTACKS.get(name).threat_model.describe()}")

@@ -1,0 +1,8 @@
+"""Data: image datasets (bundled digits and LFW faces, or local torchvision layouts) and their
+partition across devices (IID or Dirichlet non-IID), the first stage of the pipeline."""
+
+from .datasets import DATASETS, ImageDataset, load_dataset
+from .partition import DIRICHLET_RETRIES, PARTITIONS, partition, partition_summary
+
+__all__ = ["ImageDataset", "DATASETS", "load_dataset", "PARTITIONS", "partition", "partition_summary",
+           "DIRICHLET_RETRIES"]

@@ -1,0 +1,314 @@
+"""Image datasets: one in-memory container and a registry of readers.
+
+Every reader returns an :class:`ImageDataset` holding float32 images in ``[0, 1]`` (not
+normalized) as ``[n, C, H, W]`` tensors and int64 labels. Two datasets ship with the installed
+libraries and need no files: ``digits`` (scikit-learn) and ``lfw`` (scikit-image). The
+torchvision datasets (``mnist``, ``fashion-mnist``, ``cifar10``) and ``imagefolder`` read from
+``data_root``; nothing is ever downloaded at run time, and a missing or malformed root is a
+:class:`~hasfl_sec.errors.ConfigError` that names the folder layout expected.
+
+Use :func:`load_dataset`; ``hasfl_sec.data`` re-exports everything public here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from ..registry import Registry
+from ..seeding import derive_seed
+
+__all__ = ["ImageDataset", "DATASETS", "load_dataset"]
+
+logger = logging.getLogger(__name__)
+
+Loader = Callable[..., "ImageDataset"]
+DATASETS: Registry[Loader] = Registry("dataset", "data.dataset")
+
+_NO_DOWNLOAD = "nothing is downloaded at run time; fetch it beforehand"
+# Errors torchvision or PIL raise for a missing, truncated or corrupted file.
+_READ_ERRORS = (RuntimeError, ValueError, TypeError, OSError, EOFError, KeyError, AssertionError,
+                IndexError, pickle.UnpicklingError)
+
+
+@dataclass(frozen=True, eq=False)
+class ImageDataset:
+    """Train and test images of one dataset, all in memory.
+
+    ``x_*`` are float32 ``[n, C, H, W]`` tensors with values in ``[0, 1]`` (square images, not
+    normalized); ``y_*`` are int64 ``[n]`` tensors with labels in ``[0, num_classes)``.
+    Equality is identity (tensors have no single truth value).
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    class_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        def fail(what: str) -> None:
+            raise ValueError(f"ImageDataset {self.name!r}: {what}")
+
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.dim() != 4:
+                fail(f"x_{split} must be a float32 [n, C, H, W] tensor, got {_describe(x)}")
+            if not isinstance(y, torch.Tensor) or y.dtype != torch.int64 or y.dim() != 1:
+                fail(f"y_{split} must be an int64 [n] tensor, got {_describe(y)}")
+            if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+                fail(f"x_{split} has {x.shape[0]} images and y_{split} {y.shape[0]} labels (need equal, > 0)")
+            if x.shape[2] != x.shape[3]:
+                fail(f"images must be square, got {x.shape[2]}x{x.shape[3]}")
+            if float(x.min()) < 0.0 or float(x.max()) > 1.0:
+                fail(f"x_{split} values must lie in [0, 1], got [{float(x.min()):.4g}, {float(x.max()):.4g}]")
+            if int(y.min()) < 0 or int(y.max()) >= self.num_classes:
+                fail(f"y_{split} labels must lie in [0, {self.num_classes}), got [{int(y.min())}, {int(y.max())}]")
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            fail(f"train images {tuple(self.x_train.shape[1:])} and test images "
+                 f"{tuple(self.x_test.shape[1:])} differ in shape")
+        if len(self.class_names) != self.num_classes:
+            fail(f"{len(self.class_names)} class names for {self.num_classes} classes")
+
+    @property
+    def in_channels(self) -> int:
+        """Number of image channels C."""
+        return int(self.x_train.shape[1])
+
+    @property
+    def image_size(self) -> int:
+        """Side length H (= W) of the square images."""
+        return int(self.x_train.shape[2])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image."""
+        return (self.in_channels, self.image_size, self.image_size)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype} tensor of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def load_dataset(name: str, *, data_root: str | None = None, image_size: int | None = None, seed: int = 0,
+                 test_fraction: float = 0.2) -> ImageDataset:
+    """Load the dataset registered as ``name``.
+
+    Args:
+        name: a name in :data:`DATASETS` (``hasfl-sec list datasets``).
+        data_root: folder holding the files, for datasets that are not bundled.
+        image_size: side length to resize to (bilinear, antialiased when shrinking); ``None``
+            keeps the dataset's natural size.
+        seed: seeds the train/test split of datasets without an official one.
+        test_fraction: test share for datasets without an official split.
+
+    Raises:
+        ConfigError: unknown name, bad ``image_size``/``test_fraction``, or unusable ``data_root``.
+    """
+    loader = DATASETS.get(name)
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or image_size < 4):
+        raise ConfigError("data.image_size", image_size, "an integer >= 4 or null (natural size)")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
+            or not math.isfinite(test_fraction) or not 0.0 < test_fraction < 1.0:
+        raise ConfigError("data.test_fraction", test_fraction, "a number in (0, 1)")
+    dataset = loader(data_root=data_root, image_size=image_size, seed=int(seed),
+                     test_fraction=float(test_fraction))
+    logger.info("dataset %s: %d train / %d test images of shape %s, %d classes", dataset.name,
+                len(dataset.y_train), len(dataset.y_test), dataset.input_shape, dataset.num_classes)
+    return dataset
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def _resize(x: torch.Tensor, size: int | None, chunk: int = 4096) -> torch.Tensor:
+    """Resize ``[n, C, H, W]`` images to ``size`` x ``size`` (no-op when ``size`` is None or equal)."""
+    if size is None or (x.shape[2] == size and x.shape[3] == size):
+        return x.contiguous()
+    shrink = size < max(x.shape[2], x.shape[3])
+    out = [F.interpolate(part, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+           for part in x.split(chunk)]
+    return torch.cat(out).clamp_(0.0, 1.0)
+
+
+def _build(name: str, x_train: torch.Tensor, y_train: Any, x_test: torch.Tensor, y_test: Any,
+           class_names: Sequence[str], image_size: int | None) -> ImageDataset:
+    return ImageDataset(
+        name=name,
+        x_train=_resize(x_train.float(), image_size),
+        y_train=torch.as_tensor(np.asarray(y_train), dtype=torch.int64),
+        x_test=_resize(x_test.float(), image_size),
+        y_test=torch.as_tensor(np.asarray(y_test), dtype=torch.int64),
+        num_classes=len(class_names),
+        class_names=tuple(str(c) for c in class_names),
+    )
+
+
+def _stratified_split(name: str, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                      *, image_size: int | None, seed: int, test_fraction: float) -> ImageDataset:
+    """Seeded stratified train/test split of ``[n, C, H, W]`` float images in [0, 1]."""
+    from sklearn.model_selection import train_test_split
+
+    n = len(labels)
+    try:
+        train_idx, test_idx = train_test_split(np.arange(n), test_size=test_fraction, stratify=labels,
+                                               random_state=derive_seed(seed, "split") % 2**32)
+    except ValueError as exc:
+        raise ConfigError("data.test_fraction", test_fraction,
+                          f"a fraction leaving at least one image per class ({len(class_names)}) in both "
+                          f"train and test of the {n} {name} images", hint=str(exc)) from None
+    train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    return _build(name, x[train_idx], labels[train_idx], x[test_idx], labels[test_idx], class_names, image_size)
+
+
+def _check_root(data_root: str | None, layout: str, hint: str) -> str:
+    if data_root is None or not os.path.isdir(data_root):
+        raise ConfigError("data.data_root", data_root, layout, hint)
+    return str(data_root)
+
+
+# ----------------------------------------------------------------------------------- bundled
+
+
+@DATASETS.register("digits", help="scikit-learn handwritten digits: 1,797 8x8 grayscale images, 10 classes (bundled)")
+def load_digits(*, data_root: str | None, image_size: int | None, seed: int, test_fraction: float) -> ImageDataset:
+    """scikit-learn ``load_digits`` (pixel values 0..16), seeded stratified split."""
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    images = bunch.images[:, None, :, :] / 16.0
+    labels = np.asarray(bunch.target, dtype=np.int64)
+    return _stratified_split("digits", images, labels, [str(i) for i in range(10)],
+                             image_size=image_size, seed=seed, test_fraction=test_fraction)
+
+
+@DATASETS.register("lfw", help="scikit-image LFW subset: 200 25x25 grayscale face / non-face crops (bundled)")
+def load_lfw(*, data_root: str | None, image_size: int | None, seed: int, test_fraction: float) -> ImageDataset:
+    """scikit-image ``lfw_subset``: first 100 are faces (label 1), last 100 non-faces (label 0)."""
+    from skimage.data import lfw_subset
+
+    images = np.asarray(lfw_subset())
+    if images.dtype == np.uint8:  # documented as uint8, shipped as float in [0, 1]
+        images = images / 255.0
+    labels = np.zeros(len(images), dtype=np.int64)
+    labels[: len(images) // 2] = 1
+    return _stratified_split("lfw", images[:, None, :, :], labels, ("non-face", "face"),
+                             image_size=image_size, seed=seed, test_fraction=test_fraction)
+
+
+# ----------------------------------------------------------------------------------- torchvision
+
+
+_CIFAR10_LAYOUT = ("a folder containing cifar-10-batches-py/ (torchvision CIFAR10 layout: data_batch_1..5, "
+                   "test_batch, batches.meta)")
+_MNIST_LAYOUT = ("a folder containing {0}/raw/ with train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+                 "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (torchvision {0} layout)")
+
+
+def _torchvision_pair(cls_name: str, data_root: str | None, layout: str) -> tuple[Any, Any]:
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, cls_name)
+    root = _check_root(data_root, layout, f"{_NO_DOWNLOAD} with torchvision.datasets.{cls_name}(root, download=True)")
+    try:
+        return cls(root, train=True, download=False), cls(root, train=False, download=False)
+    except _READ_ERRORS as exc:
+        raise ConfigError("data.data_root", data_root, layout,
+                          f"torchvision.datasets.{cls_name}: {exc}") from exc
+
+
+def _mnist_like(name: str, cls_name: str, data_root: str | None, image_size: int | None) -> ImageDataset:
+    train, test = _torchvision_pair(cls_name, data_root, _MNIST_LAYOUT.format(cls_name))
+    return _build(name, train.data.unsqueeze(1).float().div_(255.0), train.targets,
+                  test.data.unsqueeze(1).float().div_(255.0), test.targets, train.classes, image_size)
+
+
+@DATASETS.register("mnist", help="MNIST digits, 28x28 grayscale, 10 classes (data_root: torchvision MNIST layout)")
+def load_mnist(*, data_root: str | None, image_size: int | None, seed: int, test_fraction: float) -> ImageDataset:
+    """torchvision MNIST, official 60k/10k split."""
+    return _mnist_like("mnist", "MNIST", data_root, image_size)
+
+
+@DATASETS.register("fashion-mnist",
+                   help="Fashion-MNIST clothing, 28x28 grayscale, 10 classes (data_root: torchvision layout)")
+def load_fashion_mnist(*, data_root: str | None, image_size: int | None, seed: int,
+                       test_fraction: float) -> ImageDataset:
+    """torchvision FashionMNIST, official 60k/10k split."""
+    return _mnist_like("fashion-mnist", "FashionMNIST", data_root, image_size)
+
+
+@DATASETS.register("cifar10", help="CIFAR-10 photos, 32x32 RGB, 10 classes (data_root: torchvision CIFAR10 layout)")
+def load_cifar10(*, data_root: str | None, image_size: int | None, seed: int, test_fraction: float) -> ImageDataset:
+    """torchvision CIFAR10, official 50k/10k split."""
+    train, test = _torchvision_pair("CIFAR10", data_root, _CIFAR10_LAYOUT)
+
+    def to_tensor(data: np.ndarray) -> torch.Tensor:  # [n, H, W, C] uint8 -> [n, C, H, W] float
+        return torch.from_numpy(np.ascontiguousarray(data)).permute(0, 3, 1, 2).float().div_(255.0)
+
+    return _build("cifar10", to_tensor(train.data), train.targets, to_tensor(test.data), test.targets,
+                  train.classes, image_size)
+
+
+# ----------------------------------------------------------------------------------- image folder
+
+
+_FOLDER_LAYOUT = "data_root/train/<class>/*.png and data_root/test/<class>/*.png"
+
+
+@DATASETS.register("imagefolder",
+                   help="your own images: data_root/train/<class>/*.png and data_root/test/<class>/*.png, as RGB")
+def load_imagefolder(*, data_root: str | None, image_size: int | None, seed: int,
+                     test_fraction: float) -> ImageDataset:
+    """torchvision ImageFolder layout with ``train/`` and ``test/``; every image becomes RGB and is
+    resized (stretched if not square) to ``image_size`` (default 32)."""
+    from torchvision.datasets import ImageFolder
+
+    size = 32 if image_size is None else image_size
+    root = _check_root(data_root, _FOLDER_LAYOUT, "a folder with train/ and test/ subfolders")
+    folders = {}
+    for split in ("train", "test"):
+        path = os.path.join(root, split)
+        if not os.path.isdir(path):
+            raise ConfigError("data.data_root", data_root, _FOLDER_LAYOUT, f"missing {split}/ folder")
+        try:
+            folders[split] = ImageFolder(path)
+        except _READ_ERRORS as exc:
+            raise ConfigError("data.data_root", data_root, _FOLDER_LAYOUT, f"{split}/: {exc}") from exc
+    classes = folders["train"].classes
+    unknown = sorted(set(folders["test"].classes) - set(classes))
+    if unknown:
+        raise ConfigError("data.data_root", data_root, _FOLDER_LAYOUT,
+                          f"test/ has classes not in train/: {', '.join(unknown)}")
+    tensors = []
+    for split in ("train", "test"):
+        folder = folders[split]
+        images = [_read_image(path, size, data_root) for path, _ in folder.samples]
+        labels = [folders["train"].class_to_idx[folder.classes[target]] for _, target in folder.samples]
+        tensors += [torch.stack(images), labels]
+    return _build("imagefolder", tensors[0], tensors[1], tensors[2], tensors[3], classes, None)
+
+
+def _read_image(path: str, size: int, data_root: str | None) -> torch.Tensor:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    except _READ_ERRORS as exc:
+        raise ConfigError("data.data_root", data_root, _FOLDER_LAYOUT, f"cannot read {path}: {exc}") from exc
+    return _resize(torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0), size)[0]
