@@ -4,7 +4,7 @@ Every attack declares a :class:`ThreatModel` (docs/design.md section 4): where t
 which records it observes, and what else it knows. The audit runner enforces it in one place:
 :func:`observe` strips every field of the tap's records that the threat model does not grant, and
 :func:`make_context` hands the attack only the model access and auxiliary data it is entitled to.
-Ground truth (:class:`~hasfl_sec.protocol.GroundTruth`) never reaches an attack; metrics compare
+Ground truth (:class:`~hasfl_sec.sfl.protocol.GroundTruth`) never reaches an attack; metrics compare
 the attack's :class:`Reconstruction` with it afterwards (Breaching's separation of
 ``true_user_data``).
 """

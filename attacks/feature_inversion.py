@@ -27,10 +27,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .registry import ATTACKS
 from ..defenses.base import Defense
 from .adaptive import expected_transform
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel
+from .registry import ATTACKS
 
 __all__ = ["RMLEInversion", "total_variation"]
 

@@ -61,9 +61,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .registry import ATTACKS
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel
 from .feature_inversion import total_variation
+from .registry import ATTACKS
 
 __all__ = ["GradientInversion", "simulate_local_update", "update_cosine"]
 

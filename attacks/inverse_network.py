@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import ATTACKS
 from ..defenses.base import Defense
 from .adaptive import changes_smashed, defend
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel
+from .registry import ATTACKS
 
 __all__ = ["InverseNetwork", "make_decoder"]
 

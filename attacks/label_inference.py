@@ -49,9 +49,9 @@ import torch
 
 from ..defenses.base import Defense
 from ..sfl.protocol import Exchange
-from .registry import ATTACKS
 from .adaptive import changes_grad, changes_smashed
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel
+from .registry import ATTACKS
 
 __all__ = ["LabelNorm", "LabelDirection", "LabelCluster", "split_two_means", "class_prototypes",
            "ABSENT_SCORE"]

@@ -60,10 +60,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import ATTACKS
 from ..defenses.base import Defense
 from .adaptive import Transform, expected_transform
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel
+from .registry import ATTACKS
 
 __all__ = ["UnSplit", "relative_total_variation", "mirror_first_layer"]
 

@@ -23,11 +23,11 @@ import time
 
 import torch
 
-from hasfl_sec.runs.setup import config_dataset
 from hasfl_sec.config import load_config
 from hasfl_sec.evaluation import DefenseSweep, EvalSettings, run_eval
 from hasfl_sec.evaluation.tables import class_mean_ssim
 from hasfl_sec.report.markdown import markdown_table
+from hasfl_sec.runs.setup import config_dataset
 
 FULL = [
     DefenseSweep("noise", "sigma", [0.25, 0.5, 1.0, 2.0, 4.0]),

@@ -18,8 +18,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from hasfl_sec.runs.setup import prepare
 from hasfl_sec.config import load_config
+from hasfl_sec.runs.setup import prepare
 
 
 def time_to_target(overrides: list[str], target: float, max_rounds: int) -> tuple[float, int, int]:

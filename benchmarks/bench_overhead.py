@@ -30,8 +30,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from hasfl_sec.runs.setup import Setup, prepare
 from hasfl_sec.config import load_config
+from hasfl_sec.runs.setup import Setup, prepare
 
 
 def sfl_trial(setup: Setup, rounds: int) -> float:

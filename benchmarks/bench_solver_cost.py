@@ -16,10 +16,10 @@ import dataclasses
 import statistics
 import time
 
-from hasfl_sec.planning.bound import BoundConstants
 from hasfl_sec.fleet import generate_fleet
 from hasfl_sec.models import build_model, profile_model
 from hasfl_sec.optimizer import PLANNERS, PlannerParams, Problem
+from hasfl_sec.planning.bound import BoundConstants
 
 MODELS = {"hecnn (1x16x16)": dict(name="hecnn", in_channels=1, image_size=16),
           "vgg16 (3x32x32)": dict(name="vgg16", in_channels=3, image_size=32)}

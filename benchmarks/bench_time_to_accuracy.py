@@ -25,9 +25,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from hasfl_sec.config import load_config  # noqa: E402
 from hasfl_sec.planning.warmup import bound_for  # noqa: E402
 from hasfl_sec.runs.setup import prepare  # noqa: E402
-from hasfl_sec.config import load_config  # noqa: E402
 
 STRATEGIES = ["hasfl", "sfl", "bs-only", "cut-only", "random"]
 

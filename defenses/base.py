@@ -56,7 +56,7 @@ class DefenseContext:
         model: the split model (before any device copy is made).
         sample_rates: each device's Poisson sampling rate when a defense asked for Poisson
             sampling (:meth:`Defense.sample_rates`), or None: fixed-size batches drawn epoch-wise
-            without replacement (:class:`hasfl_sec.sampler.DeviceSampler`).
+            without replacement (:class:`hasfl_sec.sfl.sampler.DeviceSampler`).
     """
 
     batch_sizes: tuple[int, ...]

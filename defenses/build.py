@@ -12,8 +12,8 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..seeding import derive_seed
-from .registry import DEFENSES
 from .base import Defense, check_compatible
+from .registry import DEFENSES
 
 __all__ = ["build_defenses", "check_defenses", "describe_defenses", "run_defense_label"]
 

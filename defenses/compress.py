@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from .registry import DEFENSES
 from .base import Defense
+from .registry import DEFENSES
 
 __all__ = ["TopK", "Quantize", "topk_per_sample", "quantize_per_sample"]
 

@@ -51,11 +51,18 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..seeding import derive_seed
-from .registry import DEFENSES
 from .base import Defense, DefenseContext
 from .opacus_utils import (
-    MAX_SIGMA, PerSampleWindow, accountant_epsilon, history_steps, make_accountant,
-    make_private_compatible, rdp_epsilon_floor, solve_noise_multiplier)
+    MAX_SIGMA,
+    PerSampleWindow,
+    accountant_epsilon,
+    history_steps,
+    make_accountant,
+    make_private_compatible,
+    rdp_epsilon_floor,
+    solve_noise_multiplier,
+)
+from .registry import DEFENSES
 
 __all__ = ["DPSGD", "ACCOUNTANTS"]
 

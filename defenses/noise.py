@@ -24,7 +24,7 @@ a clipped sample has sensitivity ``2 * clip``):
   for thousands of activations gives a vacuous bound -- use ``norm: l1`` for a pure-DP claim.
 
 Releases per sample over training: the device sampler draws epoch-wise without replacement
-(:class:`hasfl_sec.sampler.DeviceSampler`), so after sending ``S_i`` samples in total a device
+(:class:`hasfl_sec.sfl.sampler.DeviceSampler`), so after sending ``S_i`` samples in total a device
 with ``|D_i|`` samples has released every sample at most ``ceil(S_i / |D_i|)`` times -- with a
 fixed plan ``ceil(R b_i / |D_i|)`` over R rounds, the exact maximum. The defense counts what it
 sends (so re-plans that change b_i are followed) and projects the remaining rounds at the current
@@ -41,8 +41,8 @@ import torch
 
 from ..errors import ConfigError
 from ..seeding import derive_seed
-from .registry import DEFENSES
 from .base import Defense, DefenseContext
+from .registry import DEFENSES
 
 __all__ = ["SmashedNoise", "clip_per_sample", "gaussian_epsilon"]
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from .registry import DEFENSES
-from .base import Defense
 from ..metrics.dependence import distance_correlation_torch
+from .base import Defense
+from .registry import DEFENSES
 
 __all__ = ["NoPeek", "nopeek_loss"]
 

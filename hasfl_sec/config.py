@@ -21,13 +21,12 @@ from typing import Any, Union
 
 import yaml
 
-from .defenses.registry import DEFENSES
 from .defenses.build import check_defenses
-from .privacy.profile import check_sigma_grid
-from .privacy.profile import LEAKAGE_METRICS
+from .defenses.registry import DEFENSES
 from .errors import ConfigError, check
-from .typed import apply_overrides, build_dataclass, merge
 from .fileio import read_structured
+from .privacy.profile import LEAKAGE_METRICS, check_sigma_grid
+from .typed import apply_overrides, build_dataclass, merge
 
 __all__ = ["DataConfig", "ModelConfig", "FleetConfig", "PlanConfig", "TrainConfig", "TapConfig", "OptimizerConfig",
            "ChannelConfig", "DefenseConfig", "PrivacyConfig", "ExperimentConfig", "load_config", "config_from_dict"]
@@ -140,7 +139,7 @@ class OptimizerConfig:
     Constants come from a warm-up (``warmup_rounds`` rounds, ``probe_size`` probe samples) or from
     ``bound_file`` written by an earlier ``hasfl-sec optimize --save-bound``. With
     ``target_accuracy`` set (the default), the bound is then calibrated against short pilot
-    trainings (at most ``pilot_rounds`` rounds each; :mod:`hasfl_sec.calibrate`) and the target is
+    trainings (at most ``pilot_rounds`` rounds each; :mod:`hasfl_sec.planning.calibrate`) and the target is
     "reach this test accuracy". With ``target_accuracy: null`` the literal Theorem 1 is used and
     the target epsilon (the averaged squared gradient norm of Corollary 1) is ``target_ratio``
     times the squared gradient norm at initialisation, or, when that is null, ``(1 + floor_slack)``

@@ -7,7 +7,6 @@ import torch
 
 from hasfl_sec.config import ExperimentConfig, load_config
 
-
 # The models under test are tiny: one intra-op thread is as fast, and on a shared 2-core machine
 # an oversubscribed thread pool made single convolutions up to 250x slower.
 torch.set_num_threads(1)

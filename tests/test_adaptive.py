@@ -16,30 +16,29 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import small_overrides
-from hasfl_sec.attacks.registry import ATTACKS
+
 from hasfl_sec.attacks.adaptive import changes_grad, changes_smashed, expected_transform
 from hasfl_sec.attacks.base import make_context, observe
 from hasfl_sec.attacks.feature_inversion import RMLEInversion
 from hasfl_sec.attacks.inverse_network import InverseNetwork
 from hasfl_sec.attacks.label_inference import LabelDirection
+from hasfl_sec.attacks.registry import ATTACKS
 from hasfl_sec.audit.config import AuditConfig
 from hasfl_sec.audit.engine import build_attack, check_attacks, run_attack
 from hasfl_sec.audit.entry import audit_run, collect_run
 from hasfl_sec.cli.main import cli
 from hasfl_sec.config import load_config
 from hasfl_sec.data.datasets import load_dataset
-from hasfl_sec.defenses.base import DefenseStack
+from hasfl_sec.defenses.base import Defense, DefenseStack
 from hasfl_sec.defenses.build import describe_defenses
 from hasfl_sec.defenses.compress import TopK, topk_per_sample
-from hasfl_sec.defenses.base import Defense
 from hasfl_sec.defenses.noise import SmashedNoise, clip_per_sample
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.metrics import image_report
 from hasfl_sec.models import build_model
-from hasfl_sec.sfl.protocol import Exchange
 from hasfl_sec.runs.train import train
+from hasfl_sec.sfl.protocol import Exchange
 
 SIGMA = 0.3
 QUICK_INV = {"steps": 20, "width": 8, "auxiliary_samples": 64, "batch_size": 16}
@@ -145,9 +144,9 @@ def test_fast_preset_reduces_steps_and_explicit_params_win():
 @pytest.fixture(scope="module")
 def defended_trace():
     """A simulated device at cut 2 under clip-and-noise then top-k, and an env whose attacker knows it."""
-    from hasfl_sec.runs.setup import prepare
     from hasfl_sec.audit.entry import _env
     from hasfl_sec.audit.victims import simulate
+    from hasfl_sec.runs.setup import prepare
 
     cfg = load_config(overrides=small_overrides(**{"defense.use": "[noise, topk]", "defense.noise.sigma": 0.1,
                                                    "defense.noise.clip": 5.0, "defense.topk.ratio": 0.5}))

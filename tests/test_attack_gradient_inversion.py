@@ -9,15 +9,15 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import small_overrides
 from torch import nn
 
-from conftest import small_overrides
-from hasfl_sec.runs.setup import prepare
-from hasfl_sec.attacks.registry import ATTACKS
 from hasfl_sec.attacks.base import make_context, observe
 from hasfl_sec.attacks.gradient_inversion import GradientInversion, simulate_local_update, update_cosine
+from hasfl_sec.attacks.registry import ATTACKS
 from hasfl_sec.config import load_config
 from hasfl_sec.metrics.image import match_batch, ssim
+from hasfl_sec.runs.setup import prepare
 from hasfl_sec.sfl.tap import CutLayerTap, TapSelector
 
 

@@ -7,16 +7,16 @@ import math
 
 import pytest
 import torch
+from conftest import small_overrides
 from torch import nn
 
-from conftest import small_overrides
-from hasfl_sec.runs.setup import prepare
-from hasfl_sec.attacks.registry import ATTACKS
 from hasfl_sec.attacks.base import AttackContext, ThreatModel, make_context, observe
 from hasfl_sec.attacks.label_inference import ABSENT_SCORE, split_two_means
+from hasfl_sec.attacks.registry import ATTACKS
 from hasfl_sec.config import load_config
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.metrics.labels import label_accuracy, label_auc
+from hasfl_sec.runs.setup import prepare
 from hasfl_sec.sfl.protocol import Exchange
 from hasfl_sec.sfl.splitstep import cut_gradient
 from hasfl_sec.sfl.tap import CutLayerTap, TapSelector

@@ -7,16 +7,16 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import small_overrides
 from torch import nn
 
-from conftest import small_overrides
-from hasfl_sec.runs.setup import prepare
-from hasfl_sec.attacks.registry import ATTACKS
 from hasfl_sec.attacks.base import make_context, observe
+from hasfl_sec.attacks.registry import ATTACKS
 from hasfl_sec.attacks.unsplit import UnSplit, mirror_first_layer, relative_total_variation
 from hasfl_sec.config import load_config
 from hasfl_sec.metrics import ssim
 from hasfl_sec.models import build_model
+from hasfl_sec.runs.setup import prepare
 from hasfl_sec.sfl.tap import CutLayerTap, TapSelector
 
 

@@ -7,14 +7,14 @@ import copy
 import numpy as np
 import pytest
 import torch
+from conftest import small_overrides
 from skimage.metrics import structural_similarity
 
-from conftest import small_overrides
-from hasfl_sec.runs.setup import prepare
-from hasfl_sec.attacks.registry import ATTACKS
 from hasfl_sec.attacks.base import ThreatModel, make_context, observe
+from hasfl_sec.attacks.registry import ATTACKS
 from hasfl_sec.config import load_config
 from hasfl_sec.errors import ConfigError
+from hasfl_sec.runs.setup import prepare
 from hasfl_sec.sfl.tap import CutLayerTap, TapSelector
 
 

@@ -9,19 +9,19 @@ import pandas as pd
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import small_overrides
-from hasfl_sec.runs.setup import prepare
+
 from hasfl_sec.attacks.registry import ATTACKS
-from hasfl_sec.audit.engine import build_attack, run_attack
-from hasfl_sec.results import LEAKAGE_COLUMNS
 from hasfl_sec.audit.config import AuditConfig
+from hasfl_sec.audit.engine import build_attack, run_attack
 from hasfl_sec.audit.entry import _env, audit_model, audit_run
-from hasfl_sec.errors import ConfigError
+from hasfl_sec.audit.victims import replay, simulate
 from hasfl_sec.cli.main import cli
 from hasfl_sec.config import load_config
+from hasfl_sec.errors import ConfigError
+from hasfl_sec.results import LEAKAGE_COLUMNS
+from hasfl_sec.runs.setup import prepare
 from hasfl_sec.runs.train import train
-from hasfl_sec.audit.victims import replay, simulate
 
 FAST = {"rmle": {"steps": 150}}
 

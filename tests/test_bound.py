@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import small_overrides
-from hasfl_sec.runs.setup import prepare
-from hasfl_sec.planning.bound import BoundConstants
-from hasfl_sec.planning.warmup import estimate_bound, per_block_gradient_stats
-from hasfl_sec.planning.calibrate import fit_calibration
+
 from hasfl_sec.config import load_config
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.models import build_model
+from hasfl_sec.planning.bound import BoundConstants
+from hasfl_sec.planning.calibrate import fit_calibration
+from hasfl_sec.planning.warmup import estimate_bound, per_block_gradient_stats
+from hasfl_sec.runs.setup import prepare
 
 
 def test_per_block_stats_match_a_loop_over_samples():

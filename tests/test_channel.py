@@ -6,18 +6,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import small_overrides
-from hasfl_sec.sfl.clock import plan_costs
-from hasfl_sec.runs.setup import prepare
-from hasfl_sec.runs.train import train
-from hasfl_sec.fleet.channel import make_channel
+from test_trainer import Crash as Kill
+
 from hasfl_sec.config import load_config
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.fleet import generate_fleet
+from hasfl_sec.fleet.channel import make_channel
+from hasfl_sec.runs.setup import prepare
+from hasfl_sec.runs.train import train
+from hasfl_sec.sfl.clock import plan_costs
 from hasfl_sec.sfl.latency import round_latency
 from hasfl_sec.sfl.plan import Plan
-from test_trainer import Crash as Kill
 
 
 def test_rayleigh_block_fading():

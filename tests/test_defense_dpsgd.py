@@ -11,25 +11,24 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import small_overrides
 from opacus.accountants import RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 from opacus.validators import ModuleValidator
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from conftest import small_overrides
-from hasfl_sec.runs.setup import prepare
 from hasfl_sec.config import load_config
-from hasfl_sec.defenses.registry import DEFENSES
-from hasfl_sec.defenses.base import DefenseStack
-from hasfl_sec.defenses.base import Defense
+from hasfl_sec.defenses.base import Defense, DefenseStack
 from hasfl_sec.defenses.dpsgd import DPSGD
-from hasfl_sec.defenses.opacus_utils import dp_sgd_epsilon, make_private_compatible
 from hasfl_sec.defenses.nopeek import NoPeek
+from hasfl_sec.defenses.opacus_utils import dp_sgd_epsilon, make_private_compatible
+from hasfl_sec.defenses.registry import DEFENSES
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.models.split import SplitModel
-from hasfl_sec.sfl.plan import Plan
+from hasfl_sec.runs.setup import prepare
 from hasfl_sec.runs.train import train
+from hasfl_sec.sfl.plan import Plan
 from hasfl_sec.sfl.trainer import SFLTrainer
 
 

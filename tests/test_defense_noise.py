@@ -8,14 +8,13 @@ import math
 
 import pytest
 import torch
-
 from conftest import small_overrides, train_small
-from hasfl_sec.runs.setup import prepare
-from hasfl_sec.config import load_config
-from hasfl_sec.defenses.registry import DEFENSES
-from hasfl_sec.defenses.noise import SmashedNoise, clip_per_sample, gaussian_epsilon
-from hasfl_sec.errors import ConfigError
 
+from hasfl_sec.config import load_config
+from hasfl_sec.defenses.noise import SmashedNoise, clip_per_sample, gaussian_epsilon
+from hasfl_sec.defenses.registry import DEFENSES
+from hasfl_sec.errors import ConfigError
+from hasfl_sec.runs.setup import prepare
 
 _train = train_small
 

@@ -8,17 +8,16 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import train_small
+
 from hasfl_sec.cli.main import cli
 from hasfl_sec.config import load_config
-from hasfl_sec.defenses.registry import DEFENSES
 from hasfl_sec.defenses.build import describe_defenses
 from hasfl_sec.defenses.compress import Quantize, TopK
 from hasfl_sec.defenses.nopeek import NoPeek, nopeek_loss
+from hasfl_sec.defenses.registry import DEFENSES
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.metrics.dependence import distance_correlation
-
 
 _train = train_small
 

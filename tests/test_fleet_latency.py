@@ -11,8 +11,18 @@ import pytest
 
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.fleet import (
-    FLEETS, GIB, HETEROGENEITY, Device, Fleet, FleetSpec, dbm_to_watts, fleet_from_dict, generate_fleet, load_fleet,
-    shannon_rate)
+    FLEETS,
+    GIB,
+    HETEROGENEITY,
+    Device,
+    Fleet,
+    FleetSpec,
+    dbm_to_watts,
+    fleet_from_dict,
+    generate_fleet,
+    load_fleet,
+    shannon_rate,
+)
 from hasfl_sec.sfl.latency import CutCosts, elapsed_after, round_latency, stage_latencies, training_latency
 
 REL = 1e-12

@@ -12,8 +12,23 @@ from sklearn.feature_selection import mutual_info_regression
 
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.metrics import (
-    DEPENDENCE, METRICS, DependenceResult, MetricSpec, distance_correlation, hsic, identifiability, image_report,
-    ksg_mutual_information, label_accuracy, label_auc, match_batch, mse, nhsic, psnr, ssim)
+    DEPENDENCE,
+    METRICS,
+    DependenceResult,
+    MetricSpec,
+    distance_correlation,
+    hsic,
+    identifiability,
+    image_report,
+    ksg_mutual_information,
+    label_accuracy,
+    label_auc,
+    match_batch,
+    mse,
+    nhsic,
+    psnr,
+    ssim,
+)
 
 
 def _images(n: int = 6, c: int = 1, h: int = 16, w: int = 16, seed: int = 0) -> np.ndarray:

@@ -7,8 +7,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from hasfl_sec.planning.bound import BoundConstants
 from hasfl_sec.cli.main import cli
+from hasfl_sec.planning.bound import BoundConstants
 
 # A small fleet, a short warm-up and a saved bound keep these tests fast.
 FAST = ["--devices", "4", "--set", "optimizer.warmup_rounds=1", "--set", "optimizer.probe_size=16",

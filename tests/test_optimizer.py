@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from hasfl_sec.sfl.clock import plan_costs
-from hasfl_sec.planning.bound import BoundConstants
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.fleet import Fleet, generate_fleet
-from hasfl_sec.sfl.latency import round_latency
 from hasfl_sec.models import build_model, profile_model
 from hasfl_sec.optimizer import PLANNERS, PlannerParams, Problem, Solution, batch_step, batch_terms, solve_relaxed
+from hasfl_sec.planning.bound import BoundConstants
+from hasfl_sec.sfl.clock import plan_costs
+from hasfl_sec.sfl.latency import round_latency
 from hasfl_sec.sfl.plan import Plan, check_memory, device_memory_bytes
 
 BASELINES = ("sfl", "bs-only", "cut-only", "random")

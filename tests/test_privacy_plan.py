@@ -17,11 +17,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from conftest import small_overrides
 from torch import nn
 from torch.func import functional_call, grad, jacfwd
 
-from conftest import small_overrides
-from hasfl_sec.runs.setup import prepare
 from hasfl_sec.cli.main import cli
 from hasfl_sec.config import load_config
 from hasfl_sec.data.datasets import load_dataset
@@ -29,11 +28,12 @@ from hasfl_sec.defenses.noise import SmashedNoise
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.metrics.fisher import dfil
 from hasfl_sec.models import build_model
-from hasfl_sec.sfl.plan import Plan
 from hasfl_sec.planning.privacy import measure_privacy
 from hasfl_sec.privacy.noise_cost import NoiseCost, gradient_noise
 from hasfl_sec.privacy.profile import LeakageProfile, rank_agreement
+from hasfl_sec.runs.setup import prepare
 from hasfl_sec.runs.train import train
+from hasfl_sec.sfl.plan import Plan
 
 # A 4-device fleet, the literal bound after a one-round warm-up, a quick profile: a few seconds.
 FAST = ["--devices", "4", "--set", "optimizer.warmup_rounds=1", "--set", "optimizer.probe_size=16",

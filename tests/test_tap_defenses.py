@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
-from hasfl_sec.runs.setup import prepare
 from hasfl_sec.defenses.base import Defense
+from hasfl_sec.runs.setup import prepare
 from hasfl_sec.sfl.tap import CutLayerTap, TapSelector
 
 

@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import small_overrides
-from hasfl_sec.runs.setup import prepare
-from hasfl_sec.runs.train import train
+
 from hasfl_sec.config import load_config
 from hasfl_sec.defenses.base import Defense
 from hasfl_sec.errors import ConfigError
+from hasfl_sec.runs.setup import prepare
+from hasfl_sec.runs.train import train
 
 
 def make_trainer(cfg, defenses=()):

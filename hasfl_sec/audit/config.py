@@ -14,6 +14,26 @@ from ..defenses.base import Defense
 __all__ = ["AuditConfig", "AuditEnv", "PRESETS", "ADAPTIVE_MODES"]
 
 
+#: ``AuditConfig.adaptive``: adaptive variants only against a defense (auto), never, or instead
+#: of the unaware ones.
+ADAPTIVE_MODES = ("auto", "off", "only")
+
+#: Named sets of attack-parameter overrides (``AuditConfig.preset``); explicit ``attack_params``
+#: win. ``fast`` cuts the optimisation and training steps of the costly attacks for a quick
+#: evaluation. Measured on the default run (hecnn on 16x16 digits, 60 rounds, cuts 1-4, 8 images,
+#: 2 threads), mean SSIM at cuts 1/2/3/4, full -> fast, and attack seconds for the four cuts:
+#: rmle 0.997/0.987/0.928/0.478 -> 0.994/0.973/0.868/0.468 (about 8x faster);
+#: inverse-network 0.995/0.991/0.991/0.941 -> 0.991/0.979/0.982/0.909 (width 32 -> 16 and
+#: 1500 -> 500 steps: about 15x faster); unsplit 0.990/0.769/0.465/0.089 -> 0.987/0.775/0.442/0.024
+#: (27 s -> 11 s); gradient-inversion 0.06-0.17 either way (45 s -> 30 s).
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "full": {},
+    "fast": {"rmle": {"steps": 500}, "inverse-network": {"steps": 500, "width": 16},
+             "unsplit": {"steps": 800, "restarts": 4, "probe_steps": 150},
+             "gradient-inversion": {"steps": 150}, "label-cluster": {"n_init": 3}},
+}
+
+
 @dataclass
 class AuditConfig:
     """What to audit.
@@ -87,24 +107,3 @@ class AuditEnv:
         """The attacker's own copy of the run's defense, seeded from ``seed`` apart from the
         victims' (``build_defenses(..., label="attacker")``); None without a defense."""
         return None if self.attacker_defense is None or self.defense == "none" else self.attacker_defense(seed)
-
-
-#: ``AuditConfig.adaptive``: adaptive variants only against a defense (auto), never, or instead
-#: of the unaware ones.
-ADAPTIVE_MODES = ("auto", "off", "only")
-
-
-#: Named sets of attack-parameter overrides (``AuditConfig.preset``); explicit ``attack_params``
-#: win. ``fast`` cuts the optimisation and training steps of the costly attacks for a quick
-#: evaluation. Measured on the default run (hecnn on 16x16 digits, 60 rounds, cuts 1-4, 8 images,
-#: 2 threads), mean SSIM at cuts 1/2/3/4, full -> fast, and attack seconds for the four cuts:
-#: rmle 0.997/0.987/0.928/0.478 -> 0.994/0.973/0.868/0.468 (about 8x faster);
-#: inverse-network 0.995/0.991/0.991/0.941 -> 0.991/0.979/0.982/0.909 (width 32 -> 16 and
-#: 1500 -> 500 steps: about 15x faster); unsplit 0.990/0.769/0.465/0.089 -> 0.987/0.775/0.442/0.024
-#: (27 s -> 11 s); gradient-inversion 0.06-0.17 either way (45 s -> 30 s).
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "full": {},
-    "fast": {"rmle": {"steps": 500}, "inverse-network": {"steps": 500, "width": 16},
-             "unsplit": {"steps": 800, "restarts": 4, "probe_steps": 150},
-             "gradient-inversion": {"steps": 150}, "label-cluster": {"n_init": 3}},
-}

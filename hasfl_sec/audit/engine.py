@@ -1,6 +1,6 @@
 """The per-split audit: run every attack on what each device exchanged at its cut, and score it.
 
-Flow (docs/design.md section 3): traces of victim devices (:mod:`hasfl_sec.victims`) -> each attack sees
+Flow (docs/design.md section 3): traces of victim devices (:mod:`hasfl_sec.audit.victims`) -> each attack sees
 only :func:`~hasfl_sec.attacks.base.observe`-filtered records and a
 :func:`~hasfl_sec.attacks.base.make_context` granted by its threat model -> the metrics compare its
 output with the ground truth, which only this module holds -> one tidy long table.
@@ -19,7 +19,7 @@ Every attack runs per (device, cut) on ``images`` victim images for each seed; p
 are summarised as mean, standard deviation and count over images and seeds. Attack-independent
 figures (distance correlation, nHSIC, KSG mutual information on random projections, the dFIL
 Fisher bound) are computed on the same victim images and reported with ``attack = "none"``
-(:mod:`hasfl_sec.audit_metrics`).
+(:mod:`hasfl_sec.audit.scoring`).
 
 Defenses. The records are what crossed the cut, so every trace already reflects the run's defense
 (replayed devices apply it, simulated ones too). Against a defended run an attack that can adapt
@@ -45,17 +45,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attacks.base import Attack, AttackContext, Reconstruction, make_context, observe
-from ..results import LEAKAGE_COLUMNS
-from .scoring import head, independent_figures, leakage_row, score
-from .config import ADAPTIVE_MODES, PRESETS
-from .variants import Variant, build_attack, plan_variants
-from .config import AuditConfig, AuditEnv
 from ..defenses.base import Defense
 from ..errors import ConfigError
 from ..metrics import DEPENDENCE, match_batch
-from ..sfl.protocol import Exchange, GroundTruth
+from ..results import LEAKAGE_COLUMNS
 from ..seeding import derive_seed
+from ..sfl.protocol import Exchange, GroundTruth
 from ..sfl.splitstep import cut_gradient
+from .config import ADAPTIVE_MODES, PRESETS, AuditConfig, AuditEnv
+from .scoring import head, independent_figures, leakage_row, score
+from .variants import Variant, build_attack, plan_variants
 from .victims import RoundView, Trace
 
 __all__ = ["AuditResult", "audit_traces", "check_attacks", "run_attack", "trace_rounds_needed"]

@@ -4,7 +4,7 @@
 checkpoint, and records a few more rounds of the devices at the plan's cuts (:func:`victims.replay`);
 cuts the plan did not use are attacked on the aggregated model through a simulated device.
 :func:`audit_model` builds a model, trains it centrally (or loads a state dict), and simulates a
-device at each requested cut. Both then call :func:`hasfl_sec.audit.audit_traces`.
+device at each requested cut. Both then call :func:`hasfl_sec.audit.engine.audit_traces`.
 
 The config's ``defense`` section reaches every trace: the replayed trainer applies the run's
 defenses (and resumes their state, such as the noise generators, from the checkpoint), and
@@ -22,20 +22,20 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..runs.setup import Setup, config_dataset, prepare, resolve_device
-from .config import AuditConfig, AuditEnv
-from .engine import AuditResult, audit_traces, check_attacks, trace_rounds_needed
 from ..config import ExperimentConfig
 from ..data.datasets import ImageDataset
 from ..defenses.base import DefenseStack
 from ..defenses.build import build_defenses, describe_defenses
 from ..errors import ConfigError
-from ..models.central import train_central
 from ..models import SplitModel, build_model
+from ..models.central import train_central
 from ..runs.files import load_run
+from ..runs.setup import Setup, config_dataset, prepare, resolve_device
 from ..runs.train import TrainResult
-from ..sfl.trainer import SFLTrainer
 from ..seeding import derive_seed, torch_generator
+from ..sfl.trainer import SFLTrainer
+from .config import AuditConfig, AuditEnv
+from .engine import AuditResult, audit_traces, check_attacks, trace_rounds_needed
 from .victims import Trace, replay, simulate
 
 __all__ = ["audit_run", "audit_trained", "audit_model", "collect_run", "collect_traces", "RunTraces", "resolve_cuts"]

@@ -6,7 +6,7 @@ so an interrupted audit leaves no half-written output directory behind.
 Layout::
 
     OUT/
-      leakage.csv                 long format (hasfl_sec.audit.LEAKAGE_COLUMNS)
+      leakage.csv                 long format (hasfl_sec.results.LEAKAGE_COLUMNS)
       audit.json                  threat models, parameters, timings, skipped attacks, traces
       leakage_<metric>.png        the metric against cut depth, one line per attack
       reconstructions_<attack>.png  originals (top row) and reconstructions, one row pair per cut
@@ -26,8 +26,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from .engine import AuditResult  # noqa: E402
 from ..fileio import check_out, publish_dir, work_dir  # noqa: E402
+from .engine import AuditResult  # noqa: E402
 
 __all__ = ["write_audit", "summary_tables", "FIGURE_METRICS", "SUMMARY_GROUPS"]
 

@@ -1,6 +1,6 @@
 """The audit's scoring: per-attack metrics, attack-independent figures, and the long table's rows.
 
-Split from :mod:`hasfl_sec.audit` (which runs the attacks) so that what is measured and how a row
+Split from :mod:`hasfl_sec.audit.engine` (which runs the attacks) so that what is measured and how a row
 of ``leakage.csv`` is laid out live in one place. Metrics compare an attack's output with the
 ground truth, which only the audit holds (Breaching's separation of the user's data from the
 attacker's view, Geiping et al. 2020). Attack-independent figures are computed on the victim
@@ -21,11 +21,10 @@ import torch
 from ..attacks.base import Reconstruction
 from ..metrics import DEPENDENCE, identifiability, image_report, label_accuracy, label_auc
 from ..metrics.fisher import dfil
-from ..sfl.protocol import Exchange, GroundTruth
 from ..seeding import derive_seed
-from .victims import RoundView, Trace
+from ..sfl.protocol import Exchange, GroundTruth
 from .config import AuditConfig, AuditEnv
-
+from .victims import RoundView, Trace
 
 __all__ = ["head", "score", "independent_figures", "leakage_row"]
 

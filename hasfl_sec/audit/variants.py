@@ -16,10 +16,9 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
-from ..attacks.registry import ATTACKS
 from ..attacks.base import Attack
+from ..attacks.registry import ATTACKS
 from .config import AuditConfig, AuditEnv
-
 
 __all__ = ["ADAPTIVE_SUFFIX", "Variant", "build_attack", "plan_variants"]
 

@@ -1,4 +1,4 @@
-"""``hasfl-sec audit``: what each device leaks at its cut (a thin layer over :mod:`hasfl_sec.audit_run`)."""
+"""``hasfl-sec audit``: what each device leaks at its cut (a thin layer over :mod:`hasfl_sec.audit.entry`)."""
 
 from __future__ import annotations
 
@@ -111,11 +111,11 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
         hasfl-sec audit --model hecnn --dataset digits --set defense.use=[noise] --set defense.noise.sigma=0.3
     """
     from ..audit.config import AuditConfig
-    from ..audit.output import summary_tables, write_audit
-    from ..fileio import check_out
     from ..audit.entry import audit_model, audit_run
-    from .options import build_config
+    from ..audit.output import summary_tables, write_audit
     from ..errors import ConfigError
+    from ..fileio import check_out
+    from .options import build_config
 
     bare = run_dir is None
     if threads is not None:

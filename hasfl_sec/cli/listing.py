@@ -17,11 +17,11 @@ def list_(what: str) -> None:
     """List what can be chosen: models, datasets, fleets, strategies, partitions, heterogeneity
     levels, channels, attacks (with their threat models), metrics and defenses (``defense.use``)."""
     from ..attacks.registry import ATTACKS
-    from ..fleet.channel import CHANNELS
     from ..data.datasets import DATASETS
     from ..data.partition import PARTITIONS
     from ..defenses.registry import DEFENSES
     from ..fleet import FLEETS, HETEROGENEITY
+    from ..fleet.channel import CHANNELS
     from ..metrics import METRICS
     from ..models import MODELS
     from ..planning.strategies import STRATEGIES

@@ -40,8 +40,8 @@ def report(dirs: tuple[str, ...], out: str | None, overwrite: bool) -> None:
         hasfl-sec report runs/hasfl runs/sfl --out reports/hasfl-vs-sfl --overwrite
     """
     from ..errors import ConfigError
-    from ..report import build_report, is_eval_dir
     from ..evaluation.collect import collect_runs, is_run_dir
+    from ..report import build_report, is_eval_dir
 
     evals, runs = [], []
     for d in dirs:

@@ -34,8 +34,8 @@ def train(config_file: str | None, overrides: tuple[str, ...], out: str | None, 
         hasfl-sec train --strategy fixed --cut 1,2,3,4 --devices 4 --batch-size 8
         hasfl-sec train --out runs/demo --resume
     """
-    from ..runs.train import train as run_train
     from ..errors import ConfigError
+    from ..runs.train import train as run_train
 
     given = {k: v for k, v in options.items() if v is not None}
     if resume and (config_file or overrides or given):

@@ -1,5 +1,4 @@
-"""Data for a run: datasets (re-exported from :mod:`hasfl_sec.datasets`) and their partition
-across the devices of a fleet.
+"""The partition of a dataset's training indices across the devices of a fleet.
 
 :func:`partition` splits the training indices among ``N`` devices with a scheme from
 :data:`PARTITIONS`:

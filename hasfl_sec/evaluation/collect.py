@@ -26,12 +26,12 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from ..defenses.build import run_defense_label
 from ..errors import ConfigError
 from ..fileio import check_out, publish_dir, read_structured, work_dir
+from ..report.render import build_report
 from ..results import EVAL_TABLES, LEAKAGE_COLUMNS, RunDir, package_versions
 from ..runs.files import read_run_file, read_run_file_with
-from ..defenses.build import run_defense_label
-from ..report.render import build_report
 from .settings import Arm
 from .tables import device_leakage, pareto_table, plan_noise, plan_rows, representatives, summary_row
 

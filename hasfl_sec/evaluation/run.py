@@ -30,28 +30,36 @@ from typing import Any
 
 import pandas as pd
 
-from ..runs.setup import config_dataset, prepare
 from ..audit.config import AuditConfig
-from ..audit.output import write_audit
 from ..audit.entry import audit_trained
+from ..audit.output import write_audit
 from ..config import ExperimentConfig, apply_overrides, config_from_dict
 from ..defenses.build import describe_defenses
 from ..errors import ConfigError
 from ..fileio import check_out, first_free_dir, publish_dir, work_dir
-from ..results import EVAL_TABLES, package_versions
-from ..planning.strategies import BOUND_STRATEGIES
-from ..runs.train import train
 from ..planning.bound import BoundConstants
+from ..planning.privacy import check_private_config
+from ..planning.strategies import BOUND_STRATEGIES
 from ..report.render import build_report
+from ..results import EVAL_TABLES, package_versions
+from ..runs.setup import config_dataset, prepare
+from ..runs.train import train
 from .settings import DEFAULT_NAME, Arm, EvalSettings, build_arms
 from .tables import (
-    class_mean_ssim, defense_table, device_leakage, pareto_table, plan_noise, plan_rows, representatives,
-    summary_row)
-from ..planning.privacy import check_private_config
+    class_mean_ssim,
+    defense_table,
+    device_leakage,
+    pareto_table,
+    plan_noise,
+    plan_rows,
+    representatives,
+    summary_row,
+)
 
 __all__ = ["EvalResult", "run_eval"]
 
 logger = logging.getLogger(__name__)
+
 
 @dataclass
 class EvalResult:
@@ -70,7 +78,6 @@ class EvalResult:
 def arm_configs(config: ExperimentConfig, arms: list[Arm]) -> dict[str, ExperimentConfig]:
     """Every arm's experiment config, validated (errors name the arm's setting), including what a
     privacy-constrained plan cannot honour (a second noise source, re-planning)."""
-
     base = config.to_dict()
     configs = {a.name: config_from_dict(apply_overrides(base, [*a.overrides, f"name={a.name}"])) for a in arms}
     for a in arms:
@@ -79,11 +86,10 @@ def arm_configs(config: ExperimentConfig, arms: list[Arm]) -> dict[str, Experime
     return configs
 
 
-def _epsilon(run_dir: Path) -> float:
-    """The privacy loss a run's defenses reported at the end (NaN when none claims one)."""
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    report = manifest.get("defense_report") or {}
-    values = [float(v) for k, v in report.items() if k.endswith("epsilon") and v is not None]
+def _epsilon(report: dict[str, float]) -> float:
+    """The largest finite privacy loss in a defense report (NaN when no defense claims one; an
+    unbounded epsilon, written as null in the run's manifest, claims none)."""
+    values = [float(v) for k, v in report.items() if k.endswith("epsilon") and math.isfinite(float(v))]
     return max(values) if values else math.nan
 
 
@@ -227,6 +233,7 @@ def _run_arm(arm: Arm, cfg: ExperimentConfig, bound: BoundConstants | None, temp
     result = train(cfg, out_dir=run_dir, bound=bound)
     rows.timings[f"train {arm.name}"] = time.perf_counter() - t0
     bar.done()
+    rows.epsilons[arm.name] = _epsilon(result.trainer.defense.report())  # before the audit's replay advances it
     plan = result.plan
     reps = representatives(plan.cuts, plan_noise(plan))
 
@@ -245,7 +252,6 @@ def _run_arm(arm: Arm, cfg: ExperimentConfig, bound: BoundConstants | None, temp
     rows.leakage.append(frame)
     per_device = device_leakage(frame, reps, plan.cuts)
     rows.leaks[arm.name] = {d: v for d, (v, _) in per_device.items()}
-    rows.epsilons[arm.name] = _epsilon(run_dir)
     predicted = (plan.privacy or {}).get("leakage")
     cut_names = {cp.cut: cp.name for cp in result.profile.cuts}
     rows.plans += plan_rows(arm, plan, result.fleet, cut_names, cfg.privacy.metric, predicted)

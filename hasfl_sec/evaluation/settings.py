@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from ..typed import build_dataclass
-from ..errors import ConfigError, check
-from ..fileio import check_folder_name, read_structured
 from ..attacks.registry import ATTACKS
 from ..audit.config import PRESETS
 from ..defenses.registry import DEFENSES
+from ..errors import ConfigError, check
+from ..fileio import check_folder_name, read_structured
 from ..planning.strategies import STRATEGIES
+from ..typed import build_dataclass
 
 #: The report name of an evaluation that is given none (see :attr:`EvalSettings.name`).
 DEFAULT_NAME = "default"

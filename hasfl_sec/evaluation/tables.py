@@ -15,10 +15,10 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from ..report.tables import device_classes, pareto_front, time_to_target
-from .settings import Arm
 from ..metrics import image_report
+from ..report.tables import device_classes, pareto_front, time_to_target
 from ..seeding import torch_generator
+from .settings import Arm
 
 __all__ = ["class_mean_ssim", "representatives", "plan_rows", "summary_row", "defense_table", "pareto_table", "device_leakage",
            "plan_noise", "RECONSTRUCTION_METRIC"]

@@ -2,7 +2,7 @@
 
 HASFL plans from fixed rates r_i^U, r_i^D. Under fading the realised rates change from round to
 round, so the simulated clock uses the realised rates, and a plan may be re-solved on the current
-estimates (``channel.reoptimize_every``; :meth:`hasfl_sec.api.Setup.replan`).
+estimates (``channel.reoptimize_every``; :meth:`hasfl_sec.runs.setup.Setup.replan`).
 
 * ``static`` -- every round sees the fleet's rates.
 * ``rayleigh`` -- Rayleigh block fading around each device's mean gain: every ``coherence_rounds``
@@ -20,10 +20,10 @@ from typing import Callable
 
 import numpy as np
 
-from .devices import Fleet
-from .generate import FleetSpec
 from ..registry import Registry
 from ..seeding import numpy_rng
+from .devices import Fleet
+from .generate import FleetSpec
 
 __all__ = ["CHANNELS", "ChannelModel", "StaticChannel", "RayleighChannel", "make_channel"]
 

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError, check
 from ..fileio import read_structured
-from .devices import POSITIVE_FIELDS, Device, Fleet, dbm_number, positive_number, dbm_to_watts, shannon_rate
+from .devices import POSITIVE_FIELDS, Device, Fleet, dbm_number, dbm_to_watts, positive_number, shannon_rate
 from .generate import FleetSpec
 
 __all__ = ["load_fleet", "fleet_from_dict"]

@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import check
 from ..registry import Registry
 from ..seeding import numpy_rng
-from .devices import GIB, Device, Fleet, dbm_number, positive_number, dbm_to_watts
+from .devices import GIB, Device, Fleet, dbm_number, dbm_to_watts, positive_number
 
 __all__ = ["FleetSpec", "HETEROGENEITY", "DEFAULT_HETEROGENEITY", "FLEETS", "generate_fleet"]
 

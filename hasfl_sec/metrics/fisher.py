@@ -29,7 +29,7 @@ relation to calibrate its noise: ``sigma^2 = target * mean tr(J^T J) / d`` puts 
 mean trace equal to ``target`` (see :meth:`FisherResult.sigma_for_mse_bound`).
 
 Units. The bound lives in the space of the model's input. Every ``hasfl_sec`` dataset feeds
-``[0, 1]`` pixels without mean/std normalisation (see :mod:`hasfl_sec.datasets`), so
+``[0, 1]`` pixels without mean/std normalisation (see :mod:`hasfl_sec.data.datasets`), so
 ``mse_bound`` is a per-pixel MSE on ``[0, 1]`` images, directly comparable with
 :func:`hasfl_sec.metrics.mse`, and ``psnr_bound = 10 log10(1 / mse_bound) = 10 log10(dFIL)`` dB
 bounds the PSNR of the *expected* MSE of any unbiased attacker (the PSNR of ``E||x_hat - x||^2/d``

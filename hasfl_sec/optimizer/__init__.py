@@ -20,11 +20,11 @@ from typing import Any, Sequence
 
 from .baselines import plan_bs_only, plan_cut_only, plan_random, plan_sfl
 from .batch import BatchTerms, RelaxedBatch, batch_step, batch_terms, solve_relaxed
-from .rounding import round_batch
 from .cuts import cut_step
 from .oracle import plan_oracle, search_space_size
 from .privacy import PrivacyTerms, constrain
 from .problem import Problem, RoundTime
+from .rounding import round_batch
 from .solution import PLANNERS, PlannerFn, PlannerParams, Solution, make_solution
 from .solver import solve_hasfl
 

@@ -28,8 +28,8 @@ import math
 
 import numpy as np
 
-from .rounding import max_excluding
 from .problem import Problem
+from .rounding import max_excluding
 
 __all__ = ["cut_step", "cut_descent", "own_best_cuts", "latency_terms", "uniform_feasible"]
 

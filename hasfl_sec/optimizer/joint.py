@@ -19,8 +19,8 @@ import logging
 import numpy as np
 
 from .batch import batch_step
-from .rounding import max_excluding
 from .problem import Problem
+from .rounding import max_excluding
 
 __all__ = ["joint_step", "cut_batch_step"]
 

@@ -1,7 +1,7 @@
 """The HASFL planning problem as plain numpy arrays (docs/hasfl.md section 4.1).
 
 A :class:`Problem` holds, for every device i and every allowed cut c (column j of the arrays),
-the per-sample latency coefficients of the round model in :mod:`hasfl_sec.latency`::
+the per-sample latency coefficients of the round model in :mod:`hasfl_sec.sfl.latency`::
 
     a[i, j] = client_fwd / f_i + smashed_bits / rU_i       (up phase, per sample)
     g[i, j] = smashed_bits / rD_i + client_bwd / f_i       (down phase, per sample)
@@ -199,7 +199,7 @@ class Problem:
         Args:
             fleet: a :class:`hasfl_sec.fleet.Fleet`.
             profile: a :class:`hasfl_sec.models.ModelProfile`.
-            bound: :class:`hasfl_sec.bound.BoundConstants` for this N, lr and I.
+            bound: :class:`hasfl_sec.planning.bound.BoundConstants` for this N, lr and I.
             epsilon: the absolute target (e.g. ``bound.epsilon(target_ratio)``).
             b_max: largest batch size.
             cuts: the allowed cuts (default: every legal cut of the profile).

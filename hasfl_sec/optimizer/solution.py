@@ -16,8 +16,8 @@ import numpy as np
 
 from ..errors import check
 from ..registry import Registry
-from .problem import Problem
 from ..sfl.plan import Plan
+from .problem import Problem
 
 __all__ = ["Solution", "PlannerParams", "PLANNERS", "PlannerFn", "make_solution"]
 

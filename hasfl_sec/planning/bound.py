@@ -61,7 +61,7 @@ class BoundConstants:
         interval: aggregation interval I.
         drift_const: C in the drift term.
         variance_scale, drift_scale: calibration multipliers of the variance and drift terms
-            (1 = Theorem 1 as estimated; see :mod:`hasfl_sec.calibrate`).
+            (1 = Theorem 1 as estimated; see :mod:`hasfl_sec.planning.calibrate`).
         epsilon_calibrated: the epsilon that corresponds to the calibration's target accuracy,
             or None for uncalibrated constants.
         meta: how the constants were estimated (free-form, for the record).

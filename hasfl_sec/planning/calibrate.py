@@ -1,6 +1,6 @@
 """Calibrating the convergence bound against short pilot trainings (our method; documented choice).
 
-Theorem 1 estimated literally (:func:`hasfl_sec.bound.estimate_bound`) is a worst-case bound: on
+Theorem 1 estimated literally (:func:`hasfl_sec.planning.warmup.estimate_bound`) is a worst-case bound: on
 real models its drift term 1{I>1} C beta^2 gamma^2 I^2 sum G_j^2 is thousands of times larger
 than its variance term, so the optimizer would choose by the bound's slack, not by how training
 behaves. docs/hasfl.md section 7 notes that the HASFL group tunes such constants so that predictions
@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from scipy.optimize import nnls
 
-from .bound import BoundConstants
 from ..config import TrainConfig
 from ..data.datasets import ImageDataset
 from ..errors import ConfigError
 from ..models import SplitModel
 from ..sfl.plan import Plan
 from ..sfl.trainer import SFLTrainer
+from .bound import BoundConstants
 
 __all__ = ["pilot_rounds", "calibrate_bound", "fit_calibration", "default_pilots"]
 

@@ -3,7 +3,7 @@
 Which model leaks? Planning happens before training, and an untrained encoder is not the one an
 attacker faces (leakage changes as the client part learns). :func:`privacy_inputs` therefore
 profiles a copy of the run's initial model trained centrally for ``privacy.profile_epochs``
-epochs (:func:`hasfl_sec.audit_run.train_central`, the same training the bare-model audit uses),
+epochs (:func:`hasfl_sec.models.central.train_central`, the same training the bare-model audit uses),
 on ``privacy.probe_images`` seeded training images (the attacker's victims are training images):
 
 * per cut c, the Jacobian trace tr(J^T J) of the client part once (dFIL at any noise sigma is
@@ -31,17 +31,16 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..errors import ConfigError, check
-from ..seeding import derive_seed, torch_generator
-from ..privacy.noise_cost import NoiseCost
-from ..privacy.profile import LEAKAGE_METRICS, LeakageProfile
 from ..config import ExperimentConfig
 from ..data.datasets import ImageDataset
-from ..models import SplitModel
+from ..errors import ConfigError, check
 from ..metrics.fisher import dfil
+from ..models import SplitModel
 from ..models.central import train_central
 from ..optimizer.privacy import constrain
-
+from ..privacy.noise_cost import NoiseCost
+from ..privacy.profile import LEAKAGE_METRICS, LeakageProfile
+from ..seeding import derive_seed, torch_generator
 
 __all__ = ["PrivacyInputs", "DFIL_PROBES", "measure_privacy", "privacy_inputs", "constrained_problem", "device_budgets",
            "check_private_config"]

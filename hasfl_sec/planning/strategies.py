@@ -7,7 +7,7 @@ registered in :data:`STRATEGIES`, so ``--strategy NAME`` reaches any of them the
 Every optimizer planner also has a privacy-constrained variant, ``<planner>-private``
 (``hasfl-private`` ...): it plans under the ``privacy`` section's per-device leakage budgets
 (:mod:`hasfl_sec.optimizer.privacy`), and its plan carries each device's smashed-data noise
-(``noise_sigma``), which :meth:`hasfl_sec.api.Setup.defenses` turns into a noise defense.
+(``noise_sigma``), which :meth:`hasfl_sec.runs.setup.Setup.defenses` turns into a noise defense.
 """
 
 from __future__ import annotations
@@ -23,14 +23,11 @@ from ..config import ExperimentConfig, PlanConfig
 from ..errors import ConfigError
 from ..fleet import Fleet
 from ..models import ModelProfile, SplitModel
+from ..optimizer import PLANNERS, PlannerParams, Problem
 from ..registry import Registry
 from ..sfl.plan import Plan, check_memory
-from .privacy import check_private_config, constrained_problem, privacy_inputs
 from .bound import BoundConstants
-from ..optimizer import PlannerParams
-from ..optimizer import Problem
-from ..optimizer import PLANNERS
-
+from .privacy import check_private_config, constrained_problem, privacy_inputs
 
 __all__ = ["PlanContext", "STRATEGIES", "PRIVATE_STRATEGIES", "make_plan", "build_problem", "planner_params"]
 
@@ -45,7 +42,7 @@ class PlanContext:
     both are computed on first use only (the warm-up that estimates the bound trains for a few
     rounds), so strategies that do not need them cost nothing. For a privacy-constrained strategy
     ``problem()`` is the constrained problem and ``privacy()`` the leakage profile and noise cost
-    it was built from (measured on ``dataset`` on first use, see :mod:`hasfl_sec.privacy.measure`).
+    it was built from (measured on ``dataset`` on first use, see :mod:`hasfl_sec.planning.privacy`).
     """
 
     config: ExperimentConfig

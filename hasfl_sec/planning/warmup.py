@@ -17,13 +17,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from ..config import TrainConfig
+from ..config import ExperimentConfig, TrainConfig
 from ..data.datasets import ImageDataset
-from ..config import ExperimentConfig
 from ..errors import ConfigError, check
 from ..models import SplitModel
-from ..sfl.plan import Plan
 from ..seeding import torch_generator
+from ..sfl.plan import Plan
 from ..sfl.trainer import SFLTrainer
 from .bound import BoundConstants
 from .calibrate import calibrate_bound, default_pilots

@@ -27,7 +27,7 @@ Theorem 1 divides device i's variance by b_i, its variance term
 with r_i = sigma_i / RMS_c the noise relative to the cut's smashed-data RMS. Corollary 1 then
 needs R = 2 theta / (gamma (eps - k sum_i m_i / b_i - D(L_c))) rounds: more privacy costs rounds,
 and a device can pay for its noise with a larger batch. rho_c is dimensionless, so the k of a
-calibrated bound (:mod:`hasfl_sec.calibrate`) is multiplied by the same factor.
+calibrated bound (:mod:`hasfl_sec.planning.calibrate`) is multiplied by the same factor.
 
 What is measured (our choice). The Taylor step is not needed: by the law of total variance the
 extra per-sample variance is exactly E_x Var_n(g(x, n) | x), and that is what is measured, at the

@@ -18,7 +18,7 @@ Two conservative rules make the profile safe to plan with:
 
 Sources (both give the same class):
 
-* :func:`hasfl_sec.privacy.measure.measure_privacy`: the dFIL bound of Maeng et al., NeurIPS 2023
+* :func:`hasfl_sec.planning.privacy.measure_privacy`: the dFIL bound of Maeng et al., NeurIPS 2023
   (``dfil`` = mean per-sample dFIL, ``dfil_psnr`` = its PSNR form 10 log10 dFIL, in dB), a fast
   attack-agnostic predictor computable for any noise level.
 * :meth:`LeakageProfile.from_frame`: measured attacks, e.g. an audit's ``leakage.csv`` (the

@@ -1,6 +1,6 @@
 """The eval directory: its tables, how they are read back, and small helpers that derive columns.
 
-An eval directory (written by ``hasfl-sec eval``, or by :func:`~hasfl_sec.report.collect.collect_runs`
+An eval directory (written by ``hasfl-sec eval``, or by :func:`~hasfl_sec.evaluation.collect.collect_runs`
 from plain training runs) holds ``eval.json`` and the CSV tables of :data:`EVAL_TABLES`. Any table may be
 missing or empty. A table that is present must have the :data:`REQUIRED` columns (a renamed key
 column is a one-line error, not a silently empty section); the other columns of :data:`EVAL_TABLES` are

@@ -14,9 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from .setup import Setup, prepare
-from ..planning.bound import BoundConstants
 from ..config import ExperimentConfig
+from ..planning.bound import BoundConstants
+from .setup import Setup, prepare
 
 __all__ = ["OptimizeResult", "optimize"]
 

@@ -2,7 +2,7 @@
 
 ``prepare(config)`` turns a config into everything a run needs -- data, partitions, model and its
 measured profile, fleet, plan, channel and the latency of one round -- and validates all of it
-before anything touches the disk. :func:`hasfl_sec.runner.train` then trains and writes the run
+before anything touches the disk. :func:`hasfl_sec.runs.train.train` then trains and writes the run
 directory described in :mod:`hasfl_sec.results`. The CLI is a thin layer over these.
 
 Example::
@@ -22,23 +22,23 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..planning.bound import BoundConstants
-from ..planning.warmup import bound_for
-from ..sfl.clock import SimClock, plan_costs
-from ..fleet.channel import ChannelModel, make_channel
 from ..config import ExperimentConfig
 from ..data.datasets import ImageDataset, load_dataset
 from ..data.partition import partition
 from ..defenses.base import Defense
-from ..defenses.noise import SmashedNoise
 from ..defenses.build import build_defenses, run_defense_label
+from ..defenses.noise import SmashedNoise
 from ..errors import ConfigError, check
 from ..fleet import FLEETS, Fleet, generate_fleet, load_fleet
-from ..sfl.latency import RoundLatency, round_latency
+from ..fleet.channel import ChannelModel, make_channel
 from ..models import ModelProfile, SplitModel, build_model, profile_model
-from ..sfl.plan import Plan
+from ..planning.bound import BoundConstants
 from ..planning.strategies import PlanContext, make_plan
+from ..planning.warmup import bound_for
 from ..seeding import derive_seed, seed_everything
+from ..sfl.clock import SimClock, plan_costs
+from ..sfl.latency import RoundLatency, round_latency
+from ..sfl.plan import Plan
 from ..sfl.trainer import SFLTrainer
 
 __all__ = ["Setup", "prepare", "config_dataset", "resolve_device", "make_fleet"]

@@ -1,6 +1,6 @@
 """Training runs: ``train(config)`` trains and writes the run directory (:mod:`hasfl_sec.results`).
 
-Every input check happens in :func:`hasfl_sec.api.prepare` before anything is written; a killed
+Every input check happens in :func:`hasfl_sec.runs.setup.prepare` before anything is written; a killed
 run continues with ``train(out_dir=..., resume=True)`` from its last checkpoint, with the fleet,
 plan, tap records and random state it had, and ends exactly where an uninterrupted run ends.
 """
@@ -19,21 +19,22 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from .setup import Setup, prepare
-from ..sfl.clock import plan_costs
-from ..planning.bound import BoundConstants
-from ..sfl.latency import round_latency
 from ..config import ExperimentConfig
-from ..defenses.build import describe_defenses
 from ..defenses.base import Defense
+from ..defenses.build import describe_defenses
 from ..errors import ConfigError
 from ..fleet import Fleet
 from ..models import ModelProfile
-from ..sfl.plan import Plan
-from .files import read_run_file
+from ..planning.bound import BoundConstants
 from ..results import RunDir, atomic_torch_save, metrics_frame
+from ..sfl.clock import plan_costs
+from ..sfl.latency import round_latency
+from ..sfl.plan import Plan
+from ..sfl.rounds import RoundRecord
 from ..sfl.tap import CutLayerTap, TapSelector
-from ..sfl.trainer import RoundRecord, SFLTrainer
+from ..sfl.trainer import SFLTrainer
+from .files import read_run_file
+from .setup import Setup, prepare
 
 __all__ = ["TrainResult", "train"]
 

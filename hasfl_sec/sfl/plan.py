@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ConfigError
+
 if TYPE_CHECKING:  # types only: the numpy-only optimizer imports Plan and must not load torch
     from ..fleet import Fleet
     from ..models import ModelProfile

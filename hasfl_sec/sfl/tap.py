@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
-from .protocol import Exchange, GroundTruth, Key, Upload
 from ..results import atomic_torch_save
+from .protocol import Exchange, GroundTruth, Key, Upload
 
 __all__ = ["Observer", "ObserverHandle", "TapSelector", "CutLayerTap"]
 

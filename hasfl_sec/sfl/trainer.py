@@ -35,7 +35,6 @@ import dataclasses
 import logging
 import math
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -49,32 +48,13 @@ from ..defenses.base import Defense, DefenseContext, DefenseStack
 from ..models import SplitModel
 from .plan import Plan
 from .protocol import Exchange, GroundTruth, Upload
+from .rounds import Clock, RoundRecord
 from .sampler import DeviceSampler
 from .tap import Observer, ObserverHandle
 
-__all__ = ["SFLTrainer", "RoundRecord"]
+__all__ = ["SFLTrainer"]
 
 logger = logging.getLogger(__name__)
-
-Clock = Callable[[int, Plan], float]  # simulated seconds of round t under the plan in effect
-
-
-@dataclass
-class RoundRecord:
-    """What one round produced. ``test_*`` are NaN on rounds without evaluation."""
-
-    round: int
-    train_loss: float
-    test_loss: float
-    test_accuracy: float
-    sim_time_s: float
-    wall_time_s: float
-    aggregated: bool
-    device_losses: list[float]
-
-    def row(self) -> dict[str, Any]:
-        """The ``rounds.csv`` row (device losses go to ``metrics.csv``)."""
-        return {k: v for k, v in vars(self).items() if k != "device_losses"}
 
 
 class SFLTrainer:
