@@ -5,10 +5,7 @@ Each defense family lives in its own file and registers itself in :data:`DEFENSE
 protocol every defense follows is :class:`~hasfl_sec.defenses.base.Defense`.
 """
 
-# isort: off
-# registration order is the order of `hasfl-sec list defenses` and of the config's defense sections
-from . import compress, dpsgd, nopeek, noise  # noqa: F401
-# isort: on
+from . import compress, dpsgd, noise, nopeek  # noqa: F401
 from .base import Defense, DefenseContext, DefenseStack
 from .build import build_defenses, check_defenses, describe_defenses, run_defense_label
 from .registry import DEFENSES

@@ -64,19 +64,54 @@ def read_structured(path: str | Path, field: str) -> Any:
         raise ConfigError(field, str(path), "a well-formed YAML/TOML/JSON file", first) from None
 
 
-def work_dir(out: Path) -> Path:
-    """A fresh, empty hidden sibling of ``out`` (``.<name>.tmp``) to build ``out`` in."""
+#: A work directory holds the id of the process building it, so that another process never
+#: deletes a work directory still in use (two evaluations started together, say).
+_OWNER = ".owner"
+
+
+def _running_owner(tmp: Path) -> int | None:
+    """The id of the other process on this machine still building ``tmp``, or None (a stale one)."""
+    try:
+        pid = int((tmp / _OWNER).read_text())
+    except (OSError, ValueError):
+        return None
+    if pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        return pid
+    return pid
+
+
+def work_dir(out: Path, field: str = "--out") -> Path:
+    """A fresh, empty hidden sibling of ``out`` (``.<name>.tmp``) to build ``out`` in.
+
+    A stale one (its process has ended) is replaced; one another running process is building is
+    refused with a ConfigError naming ``field``, never deleted.
+    """
     tmp = out.with_name(f".{out.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.mkdir()
+    busy = "an output no other process is writing"
+    if tmp.exists():
+        pid = _running_owner(tmp)
+        if pid is not None:
+            raise ConfigError(field, str(out), busy, f"process {pid} is building it in {tmp}")
+        shutil.rmtree(tmp)
+    try:
+        tmp.mkdir()
+    except FileExistsError:
+        raise ConfigError(field, str(out), busy, f"another process has just created {tmp}") from None
+    (tmp / _OWNER).write_text(str(os.getpid()))
     return tmp
 
 
 def publish_dir(tmp: Path, out: Path) -> Path:
     """Move the finished ``tmp`` to ``out``, replacing an existing ``out`` only once ``tmp`` is
     complete (the old one is moved aside first, then removed)."""
+    (tmp / _OWNER).unlink(missing_ok=True)
     if out.exists():
         old = out.with_name(f".{out.name}.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -88,15 +123,21 @@ def publish_dir(tmp: Path, out: Path) -> Path:
     return out
 
 
-def check_out(out: Path, overwrite: bool, inputs: Sequence[Path] = (), field: str = "--out") -> None:
+def check_out(out: Path, overwrite: bool, inputs: Sequence[Path] = (), field: str = "--out",
+              marker: str | None = None) -> None:
     """Refuse an output directory that cannot be written safely.
 
-    Refused: a file; the working directory, one of its parents or the filesystem root (replacing
-    it would delete everything in it); a directory that would replace one of ``inputs``; and an
-    existing non-empty directory unless ``overwrite``. Only ``out`` itself is ever replaced, and
-    only once the new one is complete (:func:`publish_dir`).
+    Refused: a file, or a path below a file; the working directory, one of its parents or the
+    filesystem root (replacing it would delete everything in it); a directory that would replace
+    one of ``inputs``; an existing non-empty directory unless ``overwrite``, and with ``overwrite``
+    one without the ``marker`` file the command writes (``eval.json``...), so that ``--overwrite``
+    never replaces a folder of other reports or of the user's. Only ``out`` itself is ever
+    replaced, and only once the new one is complete (:func:`publish_dir`).
     """
     resolved = out.resolve()
+    below_file = next((p for p in resolved.parents if p.exists() and not p.is_dir()), None)
+    if below_file is not None:
+        raise ConfigError(field, str(out), "a path in a directory", f"{below_file} is a file")
     if out.exists() and not out.is_dir():
         raise ConfigError(field, str(out), "a directory", "a file has that name")
     cwd = Path.cwd().resolve()
@@ -107,22 +148,26 @@ def check_out(out: Path, overwrite: bool, inputs: Sequence[Path] = (), field: st
         if resolved == path.resolve() or resolved in path.resolve().parents:
             raise ConfigError(field, str(out), "a directory apart from the input directories",
                               f"it would replace {path}")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise ConfigError(field, str(out), "a new or empty directory", "pass --overwrite to replace it")
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ConfigError(field, str(out), "a new or empty directory", "pass --overwrite to replace it")
+        if marker is not None and not (out / marker).is_file():
+            raise ConfigError(field, str(out), f"a new or empty directory, or one with {marker} to replace",
+                              f"--overwrite replaces only an output of this command, and {out} has no {marker}")
 
 
 #: A report or run name: one folder name, not hidden (hidden siblings are work directories).
-_FOLDER_NAME = re.compile(r"[^./\\][^/\\]*")
+_FOLDER_NAME = re.compile(r"[^./\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*")
 
 
 def check_folder_name(field: str, name: Any) -> str:
     """``name`` if it names exactly one ordinary folder inside its parent, else a ConfigError.
 
     Refused: the empty name, ``.`` and ``..`` (they resolve to the parent or above), names with a
-    path separator (they leave the parent) and hidden names (``.x``; work directories are hidden
-    siblings, see :func:`work_dir`).
+    path separator (they leave the parent), hidden names (``.x``; work directories are hidden
+    siblings, see :func:`work_dir`) and control characters (NUL cannot be in a path).
     """
-    valid = "a folder name: not empty, no '/' or '\\', not starting with '.'"
+    valid = "a folder name: not empty, no '/', '\\' or control characters, not starting with '.'"
     check(isinstance(name, str) and _FOLDER_NAME.fullmatch(name) is not None, field, name, valid)
     return name
 

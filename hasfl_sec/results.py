@@ -28,7 +28,8 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-__all__ = ["METRIC_COLUMNS", "LEAKAGE_COLUMNS", "EVAL_TABLES", "RunDir", "atomic_write_text", "atomic_torch_save", "package_versions", "metrics_frame"]
+__all__ = ["METRIC_COLUMNS", "LEAKAGE_COLUMNS", "EVAL_TABLES", "RunDir", "atomic_write_text", "atomic_torch_save",
+           "package_versions", "metrics_frame"]
 
 METRIC_COLUMNS = ["run_id", "phase", "round", "device", "cut", "batch", "attack", "defense", "metric", "value"]
 

@@ -23,8 +23,6 @@ from .errors import ConfigError
 __all__ = ["build_dataclass", "apply_overrides", "merge"]
 
 
-
-
 def _type_name(hint: Any) -> str:
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):

@@ -27,7 +27,7 @@ from hasfl_sec.attacks.registry import ATTACKS
 from hasfl_sec.audit.config import AuditConfig
 from hasfl_sec.audit.engine import build_attack, check_attacks, run_attack
 from hasfl_sec.audit.entry import audit_run, collect_run
-from hasfl_sec.cli.main import cli
+from hasfl_sec.cli.app import cli
 from hasfl_sec.config import load_config
 from hasfl_sec.data.datasets import load_dataset
 from hasfl_sec.defenses.base import Defense, DefenseStack
@@ -37,7 +37,7 @@ from hasfl_sec.defenses.noise import SmashedNoise, clip_per_sample
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.metrics import image_report
 from hasfl_sec.models import build_model
-from hasfl_sec.runs.train import train
+from hasfl_sec.runs.training import train
 from hasfl_sec.sfl.protocol import Exchange
 
 SIGMA = 0.3

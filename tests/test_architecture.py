@@ -26,6 +26,7 @@ import pytest
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("hasfl_sec", "hasfl_sec.errors", "hasfl_sec.registry", "hasfl_sec.seeding", "hasfl_sec.typed",
      "hasfl_sec.fileio", "hasfl_sec.results"),
+    ("hasfl_sec.report",),  # a renderer of tables: the foundation only, so it never loads torch
     ("hasfl_sec.data",),
     ("hasfl_sec.models",),
     ("hasfl_sec.fleet",),
@@ -39,7 +40,6 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("hasfl_sec.runs",),
     ("hasfl_sec.attacks",),
     ("hasfl_sec.audit",),
-    ("hasfl_sec.report",),
     ("hasfl_sec.evaluation",),
     ("hasfl_sec.cli",),
 )
@@ -266,10 +266,30 @@ def test_report_does_not_import_torch(tmp_path: Path) -> None:
                           env={**os.environ, "MPLBACKEND": "Agg"}, capture_output=True, text=True, timeout=600)
     _fail_if([proc.stderr[-4000:]] if proc.returncode else [], "report subprocess failed:")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert Path(result["file"]).resolve().is_relative_to(ROOT), f"imported {result['file']}, not this tree"
+    import hasfl_sec.report as here  # the copy under test: this tree (editable install) or the installed one
+
+    assert Path(result["file"]).resolve() == Path(here.__file__).resolve(), \
+        f"the subprocess imported {result['file']}, the tests {here.__file__}"
     problems = [f"  after {step}: {', '.join(result[key])}" for step, key in
                 (("import hasfl_sec.report", "import"), ("build_report(<copy of reports/example>)", "build"))
                 if result[key]]
     problems += ["  hasfl_sec.report imports above the foundation (floor 0):", *_report_exits()] if problems else []
     _fail_if(problems, "hasfl_sec.report loads torch or the training stack:")
     assert (eval_dir / "report.html").is_file(), f"build_report wrote no {eval_dir / 'report.html'}"
+
+
+def test_no_package_exports_the_name_of_its_own_submodule() -> None:
+    """``from .train import train`` in ``runs/__init__`` would make ``hasfl_sec.runs.train`` the
+    function: ``import hasfl_sec.runs.train as m`` and ``mock.patch("hasfl_sec.runs.train.x")`` break."""
+    import importlib
+    import types
+
+    modules = _discover()
+    shadowed = []
+    for name, path in modules.items():
+        parent, _, leaf = name.rpartition(".")
+        if parent in modules and modules[parent].name == "__init__.py":
+            importlib.import_module(name)
+            if not isinstance(getattr(importlib.import_module(parent), leaf, None), types.ModuleType):
+                shadowed.append(f"  {modules[parent].relative_to(ROOT)} binds {leaf!r}, which hides module {name}")
+    _fail_if(shadowed, f"{len(shadowed)} submodule(s) hidden by a name their package exports:")

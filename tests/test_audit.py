@@ -16,12 +16,12 @@ from hasfl_sec.audit.config import AuditConfig
 from hasfl_sec.audit.engine import build_attack, run_attack
 from hasfl_sec.audit.entry import _env, audit_model, audit_run
 from hasfl_sec.audit.victims import replay, simulate
-from hasfl_sec.cli.main import cli
+from hasfl_sec.cli.app import cli
 from hasfl_sec.config import load_config
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.results import LEAKAGE_COLUMNS
 from hasfl_sec.runs.setup import prepare
-from hasfl_sec.runs.train import train
+from hasfl_sec.runs.training import train
 
 FAST = {"rmle": {"steps": 150}}
 
@@ -234,3 +234,5 @@ def test_audit_of_a_run_in_memory_equals_the_audit_read_back_from_disk(tmp_path)
     assert (~timed).sum() > 10 and in_memory.attack.str.endswith("+adaptive").any()
     pd.testing.assert_frame_equal(in_memory[~timed].reset_index(drop=True),
                                   from_disk[from_disk.metric != "wall_time_s"].reset_index(drop=True))
+    with pytest.raises(ValueError, match="audited already"):  # the replay advanced the trainer
+        audit_trained(result, audit)

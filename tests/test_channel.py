@@ -14,7 +14,7 @@ from hasfl_sec.errors import ConfigError
 from hasfl_sec.fleet import generate_fleet
 from hasfl_sec.fleet.channel import make_channel
 from hasfl_sec.runs.setup import prepare
-from hasfl_sec.runs.train import train
+from hasfl_sec.runs.training import train
 from hasfl_sec.sfl.clock import plan_costs
 from hasfl_sec.sfl.latency import round_latency
 from hasfl_sec.sfl.plan import Plan

@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from hasfl_sec.cli.main import cli
+from hasfl_sec.cli.app import cli
 
 SMALL = ["--devices", "4", "--rounds", "4", "--set", "train.eval_every=2", "--set", "plan.candidate_cuts=[1,2]"]
 
@@ -124,8 +124,8 @@ def test_console_script_in_a_fresh_interpreter(tmp_path):
 
 
 @pytest.mark.parametrize("module", [f"hasfl_sec.{m}" for m in (
-    "config", "data", "models", "fleet", "metrics", "privacy.profile", "defenses", "sfl.plan", "sfl.trainer", "optimizer",
-    "planning", "runs", "attacks", "audit", "report", "evaluation", "cli")])
+    "config", "data", "models", "fleet", "metrics", "privacy.profile", "defenses", "sfl.plan", "sfl.trainer",
+    "optimizer", "planning.strategies", "runs", "attacks", "audit", "report", "evaluation", "cli")])
 def test_every_module_imports_first(module, tmp_path):
     """No import cycle depends on which module a user happens to import first."""
     import subprocess

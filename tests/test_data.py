@@ -13,7 +13,7 @@ from PIL import Image
 from skimage.data import lfw_subset
 
 from hasfl_sec.data.datasets import DATASETS, ImageDataset, load_dataset
-from hasfl_sec.data.partition import PARTITIONS, partition, partition_summary
+from hasfl_sec.data.partitioning import PARTITIONS, partition, partition_summary
 from hasfl_sec.errors import ConfigError
 
 

@@ -27,7 +27,7 @@ from hasfl_sec.defenses.registry import DEFENSES
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.models.split import SplitModel
 from hasfl_sec.runs.setup import prepare
-from hasfl_sec.runs.train import train
+from hasfl_sec.runs.training import train
 from hasfl_sec.sfl.plan import Plan
 from hasfl_sec.sfl.trainer import SFLTrainer
 

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 from conftest import train_small
 
-from hasfl_sec.cli.main import cli
+from hasfl_sec.cli.app import cli
 from hasfl_sec.config import load_config
 from hasfl_sec.defenses.build import describe_defenses
 from hasfl_sec.defenses.compress import Quantize, TopK

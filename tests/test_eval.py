@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from hasfl_sec.cli.main import cli
+from hasfl_sec.cli.app import cli
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.evaluation import DefenseSweep, build_arms, load_settings
 from hasfl_sec.evaluation.tables import device_leakage, pareto_table, representatives

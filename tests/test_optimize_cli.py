@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from hasfl_sec.cli.main import cli
+from hasfl_sec.cli.app import cli
 from hasfl_sec.planning.bound import BoundConstants
 
 # A small fleet, a short warm-up and a saved bound keep these tests fast.

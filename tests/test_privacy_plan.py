@@ -21,7 +21,7 @@ from conftest import small_overrides
 from torch import nn
 from torch.func import functional_call, grad, jacfwd
 
-from hasfl_sec.cli.main import cli
+from hasfl_sec.cli.app import cli
 from hasfl_sec.config import load_config
 from hasfl_sec.data.datasets import load_dataset
 from hasfl_sec.defenses.noise import SmashedNoise
@@ -32,7 +32,7 @@ from hasfl_sec.planning.privacy import measure_privacy
 from hasfl_sec.privacy.noise_cost import NoiseCost, gradient_noise
 from hasfl_sec.privacy.profile import LeakageProfile, rank_agreement
 from hasfl_sec.runs.setup import prepare
-from hasfl_sec.runs.train import train
+from hasfl_sec.runs.training import train
 from hasfl_sec.sfl.plan import Plan
 
 # A 4-device fleet, the literal bound after a one-round warm-up, a quick profile: a few seconds.

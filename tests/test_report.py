@@ -18,7 +18,7 @@ from conftest import small_overrides
 from hasfl_sec.audit.config import AuditConfig
 from hasfl_sec.audit.entry import audit_run
 from hasfl_sec.audit.output import write_audit
-from hasfl_sec.cli.main import cli
+from hasfl_sec.cli.app import cli
 from hasfl_sec.config import load_config
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.evaluation.collect import collect_runs
@@ -26,7 +26,7 @@ from hasfl_sec.report import build_report, device_classes, pareto_front
 from hasfl_sec.report.figures import FIGURES
 from hasfl_sec.report.sections import SECTIONS
 from hasfl_sec.results import EVAL_TABLES, LEAKAGE_COLUMNS
-from hasfl_sec.runs.train import train
+from hasfl_sec.runs.training import train
 
 XHTML = "{http://www.w3.org/1999/xhtml}"
 TARGET = 0.2

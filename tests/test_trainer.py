@@ -14,7 +14,7 @@ from hasfl_sec.config import load_config
 from hasfl_sec.defenses.base import Defense
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.runs.setup import prepare
-from hasfl_sec.runs.train import train
+from hasfl_sec.runs.training import train
 
 
 def make_trainer(cfg, defenses=()):

@@ -11,5 +11,5 @@ from .engine import AuditResult, audit_traces
 from .entry import audit_model, audit_run, audit_trained
 from .output import write_audit
 
-__all__ = ["AuditConfig", "AuditEnv", "PRESETS", "ADAPTIVE_MODES", "AuditResult", "audit_traces", "audit_run", "audit_trained",
-           "audit_model", "write_audit"]
+__all__ = ["AuditConfig", "AuditEnv", "PRESETS", "ADAPTIVE_MODES", "AuditResult", "audit_traces", "audit_run",
+           "audit_trained", "audit_model", "write_audit"]

@@ -31,7 +31,7 @@ from ..models import SplitModel, build_model
 from ..models.central import train_central
 from ..runs.files import load_run
 from ..runs.setup import Setup, config_dataset, prepare, resolve_device
-from ..runs.train import TrainResult
+from ..runs.training import TrainResult
 from ..seeding import derive_seed, torch_generator
 from ..sfl.trainer import SFLTrainer
 from .config import AuditConfig, AuditEnv
@@ -183,10 +183,17 @@ def audit_run(path: str | Path, audit: AuditConfig, *, progress: bool = False,
 def audit_trained(result: TrainResult, audit: AuditConfig, *, progress: bool = False) -> AuditResult:
     """Audit a run trained in this process (``hasfl-sec eval``): its setup and final trainer are used
     as they are, instead of reading the run directory back and setting the run up again. The
-    traces are those :func:`audit_run` gets from the run's directory (tested)."""
+    figures equal those :func:`audit_run` gives for the run's directory (tested).
+
+    The replay advances the trainer, so a result can be audited once: afterwards its ``trainer``
+    and ``setup`` are released (set to None) and a second call raises ValueError; audit the run
+    directory with :func:`audit_run` as often as needed.
+    """
     if result.setup is None or result.trainer is None:
-        raise ValueError("audit_trained needs the TrainResult of runs.train.train (with its setup and trainer)")
+        raise ValueError("audit_trained: this TrainResult has no trainer to audit (it was audited already, or "
+                         "does not come from hasfl_sec.runs.training.train); use audit_run(result.run_dir, ...)")
     run = collect_traces(result.setup, result.trainer, audit, run_id=result.run_id, run_dir=result.run_dir)
+    result.trainer = result.setup = None
     return _audit(run, audit, progress)
 
 

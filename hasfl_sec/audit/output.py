@@ -79,7 +79,7 @@ def write_audit(result: AuditResult, out: str | Path, *, overwrite: bool = False
     bare-model audit's ``model.pt``).
     """
     out = Path(out)
-    check_out(out, overwrite)
+    check_out(out, overwrite, marker="audit.json")
     tmp = work_dir(out)
     try:
         result.frame.to_csv(tmp / "leakage.csv", index=False)

@@ -141,11 +141,11 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
         config = build_config(config_file, overrides, given)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         target = Path(out or f"runs/audit-{config.model.name}-{config.data.dataset}-{stamp}")
-        check_out(target, overwrite)
+        check_out(target, overwrite, marker="audit.json")
         result, trained = audit_model(config, cfg_audit, checkpoint=checkpoint, epochs=epochs, progress=show)
     else:
         target = Path(out or Path(run_dir) / "audit")
-        check_out(target, overwrite)
+        check_out(target, overwrite, marker="audit.json")
         result = audit_run(run_dir, cfg_audit, progress=show, device=device)
     saved = {"model.pt": trained.state_dict()} if bare and checkpoint is None else None
     write_audit(result, target, overwrite=overwrite, tensors=saved)

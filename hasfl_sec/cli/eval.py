@@ -71,7 +71,7 @@ def eval_(config_file: str | None, overrides: tuple[str, ...], eval_config: str 
         hasfl-sec eval --budgets 20,15 --name private
         hasfl-sec eval --model vgg16 --dataset cifar10 --data-root ~/data --image-size 32
         hasfl-sec eval --eval-config eval.yaml --set train.rounds=300 --overwrite
-        hasfl-sec report reports/example          # re-render from the tables
+        hasfl-sec report reports/default          # re-render from the tables
     """
     from ..errors import ConfigError
     from ..evaluation import load_settings, run_eval

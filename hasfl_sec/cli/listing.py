@@ -18,7 +18,7 @@ def list_(what: str) -> None:
     levels, channels, attacks (with their threat models), metrics and defenses (``defense.use``)."""
     from ..attacks.registry import ATTACKS
     from ..data.datasets import DATASETS
-    from ..data.partition import PARTITIONS
+    from ..data.partitioning import PARTITIONS
     from ..defenses.registry import DEFENSES
     from ..fleet import FLEETS, HETEROGENEITY
     from ..fleet.channel import CHANNELS

@@ -43,7 +43,7 @@ def optimize(config_file: str | None, overrides: tuple[str, ...], fmt: str, save
     from pathlib import Path
 
     from ..errors import ConfigError
-    from ..runs.optimize import optimize as run_optimize
+    from ..runs.prediction import optimize as run_optimize
 
     if save_bound and not Path(save_bound).resolve().parent.is_dir():
         raise ConfigError("--save-bound", save_bound, "a file path in an existing directory")

@@ -71,7 +71,9 @@ def config_options(func: Any) -> Any:
 
 
 def build_config(config_file: str | None, overrides: tuple[str, ...], given: dict[str, Any],
-                  defaults: tuple[str, ...] = ()) -> Any:
+                 defaults: tuple[str, ...] = ()) -> Any:
+    """The experiment config of a command: ``defaults``, then the config file, then the shortcut
+    options given (``--devices 10`` -> ``fleet.num_devices=10``), then ``--set`` overrides."""
     from ..config import load_config
 
     shortcut = [f"{TRAIN_SHORTCUTS[k]}={list_value(str(v)) if k in ('batch_size', 'cut') else yaml_value(v)}"

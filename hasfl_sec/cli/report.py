@@ -40,14 +40,14 @@ def report(dirs: tuple[str, ...], out: str | None, overwrite: bool) -> None:
         hasfl-sec report runs/hasfl runs/sfl --out reports/hasfl-vs-sfl --overwrite
     """
     from ..errors import ConfigError
-    from ..evaluation.collect import collect_runs, is_run_dir
     from ..report import build_report, is_eval_dir
+    from ..results import RunDir
 
     evals, runs = [], []
     for d in dirs:
         if is_eval_dir(d):
             evals.append(d)
-        elif is_run_dir(d):
+        elif RunDir(d).exists():
             runs.append(d)
         else:
             raise ConfigError("DIR", d, _VALID, "no such directory" if not Path(d).exists() else
@@ -62,6 +62,8 @@ def report(dirs: tuple[str, ...], out: str | None, overwrite: bool) -> None:
             raise ConfigError("--out", out, "no --out with an eval directory", "its report is rebuilt in place")
         html_path, md_path = build_report(evals[0])
     else:
+        from ..evaluation.collect import collect_runs  # loads the training stack: only to collect runs
+
         target = Path(out or f"reports/report-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
         collect_runs(runs, target, overwrite=overwrite)
         html_path, md_path = target / "report.html", target / "report.md"

@@ -35,7 +35,7 @@ def train(config_file: str | None, overrides: tuple[str, ...], out: str | None, 
         hasfl-sec train --out runs/demo --resume
     """
     from ..errors import ConfigError
-    from ..runs.train import train as run_train
+    from ..runs.training import train as run_train
 
     given = {k: v for k, v in options.items() if v is not None}
     if resume and (config_file or overrides or given):

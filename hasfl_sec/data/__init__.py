@@ -2,7 +2,7 @@
 partition across devices (IID or Dirichlet non-IID), the first stage of the pipeline."""
 
 from .datasets import DATASETS, ImageDataset, load_dataset
-from .partition import DIRICHLET_RETRIES, PARTITIONS, partition, partition_summary
+from .partitioning import DIRICHLET_RETRIES, PARTITIONS, partition, partition_summary
 
 __all__ = ["ImageDataset", "DATASETS", "load_dataset", "PARTITIONS", "partition", "partition_summary",
            "DIRICHLET_RETRIES"]

@@ -207,7 +207,7 @@ def collect_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, overwri
     out = Path(out_dir)
     if not paths:
         raise ConfigError(field_name, [], _VALID_RUN, "give at least one")
-    check_out(out, overwrite, paths)
+    check_out(out, overwrite, paths, marker="eval.json")
     runs = [_read_run(p, field_name) for p in paths]
     names = [r.name for r in runs]
     for r in runs:

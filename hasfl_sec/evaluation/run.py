@@ -2,7 +2,7 @@
 
 Flow (docs/design.md section 3, one way): settings + experiment config -> arms
 (:func:`~hasfl_sec.evaluation.settings.build_arms`) -> one bound estimate shared by every planner
--> per arm: train (:func:`hasfl_sec.runs.train.train`) -> audit, on the trained run in memory, the
+-> per arm: train (:func:`hasfl_sec.runs.training.train`) -> audit, on the trained run in memory, the
 devices that represent each (cut, noise) of its plan (:func:`hasfl_sec.audit.entry.audit_trained`)
 -> tables (:mod:`~hasfl_sec.evaluation.tables`) -> report (:func:`hasfl_sec.report.build_report`).
 
@@ -33,7 +33,7 @@ import pandas as pd
 from ..audit.config import AuditConfig
 from ..audit.entry import audit_trained
 from ..audit.output import write_audit
-from ..config import ExperimentConfig, apply_overrides, config_from_dict
+from ..config import ExperimentConfig, config_from_dict
 from ..defenses.build import describe_defenses
 from ..errors import ConfigError
 from ..fileio import check_out, first_free_dir, publish_dir, work_dir
@@ -43,7 +43,8 @@ from ..planning.strategies import BOUND_STRATEGIES
 from ..report.render import build_report
 from ..results import EVAL_TABLES, package_versions
 from ..runs.setup import config_dataset, prepare
-from ..runs.train import train
+from ..runs.training import train
+from ..typed import apply_overrides
 from .settings import DEFAULT_NAME, Arm, EvalSettings, build_arms
 from .tables import (
     class_mean_ssim,
@@ -56,7 +57,7 @@ from .tables import (
     summary_row,
 )
 
-__all__ = ["EvalResult", "run_eval"]
+__all__ = ["EvalResult", "run_eval", "eval_out", "arm_configs"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +151,8 @@ def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Pat
         for name in EVAL_TABLES:
             if not tables[name].empty:
                 tables[name].to_csv(work / f"{name}.csv", index=False)
+        meta = _meta(config, settings, arms, rows.timings, settings.name or out.name, start)
         bar.step("report")
-        meta = _meta(config, settings, arms, rows.timings, out.name, time.perf_counter() - start)
         (work / "eval.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
         build_report(work)
         bar.done()
@@ -171,7 +172,7 @@ def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Pat
 def _check_out(out: Path, overwrite: bool) -> None:
     """``out`` is writable (:func:`~hasfl_sec.fileio.check_out`) and no stopped evaluation's runs
     wait beside it: those are never deleted silently."""
-    check_out(out, overwrite)
+    check_out(out, overwrite, marker="eval.json")
     kept = out.with_name(f".{out.name}.tmp")
     if (kept / "runs").is_dir():
         raise ConfigError("--out", str(out), "an output whose earlier partial evaluation was cleared",
@@ -262,12 +263,12 @@ def _run_arm(arm: Arm, cfg: ExperimentConfig, bound: BoundConstants | None, temp
     r = result.rounds[["round", "sim_time_s", "wall_time_s", "train_loss", "test_accuracy"]].copy()
     r.insert(0, "plan", arm.name)
     rows.rounds.append(r)
-    result.trainer = result.setup = None  # the arm is done: let its model and data go
 
 
 def _meta(config: ExperimentConfig, settings: EvalSettings, arms: list[Arm], timings: dict[str, float],
-          name: str, wall: float) -> dict[str, Any]:
-    """``eval.json``: what ran, with which settings and versions, how long it took, and the notes."""
+          name: str, start: float) -> dict[str, Any]:
+    """``eval.json``: what ran, with which settings and versions, how long it took since ``start``
+    (``time.perf_counter``; everything but writing the report), and the notes."""
     reference = class_mean_ssim(config_dataset(config), config.seed)
     notes = [f"Label-only reference: the class-mean image of the auxiliary data scores SSIM {reference:.3f} "
              "against the victims' images. HASFL sends labels to the edge server, so it reconstructs at "
@@ -277,4 +278,5 @@ def _meta(config: ExperimentConfig, settings: EvalSettings, arms: list[Arm], tim
              "the undefended plan's (the bound does not model these defenses)."]
     return {"name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config": config.to_dict(), "settings": settings.to_dict(), "arms": [vars(a) for a in arms],
-            "timings": timings, "wall_time_s": wall, "versions": package_versions(), "notes": notes}
+            "timings": timings, "wall_time_s": time.perf_counter() - start, "versions": package_versions(),
+            "notes": notes}

@@ -99,7 +99,6 @@ class EvalSettings:
 
     def validate(self) -> "EvalSettings":
         """Check names and ranges; returns self."""
-
         if self.name is not None:
             check_folder_name("eval.name", self.name)
         for s in self.strategies:

@@ -36,7 +36,6 @@ def class_mean_ssim(dataset: Any, seed: int, images: int = 256) -> float:
     """
     import torch
 
-
     means = torch.stack([dataset.x_test[dataset.y_test == c].mean(0) for c in range(dataset.num_classes)])
     n = min(images, len(dataset.y_train))
     idx = torch.randperm(len(dataset.y_train), generator=torch_generator(seed, "class-mean"))[:n]

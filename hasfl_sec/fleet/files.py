@@ -65,7 +65,8 @@ def _device_from_dict(entry: Any, i: int, phys: Mapping[str, float]) -> Device:
         check(key in entry, f"{prefix}.{key}", None, "a finite number > 0", "missing")
     values: dict[str, Any] = {k: positive_number(entry[k], f"{prefix}.{k}") for k in POSITIVE_FIELDS if k in entry}
     power = None if entry.get("tx_power_dbm") is None else dbm_number(entry["tx_power_dbm"], f"{prefix}.tx_power_dbm")
-    gain = None if entry.get("channel_gain") is None else positive_number(entry["channel_gain"], f"{prefix}.channel_gain")
+    gain = (None if entry.get("channel_gain") is None
+            else positive_number(entry["channel_gain"], f"{prefix}.channel_gain"))
     if "uplink_bps" not in values:
         check(power is not None and gain is not None, f"{prefix}.uplink_bps", None,
               "a rate in bit/s > 0, or tx_power_dbm and channel_gain to compute it", "missing")

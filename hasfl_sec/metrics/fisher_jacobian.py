@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 __all__ = ["TraceEstimate", "eval_mode", "jacobian_context", "batched_client", "chunks", "draw", "squared_norms",
-           "exact_trace", "hutchinson_trace", "CHUNK_BUDGET", "MAX_AUTO_CHUNK", "JVP_COST"]
+           "exact_trace", "hutchinson_trace", "auto_chunk", "CHUNK_BUDGET", "MAX_AUTO_CHUNK", "JVP_COST"]
 
 #: Auto chunking: at most about this many floats in the JVP/VJP outputs of one chunk.
 CHUNK_BUDGET = 1 << 23
@@ -88,6 +88,7 @@ def auto_chunk(n: int, d: int, m: int) -> int:
 
 
 def chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of consecutive slices of ``size`` covering ``range(total)``."""
     for start in range(0, total, size):
         yield start, min(start + size, total)
 

@@ -48,7 +48,6 @@ def pilot_rounds(model: SplitModel, dataset: ImageDataset, parts: Sequence[np.nd
                  plan: Plan, *, seed: int, target_accuracy: float, max_rounds: int, eval_every: int = 1,
                  device: torch.device | str = "cpu") -> float:
     """Rounds until the aggregated model's test accuracy first reaches the target (inf if never)."""
-
     cfg = dataclasses.replace(train, rounds=max_rounds, eval_every=eval_every)
     trainer = SFLTrainer(model, dataset, parts, plan, cfg, seed=seed, clock=lambda t, plan: 0.0, device=device)
     while trainer.round < max_rounds:

@@ -91,7 +91,6 @@ def measure_privacy(model: "SplitModel", initial: "SplitModel", x: torch.Tensor,
         seed: seeds the Hutchinson probes and the noise draws.
         probes: Hutchinson probes per image for tr(J^T J) (always Hutchinson; see :data:`DFIL_PROBES`).
     """
-
     check(reduction in _REDUCTIONS, "privacy.reduction", reduction, sorted(_REDUCTIONS))
     grid = np.asarray(list(sigma_grid), dtype=np.float64)
     to_metric = None
@@ -136,7 +135,6 @@ def check_private_config(config: "ExperimentConfig") -> None:
 def privacy_inputs(config: "ExperimentConfig", model: "SplitModel", dataset: "ImageDataset",
                    device: torch.device | str = "cpu") -> PrivacyInputs:
     """Train a copy of ``model`` centrally and measure its leakage profile and noise cost."""
-
     check_private_config(config)
     p = config.privacy
     started = time.perf_counter()
@@ -168,7 +166,6 @@ def device_budgets(budget: float | list[float], n: int) -> np.ndarray:
 
 def constrained_problem(config: "ExperimentConfig", problem: Any, inputs: PrivacyInputs) -> Any:
     """The privacy-constrained :class:`~hasfl_sec.optimizer.Problem` of ``problem`` and ``config``."""
-
     p = config.privacy
     grid = list(p.sigma_grid)
     cost = inputs.cost
@@ -177,6 +174,6 @@ def constrained_problem(config: "ExperimentConfig", problem: Any, inputs: Privac
                     budget=device_budgets(p.budget, problem.num_devices),
                     multiplier=lambda j, r: cost.multiplier(problem.cuts[j], r),
                     rms=[cost.activation_rms[c] for c in problem.cuts], metric=p.metric)
-    logger.info("privacy: noise cost of %d (cut, noise) pairs measured in %.1f s", len(cost._cache),
+    logger.info("privacy: noise cost of %d (cut, noise) pairs measured in %.1f s", cost.measured,
                 time.perf_counter() - started)
     return out

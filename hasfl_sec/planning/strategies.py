@@ -71,6 +71,11 @@ class PlanContext:
         self._bound = bound
         self._problem = None
 
+    def on_fleet(self, fleet: Fleet) -> "PlanContext":
+        """This context on ``fleet`` (rates observed during training): same bound and privacy
+        inputs, the optimizer problem rebuilt on first use."""
+        return dataclasses.replace(self, fleet=fleet, _problem=None)
+
     def private(self) -> bool:
         """Whether the configured strategy plans under the ``privacy`` budgets."""
         return self.config.plan.strategy in PRIVATE_STRATEGIES
@@ -142,7 +147,6 @@ def planner_params(config: ExperimentConfig, model: SplitModel) -> Any:
 
     The baselines' uniform batch size and fixed cut are ``plan.batch_size`` and ``plan.cut``.
     """
-
     p, o = config.plan, config.optimizer
     if isinstance(p.batch_size, list) or isinstance(p.cut, list):
         raise ConfigError("plan.batch_size" if isinstance(p.batch_size, list) else "plan.cut",
@@ -155,7 +159,6 @@ def planner_params(config: ExperimentConfig, model: SplitModel) -> Any:
 def build_problem(config: ExperimentConfig, fleet: Fleet, profile: ModelProfile, bound: "BoundConstants") -> Any:
     """The optimizer problem. Epsilon: the calibrated one for ``optimizer.target_accuracy``, else
     ``target_ratio`` x ||g(w^0)||^2, else (1 + floor_slack) x the bound's floor."""
-
     o = config.optimizer
     if o.target_accuracy is None and bound.epsilon_calibrated is not None:
         # the literal bound was asked for: drop the calibration a bound file may carry
@@ -175,7 +178,6 @@ def build_problem(config: ExperimentConfig, fleet: Fleet, profile: ModelProfile,
 
 def _planner_strategy(name: str, label: str) -> StrategyFn:
     """The strategy ``label`` running optimizer planner ``name`` on the context's problem."""
-
     def make(ctx: PlanContext) -> Plan:
 
         if ctx.private():

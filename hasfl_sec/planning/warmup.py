@@ -101,7 +101,6 @@ def estimate_bound(
     device, cut 1) with the run's learning rate and interval; after every round the global model
     is measured on a fixed, seeded probe set of ``probe_size`` training samples.
     """
-
     if warmup_rounds < 1:
         raise ConfigError("optimizer.warmup_rounds", warmup_rounds, "an integer >= 1")
     if probe_size < 2:

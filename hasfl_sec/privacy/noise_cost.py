@@ -182,6 +182,11 @@ class NoiseCost:
     seed: int = 0
     _cache: dict[tuple[int, float], float] = field(default_factory=dict, repr=False)
 
+    @property
+    def measured(self) -> int:
+        """How many (cut, noise) pairs have been measured so far."""
+        return len(self._cache)
+
     @classmethod
     def measure(cls, initial: nn.Module, profiled: nn.Module, x: torch.Tensor, y: torch.Tensor, cuts: Sequence[int],
                 *, pairs: int = 2, seed: int = 0) -> "NoiseCost":

@@ -42,7 +42,7 @@ import pandas as pd
 from ..errors import ConfigError, check
 from ..registry import Registry
 
-__all__ = ["LeakageMetric", "LEAKAGE_METRICS", "LeakageProfile", "rank_agreement", "FRAME_COLUMNS"]
+__all__ = ["LeakageMetric", "LEAKAGE_METRICS", "LeakageProfile", "rank_agreement", "FRAME_COLUMNS", "check_sigma_grid"]
 
 log = logging.getLogger(__name__)
 

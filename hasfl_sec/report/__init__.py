@@ -9,7 +9,7 @@ and never imports torch or the training stack.
 Example::
 
     from hasfl_sec.report import build_report
-    build_report("reports/example")        # rebuild after editing a table
+    build_report("reports/default")        # rebuild after editing a table
 """
 
 from __future__ import annotations

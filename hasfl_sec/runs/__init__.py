@@ -3,9 +3,9 @@
 (:mod:`.optimize`)."""
 
 from .files import SavedRun, load_run
-from .optimize import OptimizeResult, optimize
+from .prediction import OptimizeResult, optimize
 from .setup import Setup, config_dataset, prepare
-from .train import TrainResult, train
+from .training import TrainResult, train
 
 __all__ = ["Setup", "prepare", "config_dataset", "TrainResult", "train", "SavedRun", "load_run", "OptimizeResult",
            "optimize"]

@@ -2,7 +2,7 @@
 
 ``prepare(config)`` turns a config into everything a run needs -- data, partitions, model and its
 measured profile, fleet, plan, channel and the latency of one round -- and validates all of it
-before anything touches the disk. :func:`hasfl_sec.runs.train.train` then trains and writes the run
+before anything touches the disk. :func:`hasfl_sec.runs.training.train` then trains and writes the run
 directory described in :mod:`hasfl_sec.results`. The CLI is a thin layer over these.
 
 Example::
@@ -14,7 +14,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -24,7 +23,7 @@ import torch
 
 from ..config import ExperimentConfig
 from ..data.datasets import ImageDataset, load_dataset
-from ..data.partition import partition
+from ..data.partitioning import partition
 from ..defenses.base import Defense
 from ..defenses.build import build_defenses, run_defense_label
 from ..defenses.noise import SmashedNoise
@@ -110,8 +109,7 @@ class Setup:
         """A new plan made on the rates observed in round ``t`` (same strategy, same bound)."""
         if self.context.bound_needed():
             self.context.bound()  # computed once on the shared context, not on every copy
-        ctx = dataclasses.replace(self.context, fleet=self.channel.fleet_at(t), _problem=None)
-        return make_plan(ctx)
+        return make_plan(self.context.on_fleet(self.channel.fleet_at(t)))
 
 
 def make_fleet(cfg: ExperimentConfig) -> Fleet:

@@ -82,8 +82,6 @@ for _command in (eval_, train, optimize, audit, report, list_):
     cli.add_command(_command)
 
 
-
-
 def main() -> None:
     """Console-script entry point: click's usage errors become one line too."""
     try:

@@ -10,8 +10,9 @@
   that scheme: for each class, the proportions going to the ``N`` devices are drawn from
   ``Dir(alpha * 1_N)``.
 
-The partitioners live here rather than in a ``hasfl_sec/partition.py`` module on purpose: a
-submodule named ``partition`` would shadow the package-level ``hasfl_sec.partition`` function.
+The module is not named ``partition`` on purpose: a submodule of that name would be shadowed by
+the ``hasfl_sec.data.partition`` function the package exports (``tests/test_architecture.py``
+checks that no package exports a name of one of its submodules).
 """
 
 from __future__ import annotations
