@@ -62,6 +62,13 @@ def test_out_that_is_not_an_earlier_eval_is_never_replaced(workspace: Path, out:
     assert _snapshot(workspace) == before
 
 
+def test_overwrite_by_name_refuses_a_folder_of_the_users_own(workspace: Path) -> None:
+    before = _snapshot(workspace)
+    result = CliRunner().invoke(cli, ["eval", "--name", "mine", "--overwrite", *ONE_ARM])
+    assert result.exit_code == 2 and result.output.startswith("Error: --name:") and "eval.json" in result.output
+    assert _snapshot(workspace) == before
+
+
 def test_bad_name_in_an_eval_settings_file_is_refused(workspace: Path) -> None:
     (workspace / "eval.yaml").write_text("name: ..\n")
     before = _snapshot(workspace)

@@ -133,13 +133,14 @@ def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Pat
     """Run the evaluation ``settings`` describes on ``config`` and write ``out`` (see module doc)."""
     start = time.perf_counter()
     settings.validate()
+    field = "--name" if out is None and settings.name is not None else "--out"  # the option the path came from
     out = eval_out(out, settings.name)
-    _check_out(out, overwrite)
+    _check_out(out, overwrite, field)
     arms = build_arms(settings)
     configs = arm_configs(config, arms)
     template = _audit_template(settings)
 
-    work = work_dir(out)
+    work = work_dir(out, field)
     (work / "figures").mkdir()
     bar = _Progress(1 + 2 * len(arms) + 1, progress)
     rows = _Rows()
@@ -169,13 +170,14 @@ def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Pat
     return EvalResult(out, tables, time.perf_counter() - start)
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def _check_out(out: Path, overwrite: bool, field: str) -> None:
     """``out`` is writable (:func:`~hasfl_sec.fileio.check_out`) and no stopped evaluation's runs
-    wait beside it: those are never deleted silently."""
-    check_out(out, overwrite, marker="eval.json")
+    wait beside it: those are never deleted silently. Errors name ``field``, the option ``out``
+    came from."""
+    check_out(out, overwrite, field=field, marker="eval.json")
     kept = out.with_name(f".{out.name}.tmp")
     if (kept / "runs").is_dir():
-        raise ConfigError("--out", str(out), "an output whose earlier partial evaluation was cleared",
+        raise ConfigError(field, str(out), "an output whose earlier partial evaluation was cleared",
                           f"{kept} holds the runs of a stopped evaluation; move or delete it first")
 
 
