@@ -23,6 +23,9 @@ the cut as Flower's mods do):
   before it is sent (differentiable; the device back-propagates through it).
 * :meth:`Defense.transform_grad` -- on the way down: change the cut-layer gradient before the
   device receives it.
+* :meth:`Defense.transform_smashed_group` / :meth:`Defense.transform_grad_group` -- the same
+  two transforms for a group of devices run as one batched computation; by default each device's
+  view goes through the per-device hook.
 * :meth:`Defense.loss_term` -- an extra device-side loss on (inputs, smashed), back-propagated
   through the client part together with the returned gradient.
 
@@ -126,6 +129,24 @@ class Defense:
         """Return the gradient the device receives instead of ``grad`` (identity by default)."""
         return grad
 
+    def transform_smashed_group(self, smashed: torch.Tensor, *, round: int, devices: Sequence[int]) -> torch.Tensor:
+        """:meth:`transform_smashed` for a group of devices at once: ``smashed`` is ``[k, b, ...]``,
+        row r from device ``devices[r]`` (the batched execution, :mod:`hasfl_sec.sfl.batched`).
+
+        The default calls :meth:`transform_smashed` on each device's view, in the order of
+        ``devices``, so a defense sees exactly the per-device tensors it sees in the per-device
+        execution; a per-sample defense may override it to transform the group in one call.
+        """
+        if type(self).transform_smashed is Defense.transform_smashed:
+            return smashed
+        return torch.stack([self.transform_smashed(smashed[r], round=round, device=d) for r, d in enumerate(devices)])
+
+    def transform_grad_group(self, grad: torch.Tensor, *, round: int, devices: Sequence[int]) -> torch.Tensor:
+        """:meth:`transform_grad` for a group of devices at once (see :meth:`transform_smashed_group`)."""
+        if type(self).transform_grad is Defense.transform_grad:
+            return grad
+        return torch.stack([self.transform_grad(grad[r], round=round, device=d) for r, d in enumerate(devices)])
+
     def loss_term(
         self, inputs: torch.Tensor, smashed: torch.Tensor, *, round: int, device: int
     ) -> torch.Tensor | None:
@@ -209,6 +230,16 @@ class DefenseStack(Defense):
         # The gradient travels back down the stack, so the defense nearest the wire sees it first.
         for d in reversed(self.defenses):
             grad = d.transform_grad(grad, round=round, device=device)
+        return grad
+
+    def transform_smashed_group(self, smashed: torch.Tensor, *, round: int, devices: Sequence[int]) -> torch.Tensor:
+        for d in self.defenses:
+            smashed = d.transform_smashed_group(smashed, round=round, devices=devices)
+        return smashed
+
+    def transform_grad_group(self, grad: torch.Tensor, *, round: int, devices: Sequence[int]) -> torch.Tensor:
+        for d in reversed(self.defenses):
+            grad = d.transform_grad_group(grad, round=round, devices=devices)
         return grad
 
     def loss_term(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -95,6 +96,12 @@ class TopK(Defense):
             return smashed
         return topk_per_sample(smashed, float(self.params.ratio))
 
+    def transform_smashed_group(self, smashed: torch.Tensor, *, round: int, devices: Sequence[int]) -> torch.Tensor:
+        if self.is_identity():
+            return smashed
+        # per sample, so a group's [k, b, ...] is transformed as k * b samples in one call
+        return topk_per_sample(smashed.flatten(0, 1), float(self.params.ratio)).view_as(smashed)
+
     def report(self) -> dict[str, float]:
         return {"ratio": float(self.params.ratio)}
 
@@ -130,6 +137,12 @@ class Quantize(Defense):
         if self.is_identity():
             return smashed
         return quantize_per_sample(smashed, self.params.bits)
+
+    def transform_smashed_group(self, smashed: torch.Tensor, *, round: int, devices: Sequence[int]) -> torch.Tensor:
+        if self.is_identity():
+            return smashed
+        # per sample, so a group's [k, b, ...] is transformed as k * b samples in one call
+        return quantize_per_sample(smashed.flatten(0, 1), self.params.bits).view_as(smashed)
 
     def report(self) -> dict[str, float]:
         return {"bits": float(self.params.bits if self.params.bits is not None else 32)}

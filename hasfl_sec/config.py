@@ -28,7 +28,11 @@ from .fileio import read_structured
 from .privacy.profile import LEAKAGE_METRICS, check_sigma_grid
 from .typed import apply_overrides, build_dataclass, merge
 
-__all__ = ["DataConfig", "ModelConfig", "FleetConfig", "PlanConfig", "TrainConfig", "TapConfig", "OptimizerConfig",
+#: The values of ``train.execution`` (the executions registered in :mod:`hasfl_sec.sfl.execution`).
+EXECUTION_NAMES: tuple[str, ...] = ("batched", "per-device")
+
+__all__ = ["EXECUTION_NAMES",
+           "DataConfig", "ModelConfig", "FleetConfig", "PlanConfig", "TrainConfig", "TapConfig", "OptimizerConfig",
            "ChannelConfig", "DefenseConfig", "PrivacyConfig", "ExperimentConfig", "load_config", "config_from_dict"]
 
 Cut = Union[int, str]
@@ -104,6 +108,11 @@ class TrainConfig:
     averaging their gradients every round, exactly as the common part is, so the optimisation is
     numerically the same as with shared labels; only what the server observes changes. Label
     inference attacks then have to work from the cut-layer gradients.
+
+    ``execution`` is how a round's arithmetic runs (:mod:`hasfl_sec.sfl.execution`): ``batched``
+    (default) runs devices that share a cut and a batch size as one vectorized computation and
+    falls back to ``per-device``, the reference, where it cannot run (DP-SGD, Poisson sampling,
+    device-side dropout); both train the same model within float rounding.
     """
 
     rounds: int = 150
@@ -116,6 +125,7 @@ class TrainConfig:
     eval_batch_size: int = 512
     checkpoint_every: int = 25
     share_labels: bool = True
+    execution: str = "batched"
 
 
 @dataclass
@@ -295,6 +305,7 @@ class ExperimentConfig:
               "a finite number >= 0")
         check(t.agg_interval >= 1, "train.agg_interval", t.agg_interval, "an integer >= 1")
         check(t.agg_weighting in ("uniform", "data"), "train.agg_weighting", t.agg_weighting, ["uniform", "data"])
+        check(t.execution in EXECUTION_NAMES, "train.execution", t.execution, list(EXECUTION_NAMES))
         check(t.eval_every >= 1, "train.eval_every", t.eval_every, "an integer >= 1")
         check(t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "an integer >= 1")
         check(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every, "an integer >= 0 (0 = never)")

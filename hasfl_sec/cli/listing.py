@@ -8,14 +8,15 @@ __all__ = ["list_", "LISTS"]
 
 
 LISTS = ("models", "datasets", "fleets", "strategies", "partitions", "heterogeneity", "channels", "attacks", "metrics",
-         "defenses")
+         "defenses", "executions")
 
 
 @click.command(name="list")
 @click.argument("what", type=click.Choice(LISTS), default="models")
 def list_(what: str) -> None:
     """List what can be chosen: models, datasets, fleets, strategies, partitions, heterogeneity
-    levels, channels, attacks (with their threat models), metrics and defenses (``defense.use``)."""
+    levels, channels, attacks (with their threat models), metrics, defenses (``defense.use``) and
+    executions (``train.execution``)."""
     from ..attacks.registry import ATTACKS
     from ..data.datasets import DATASETS
     from ..data.partitioning import PARTITIONS
@@ -25,10 +26,11 @@ def list_(what: str) -> None:
     from ..metrics import METRICS
     from ..models import MODELS
     from ..planning.strategies import STRATEGIES
+    from ..sfl.trainer import EXECUTIONS
 
     registry = {"models": MODELS, "datasets": DATASETS, "fleets": FLEETS, "strategies": STRATEGIES,
                 "partitions": PARTITIONS, "heterogeneity": HETEROGENEITY, "channels": CHANNELS,
-                "attacks": ATTACKS, "metrics": METRICS, "defenses": DEFENSES}[what]
+                "attacks": ATTACKS, "metrics": METRICS, "defenses": DEFENSES, "executions": EXECUTIONS}[what]
     width = max(len(n) for n in registry.names())
     for name in registry.names():
         click.echo(f"{name:<{width}}  {registry.describe(name)}")

@@ -17,6 +17,11 @@ One round t (one mini-batch step per device):
 5. every I rounds the fed server averages, layer by layer, all N copies of blocks ``[0, L_c)``:
    client parts from the devices and non-common parts from the edge server.
 
+The arithmetic of steps 1-4 runs in an *execution* (:mod:`.execution`, ``train.execution``):
+``batched`` (the default) runs the devices that share a cut and a batch size as one vectorized
+computation, ``per-device`` runs one device at a time and is the reference; the trainer falls back
+to it where the batched execution cannot run, and says why once in the log.
+
 Weights are 1/N (the paper's objective) or proportional to local data size. Momentum buffers,
 when momentum is used, stay per device and are not averaged. The trainer knows nothing about
 attacks: observers (the cut-layer tap) receive each exchange and upload through
@@ -46,6 +51,9 @@ from ..config import TrainConfig
 from ..data.datasets import ImageDataset
 from ..defenses.base import Defense, DefenseContext, DefenseStack
 from ..models import SplitModel
+from .batched import BatchedExecution  # noqa: F401  (registers the batched execution)
+from .execution import EXECUTIONS, FALLBACK, Execution, Layout, RoundOutput
+from .perdevice import PerDeviceExecution  # noqa: F401  (registers the reference execution)
 from .plan import Plan
 from .protocol import Exchange, GroundTruth, Upload
 from .rounds import Clock, RoundRecord
@@ -55,6 +63,9 @@ from .tap import Observer, ObserverHandle
 __all__ = ["SFLTrainer"]
 
 logger = logging.getLogger(__name__)
+
+#: Fallback reasons already logged in this process (the log says each once).
+_FALLBACKS_LOGGED: set[str] = set()
 
 
 class SFLTrainer:
@@ -110,7 +121,7 @@ class SFLTrainer:
         weights = sizes / sizes.sum() if train.agg_weighting == "data" else np.full(self.n, 1.0 / self.n)
         self.weights = [float(w) for w in weights]
         self._part_sizes = tuple(len(p) for p in parts)
-        self._client_fwd: list[nn.Module] = []
+        self.execution: Execution | None = None
         # a defense may need another model (DP-SGD: no BatchNorm) before any copy of it exists
         self._model = self.defense.prepare_model(model)
         self._build(plan, list(copy.deepcopy(self._model).to(self.device).blocks))
@@ -124,8 +135,8 @@ class SFLTrainer:
 
     def _build(self, plan: Plan, blocks: list[nn.Module]) -> None:
         """Lay the model's blocks out for ``plan``: N copies of [0, L_c), one common [L_c, L)."""
-        for i, module in enumerate(self._client_fwd):  # defenses unwrap the old layout's clients first
-            self.defense.unwrap_client(module, device=i)
+        if self.execution is not None:
+            self.execution.close()  # defenses unwrap the old layout's clients first
         self.plan = plan
         self.l_c = plan.deepest_cut
         self.cuts = list(plan.cuts)
@@ -134,8 +145,6 @@ class SFLTrainer:
         # Every device starts from the same global model.
         self.copies: list[nn.Sequential] = [copy.deepcopy(shared) for _ in range(self.n)]
         self.common: nn.Sequential = nn.Sequential(*blocks[self.l_c :])
-        self.clients = [self.copies[i][: self.cuts[i]] for i in range(self.n)]
-        self.noncommon = [self.copies[i][self.cuts[i] :] for i in range(self.n)]
         self._eval_shared = copy.deepcopy(shared)
         self._eval_model = nn.Sequential(*self._eval_shared, *self.common)
         train = self.cfg
@@ -144,22 +153,23 @@ class SFLTrainer:
             rounds=train.rounds, agg_interval=train.agg_interval, model=self._model)
         self.sample_rates = self.defense.sample_rates(context)
         self.defense.prepare(dataclasses.replace(context, sample_rates=self.sample_rates))
-        # the device forward goes through any wrapper (Opacus' hooks); self.clients stay plain
-        self._client_fwd = [self.defense.wrap_client(self.clients[i], device=i) for i in range(self.n)]
-        sgd = dict(lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
-        self.client_opts = [
-            self.defense.wrap_optimizer(torch.optim.SGD(self.clients[i].parameters(), **sgd), device=i)
-            for i in range(self.n)
-        ]
-        server_params = [p for nc in self.noncommon for p in nc.parameters()] + list(self.common.parameters())
-        self.server_opt = torch.optim.SGD(server_params, **sgd)
+        layout = Layout(plan, self.copies, self.common, self.weights, self.sample_rates)
+        self.execution = self._execution(layout)(layout, self.defense, train, self.x_train, self.y_train)
+        # after the execution: the batched one makes each device's parameters views of its stacks
+        self.clients, self.noncommon = layout.clients, layout.noncommon
 
-    def _sample_weights(self, sizes: Sequence[int]) -> torch.Tensor:
-        """Per-sample loss weights w_i / b_i, so the common part's gradient is the weighted average
-        of the devices' mean losses (an empty batch has none)."""
-        return torch.cat(
-            [torch.full((b,), w / max(b, 1), device=self.device) for b, w in zip(sizes, self.weights)]
-        )
+    def _execution(self, layout: Layout) -> type:
+        """The execution ``train.execution`` names, or the per-device one where it cannot run
+        (said once per reason in the log)."""
+        chosen = EXECUTIONS.get(self.cfg.execution)
+        reason = chosen.unsupported(layout, self.defense)
+        if reason is None:
+            return chosen
+        if reason not in _FALLBACKS_LOGGED:
+            _FALLBACKS_LOGGED.add(reason)
+            logger.info("train.execution=%s cannot run this configuration (%s); using %s", self.cfg.execution,
+                        reason, FALLBACK)
+        return EXECUTIONS.get(FALLBACK)
 
     def replan(self, plan: Plan) -> None:
         """Switch to a new plan right after an aggregation round (all copies are then identical).
@@ -191,110 +201,32 @@ class SFLTrainer:
         """Run one round of split training (steps 1-4 above); returns each device's loss."""
         t = self.round + 1
         for m in (*self.copies, self.common):
-            m.train()
+            if not m.training:  # evaluation switches the common part to eval mode; walking N copies each round is slow
+                m.train()
         rates = self.sample_rates or (None,) * self.n
         batches = [s.draw(b, q).to(self.device) for s, b, q in zip(self.samplers, self.batch_sizes, rates)]
-        sizes = [len(idx) for idx in batches]
-        sample_w = self._sample_weights(sizes)
-        smashed, sent, server_in = self._device_forward(batches, t)
-        per_sample = self._server_step(batches, sizes, sample_w, sent, server_in)
-        returned = self._device_backward(batches, smashed, sent, t)
-        # the mean of an empty batch is NaN: the device had no loss this round
-        losses = [float(v) for v in torch.stack([l.mean() for l in torch.split(per_sample.detach(), sizes)])]
-        self._report_exchanges(t, batches, sizes, sent, returned, losses)
-        return losses
+        out = self.execution.round(batches, t)
+        self._report_exchanges(t, batches, out)
+        return out.losses
 
-    def _device_forward(self, batches: Sequence[torch.Tensor], t: int
-                        ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-        """Steps 1-2, device forward and uplink: per device, the smashed data (after the uplink
-        defenses), the leaf the edge server receives, and its non-common part's output."""
-        smashed, sent, server_in = [], [], []
-        for i, idx in enumerate(batches):
-            a = self.defense.transform_smashed(self._client_fwd[i](self.x_train[idx]), round=t, device=i)
-            s = a.detach().requires_grad_(True)
-            smashed.append(a)
-            sent.append(s)
-            server_in.append(self.noncommon[i](s))
-        return smashed, sent, server_in
-
-    def _server_step(self, batches: Sequence[torch.Tensor], sizes: Sequence[int], sample_w: torch.Tensor,
-                     sent: Sequence[torch.Tensor], server_in: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Step 3, server forward/backward and the common part's step; returns per-sample losses.
-
-        The common part sees all devices at once; its gradient is the weighted average of
-        per-device mean losses, while each device's own path (non-common part, cut gradient) gets
-        the gradient of that device's loss alone.
-        """
-        h = torch.cat([x.detach() for x in server_in]).requires_grad_(True)
-        logits = self.common(h)
-        labels = self.y_train[torch.cat(list(batches))]
-        per_sample = F.cross_entropy(logits, labels, reduction="none")
-        (per_sample * sample_w).sum().backward()
-        h_grads = torch.split(h.grad, list(sizes))
-        outs, grads = [], []
-        for i in range(self.n):
-            g = h_grads[i] / self.weights[i]
-            if server_in[i] is sent[i]:
-                sent[i].grad = g
-            else:
-                outs.append(server_in[i])
-                grads.append(g)
-        if outs:
-            torch.autograd.backward(outs, grads)
-        self.server_opt.step()
-        return per_sample
-
-    def _device_backward(self, batches: Sequence[torch.Tensor], smashed: Sequence[torch.Tensor],
-                         sent: Sequence[torch.Tensor], t: int) -> list[torch.Tensor]:
-        """Step 4, downlink and device backward (with any device-side loss term) and the device
-        steps; returns the cut-layer gradient each device received (after the downlink defenses)."""
-        tensors, tensor_grads, returned = [], [], []
-        for i, idx in enumerate(batches):
-            g = self.defense.transform_grad(sent[i].grad, round=t, device=i)
-            returned.append(g)
-            tensors.append(smashed[i])
-            tensor_grads.append(g)
-            extra = self.defense.loss_term(self.x_train[idx], smashed[i], round=t, device=i)
-            if extra is not None:
-                tensors.append(extra)
-                tensor_grads.append(torch.ones_like(extra))
-        torch.autograd.backward(tensors, tensor_grads)
-        for opt in self.client_opts:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        self.server_opt.zero_grad(set_to_none=True)
-        return returned
-
-    def _report_exchanges(self, t: int, batches: Sequence[torch.Tensor], sizes: Sequence[int],
-                          sent: Sequence[torch.Tensor], returned: Sequence[torch.Tensor],
-                          losses: Sequence[float]) -> None:
+    def _report_exchanges(self, t: int, batches: Sequence[torch.Tensor], out: RoundOutput) -> None:
         """Hand each device's exchange of round ``t`` (and its ground truth) to the observers that
         asked for it; a device whose batch was empty sent nothing."""
         for i, idx in enumerate(batches):
-            observers = self._observed(t, i) if sizes[i] else []
+            observers = self._observed(t, i) if len(idx) else []
             if not observers:
                 continue
             y = self.y_train[idx].cpu()
             ex = Exchange(
-                round=t, device=i, step=0, cut=self.cuts[i], smashed=sent[i].detach().cpu(),
-                labels=y if self.cfg.share_labels else None, grad=returned[i].detach().cpu(),
-                meta={"loss": losses[i]},
+                round=t, device=i, step=0, cut=self.cuts[i], smashed=out.sent[i].detach().cpu(),
+                labels=y if self.cfg.share_labels else None, grad=out.returned[i].detach().cpu(),
+                meta={"loss": out.losses[i]},
             )
             truth = GroundTruth(t, i, 0, self.x_train[idx].cpu(), y, idx.cpu())
             for o in observers:
                 o.on_exchange(ex, truth)
 
     # 5: fed-server aggregation -------------------------------------------------------------------
-    @torch.no_grad()
-    def _averaged(self) -> list[torch.Tensor]:
-        """Weighted layer-wise average of every parameter of the N copies of blocks [0, L_c)."""
-        per_copy = [list(c.parameters()) for c in self.copies]
-        w = torch.tensor(self.weights, device=self.device)
-        return [
-            torch.einsum("n,n...->...", w, torch.stack([ps[k] for ps in per_copy]))
-            for k in range(len(per_copy[0]))
-        ]
-
     @torch.no_grad()
     def aggregate(self) -> None:
         """Average blocks [0, L_c) across all N copies and hand the result back to every copy."""
@@ -305,10 +237,7 @@ class SFLTrainer:
                 state = {k: v.detach().cpu().clone() for k, v in self.clients[i].state_dict().items()}
                 for o in observers:
                     o.on_upload(Upload(t, i, self.cuts[i], state))
-        averaged = self._averaged()
-        for c in self.copies:
-            for p, avg in zip(c.parameters(), averaged):
-                p.copy_(avg)
+        self.execution.broadcast(self.execution.averaged())
 
     # evaluation ----------------------------------------------------------------------------------
     def global_model(self) -> nn.Sequential:
@@ -318,7 +247,7 @@ class SFLTrainer:
         The returned module shares the common part with the trainer; do not train it.
         """
         with torch.no_grad():
-            for p, avg in zip(self._eval_shared.parameters(), self._averaged()):
+            for p, avg in zip(self._eval_shared.parameters(), self.execution.averaged()):
                 p.copy_(avg)
         return self._eval_model
 
@@ -386,8 +315,8 @@ class SFLTrainer:
             "wall_time_s": self.wall_time_s,
             "copies": [c.state_dict() for c in self.copies],
             "common": self.common.state_dict(),
-            "client_opts": [o.state_dict() for o in self.client_opts],
-            "server_opt": self.server_opt.state_dict(),
+            "execution": self.execution.name,
+            **self.execution.state_dict(),
             "samplers": [s.state_dict() for s in self.samplers],
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
@@ -403,9 +332,7 @@ class SFLTrainer:
         for c, s in zip(self.copies, state["copies"]):
             c.load_state_dict(s)
         self.common.load_state_dict(state["common"])
-        for o, s in zip(self.client_opts, state["client_opts"]):
-            o.load_state_dict(s)
-        self.server_opt.load_state_dict(state["server_opt"])
+        self._load_optimizers(state)
         for smp, s in zip(self.samplers, state["samplers"]):
             smp.load_state_dict(s)
         torch.set_rng_state(state["torch_rng"])
@@ -416,3 +343,18 @@ class SFLTrainer:
         self.sim_time_s = float(state["sim_time_s"])
         self.wall_time_s = float(state["wall_time_s"])
         self.history = [RoundRecord(**r) for r in state["history"]]
+
+    def _load_optimizers(self, state: dict[str, Any]) -> None:
+        """The optimizer state of a checkpoint written by the same execution. One written by the
+        other execution loads only when it holds no state (no momentum buffers): the layouts of
+        the two executions' optimizer states differ."""
+        written_by = state.get("execution", FALLBACK)  # checkpoints from before the batched execution
+        if written_by == self.execution.name:
+            self.execution.load_state_dict(state)
+            return
+        opt_states = [s for k, v in state.items() if k in ("client_opts", "server_opt", "batched_opt")
+                      for s in (v if isinstance(v, list) else [v])]
+        if any(s["state"] for s in opt_states):
+            raise ValueError(f"this checkpoint was written with train.execution={written_by} and holds optimizer "
+                             f"state (momentum) that train.execution={self.execution.name} cannot take; resume with "
+                             f"--set train.execution={written_by}")

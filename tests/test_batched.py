@@ -1,0 +1,214 @@
+"""The batched execution against the per-device reference (hasfl_sec.sfl.batched).
+
+Each test builds two trainers from one setup, one per execution, so both start from the same
+model, data and samplers; a round must then give the same losses, exchanges and parameters within
+float rounding (grouped convolutions sum in another order than one convolution per device).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+import torch
+from conftest import small_overrides
+
+from hasfl_sec.config import load_config
+from hasfl_sec.defenses.compress import Quantize, TopK
+from hasfl_sec.defenses.noise import SmashedNoise
+from hasfl_sec.defenses.nopeek import NoPeek
+from hasfl_sec.errors import ConfigError
+from hasfl_sec.runs.setup import prepare
+from hasfl_sec.sfl.tap import CutLayerTap, TapSelector
+
+TOL = dict(rtol=1e-4, atol=1e-5)
+#: A step of the batched execution may differ from the reference's by this fraction of the step.
+STEP_RTOL = 2e-3
+
+# cuts and batch sizes mixed, with groups of several devices, single devices and b = 1
+MIXED = {"fleet.num_devices": 6, "plan.cut": "[2, 1, 2, 3, 1, 2]", "plan.batch_size": "[4, 1, 4, 5, 1, 3]"}
+MODELS = {
+    "hecnn": {},
+    "vgg16": {"model.width": 4, "plan.cut": "[2, 5, 2, 9, 5, 2]"},
+    "resnet18": {"data.image_size": 8, "train.lr": 0.005, "plan.cut": "[1, 3, 1, 2, 3, 1]"},
+}
+
+
+def pair(defenses=lambda: [], **overrides):
+    """Two trainers of one setup: (batched, per-device)."""
+    setup = prepare(load_config(overrides=small_overrides(**{**MIXED, **overrides})))
+    trainers = []
+    for execution in ("batched", "per-device"):
+        setup.config.train.execution = execution
+        trainers.append(setup.trainer(defenses()))
+    assert [t.execution.name for t in trainers] == ["batched", "per-device"]
+    return trainers
+
+
+def parameters(trainer):
+    return [p.detach().clone() for m in (*trainer.copies, trainer.common) for p in m.parameters()]
+
+
+def assert_same_steps(a, b, before):
+    """Every parameter moved by the same step from ``before`` in both trainers: the difference of
+    the two steps is within ``STEP_RTOL`` of the step (float rounding, not a wrong gradient)."""
+    for k, (pa, pb, p0) in enumerate(zip(parameters(a), parameters(b), before)):
+        step = (pb - p0).norm()
+        assert (pa - pb).norm() <= STEP_RTOL * step + 1e-7, f"parameter {k}: {(pa - pb).norm()} vs step {step}"
+
+
+def steps_agree(a, b, rounds):
+    """Run ``rounds`` rounds in both, checking losses and parameter steps after each."""
+    for _ in range(rounds):
+        before = parameters(b)
+        ra, rb = a.step(), b.step()
+        assert ra.device_losses == pytest.approx(rb.device_losses, rel=1e-4)
+        assert_same_steps(a, b, before)
+        with torch.no_grad():  # re-align, so that rounding cannot grow over rounds
+            for ma, mb in zip((*a.copies, a.common), (*b.copies, b.common)):
+                for pa, pb in zip(ma.parameters(), mb.parameters()):
+                    pa.copy_(pb)
+
+
+def tapped(trainer):
+    tap = CutLayerTap(TapSelector(max_records=1000))
+    tap.attach(trainer)
+    return tap
+
+
+def assert_same_exchanges(ta, tb):
+    """Both taps saw the same exchanges (the same keys, in the same order) and uploads."""
+    assert list(ta.exchanges) == list(tb.exchanges) and len(ta.exchanges) > 0
+    for key, ea in ta.exchanges.items():
+        eb = tb.exchanges[key]
+        assert (ea.cut, ea.step) == (eb.cut, eb.step)
+        torch.testing.assert_close(ea.smashed, eb.smashed, **TOL)
+        torch.testing.assert_close(ea.grad, eb.grad, **TOL)
+        assert torch.equal(ea.labels, eb.labels)
+        assert ea.meta["loss"] == pytest.approx(eb.meta["loss"], rel=1e-4)
+        assert all(torch.equal(x, y) for x, y in zip(vars(ta.truths[key]).values(), vars(tb.truths[key]).values())
+                   if isinstance(x, torch.Tensor))
+    assert [(u.round, u.device) for u in ta.uploads] == [(u.round, u.device) for u in tb.uploads]
+    for ua, ub in zip(ta.uploads, tb.uploads):
+        assert list(ua.state) == list(ub.state)
+        for k in ua.state:
+            torch.testing.assert_close(ua.state[k], ub.state[k], **TOL)
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_rounds_equal_the_per_device_reference(model, momentum):
+    """Losses, cut-layer exchanges and every parameter after each step, over rounds with an
+    aggregation (I = 2) in between."""
+    a, b = pair(**{"model.name": model, "train.momentum": momentum, "train.weight_decay": 1e-3,
+                   "train.agg_interval": 2, **MODELS[model]})
+    ta, tb = tapped(a), tapped(b)
+    steps_agree(a, b, 3)
+    assert_same_exchanges(ta, tb)
+
+
+@pytest.mark.parametrize("defenses", [
+    lambda: [SmashedNoise(SmashedNoise.Params(sigma=0.3, clip=5.0))],
+    lambda: [TopK(TopK.Params(ratio=0.3))],
+    lambda: [Quantize(Quantize.Params(bits=2))],
+    lambda: [NoPeek(NoPeek.Params(weight=1.0))],
+    lambda: [TopK(TopK.Params(ratio=0.5)), SmashedNoise(SmashedNoise.Params(sigma=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]))],
+], ids=["noise", "topk", "quantize", "nopeek", "topk+noise-per-device"])
+def test_defenses_run_batched_and_equal_the_reference(defenses):
+    a, b = pair(defenses)
+    ta, tb = tapped(a), tapped(b)
+    steps_agree(a, b, 3)
+    assert_same_exchanges(ta, tb)
+    assert a.defense.report() == b.defense.report()
+
+
+def test_twenty_rounds_learn_the_same_curve():
+    """Float differences do not grow into different training: the test accuracy curves agree."""
+    a, b = pair(**{"train.rounds": 20, "train.eval_every": 5})
+    curves = [[r.test_accuracy for r in t.run() if r.round % 5 == 0] for t in (a, b)]
+    assert curves[0] == pytest.approx(curves[1], abs=0.02)
+    assert curves[0][-1] > 0.5
+
+
+@pytest.mark.parametrize("execution", ["batched", "per-device"])
+def test_same_seed_same_bits(execution):
+    runs = []
+    for _ in range(2):
+        setup = prepare(load_config(overrides=small_overrides(**MIXED, **{"train.execution": execution})))
+        tr = setup.trainer()
+        for _ in range(4):
+            tr.step()
+        runs.append([p.detach().clone() for c in tr.copies for p in c.parameters()])
+    assert all(torch.equal(x, y) for x, y in zip(*runs))
+
+
+@pytest.mark.parametrize("execution", ["batched", "per-device"])
+def test_checkpoint_resumes_bit_exact(execution):
+    """state_dict after 3 rounds, loaded into a fresh trainer: rounds 4-6 equal the uninterrupted ones."""
+    overrides = small_overrides(**MIXED, **{"train.execution": execution, "train.momentum": 0.9})
+    full = prepare(load_config(overrides=overrides)).trainer()
+    for _ in range(3):
+        full.step()
+    buffer = io.BytesIO()
+    torch.save(full.state_dict(), buffer)  # as a checkpoint file would: no tensor shared with `full`
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    resumed = prepare(load_config(overrides=overrides)).trainer()
+    resumed.load_state_dict(state)
+    for _ in range(3):
+        assert full.step().device_losses == resumed.step().device_losses
+    for x, y in zip(full.copies, resumed.copies):
+        assert all(torch.equal(p, q) for p, q in zip(x.parameters(), y.parameters()))
+
+
+def test_checkpoint_of_the_other_execution():
+    """Without momentum the optimizers hold no state and a checkpoint loads in either execution;
+    with momentum the other execution refuses it, naming the setting to resume with."""
+    a, b = pair()
+    a.step()
+    b.load_state_dict(a.state_dict())
+    assert b.round == 1
+    a, b = pair(**{"train.momentum": 0.9})
+    a.step()
+    with pytest.raises(ValueError, match="train.execution=batched"):
+        b.load_state_dict(a.state_dict())
+
+
+def test_the_device_modules_are_views_of_the_stacks():
+    """A device's parameters are rows of the execution's stacks: writing one changes the other."""
+    a, _ = pair()
+    stack = a.execution.stacks[0]["0.weight"]
+    p = a.copies[3][0][0].weight
+    slot = int(a.execution.slot_of[3])
+    with torch.no_grad():
+        p.add_(1.0)
+    assert torch.equal(stack[slot], p)
+
+
+def test_fallbacks_are_said_once(caplog):
+    from hasfl_sec.defenses.dpsgd import DPSGD
+
+    caplog.set_level(logging.INFO, logger="hasfl_sec.sfl.trainer")
+    for _ in range(2):
+        setup = prepare(load_config(overrides=small_overrides(**{"model.dropout": 0.5, "plan.cut": "[7, 7, 7, 7]"})))
+        assert setup.trainer().execution.name == "per-device"
+    assert sum("dropout" in r.getMessage() for r in caplog.records) <= 1
+    setup = prepare(load_config(overrides=small_overrides()))
+    dp = setup.trainer([DPSGD(DPSGD.Params(noise_multiplier=0.5, max_grad_norm=1.0))])
+    assert dp.execution.name == "per-device"
+    # dropout on the server side only: the devices still run batched
+    setup = prepare(load_config(overrides=small_overrides(**{"model.dropout": 0.5})))
+    assert setup.trainer().execution.name == "batched"
+
+
+def test_unknown_execution_is_a_config_error():
+    with pytest.raises(ConfigError, match="train.execution"):
+        load_config(overrides=small_overrides(**{"train.execution": "vectorised"}))
+
+
+def test_config_names_the_registered_executions():
+    from hasfl_sec.config import EXECUTION_NAMES
+    from hasfl_sec.sfl.trainer import EXECUTIONS
+
+    assert sorted(EXECUTION_NAMES) == EXECUTIONS.names()
