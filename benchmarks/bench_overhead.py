@@ -122,7 +122,8 @@ def main() -> None:
                                          "data.partition=iid", "data.min_samples_per_device=1", *args.overrides])
             setup = prepare(cfg)
             rates = measure(setup, loops, args.rounds, args.trials)
-            groups = len(set(zip(setup.plan.cuts, setup.plan.batch_sizes)))
+            setup.config.train.execution = "batched"
+            groups = len(setup.trainer().execution.groups)  # vectorized groups of a round
             print(f"| {args.model} | {n} | {b} | {groups} | "
                   + " | ".join(f"{statistics.median(rates[name]):.0f}" for name in loops)
                   + f" | {ratio(rates, 'batched', 'plain-round')} | {ratio(rates, 'per-device', 'plain-round')} "

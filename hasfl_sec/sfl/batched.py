@@ -8,7 +8,8 @@ forward and backward pass instead of N small ones:
   (``[N, ...]``), with the devices sorted by (cut, batch size). Each device's modules keep their
   usual parameters, which are views into those stacks, so everything that reads a device's copy
   (aggregation uploads, checkpoints, the audit, tests) sees the same tensors as before.
-* **Groups.** Devices with equal (cut, batch size) form a contiguous slice of the stacks. A
+* **Groups.** Devices with equal (cut, batch size) form a contiguous slice of the stacks (split in
+  equal chunks of at most :attr:`BatchedExecution.group_samples` samples). A
   group's client parts run as one ``torch.func.vmap`` of ``torch.func.functional_call`` over its
   slice (a grouped convolution, a batched matrix product), then its non-common parts the same
   way. Bucketing by batch size keeps ragged batches exact without padding: padded samples would
@@ -31,10 +32,12 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
@@ -92,6 +95,10 @@ class BatchedExecution:
     """Steps 1-4 group by group over stacked per-device parameters (see the module docstring)."""
 
     name = "batched"
+    #: Samples per vectorized group at most: larger buckets are split into equal chunks. Measured on
+    #: hecnn (benchmarks/RESULTS.md, issue 11): a grouped convolution over a few hundred samples is
+    #: fastest per device; over thousands it falls out of cache and slows down by up to 2.5x.
+    group_samples: int = 256
 
     def __init__(self, layout: Layout, defense: DefenseStack, train: TrainConfig,
                  x_train: torch.Tensor, y_train: torch.Tensor) -> None:
@@ -101,9 +108,11 @@ class BatchedExecution:
         self.groups: list[_Group] = []
         start = 0
         for (cut, b), members in itertools.groupby(order, key=lambda i: (cuts[i], sizes[i])):
-            devices = tuple(members)
-            self.groups.append(_Group(start, start + len(devices), cut, b, devices))
-            start += len(devices)
+            members = list(members)
+            chunks = math.ceil(len(members) * b / self.group_samples)
+            for devices in (tuple(int(d) for d in c) for c in np.array_split(members, chunks)):
+                self.groups.append(_Group(start, start + len(devices), cut, b, devices))
+                start += len(devices)
         self.order = torch.tensor(order, device=x_train.device)
         self.slot_of = torch.argsort(self.order)  # device -> slot
         self.blocks = list(copy.deepcopy(layout.copies[0]))  # structure only; parameters come from the stacks
@@ -112,7 +121,11 @@ class BatchedExecution:
         self.sample_w = sample_weights([sizes[i] for i in order], weights, x_train.device)
         self.row_w = torch.tensor(weights, device=x_train.device)
         self.weights = torch.tensor(layout.weights, device=x_train.device)
-        params = [s for block in self.stacks for s in block.values()] + list(layout.common.parameters())
+        # each group's rows are a leaf of their own: the gradient of a slice of one big leaf would be
+        # materialised at the stack's full size, once per group and parameter
+        self.leaves = [[{k: s[g.start:g.stop].requires_grad_(True) for k, s in block.items()} for block in self.stacks]
+                       for g in self.groups]
+        params = [v for group in self.leaves for block in group for v in block.values()] + list(layout.common.parameters())
         self.opt = torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
         self.loss_terms = any(_overrides(d, "loss_term") for d in defense.defenses)
 
@@ -141,17 +154,17 @@ class BatchedExecution:
             block_stacks = {}
             for name, _ in copies[0][j].named_parameters():
                 rows = [copies[i][j].get_parameter(name).detach() for i in order]
-                stacked = torch.stack(rows).requires_grad_(True)
+                stacked = torch.stack(rows)
                 for slot, i in enumerate(order):
                     owner, _, leaf = name.rpartition(".")
                     module = copies[i][j].get_submodule(owner) if owner else copies[i][j]
-                    setattr(module, leaf, nn.Parameter(stacked.detach()[slot]))
+                    setattr(module, leaf, nn.Parameter(stacked[slot]))
                 block_stacks[name] = stacked
             stacks.append(block_stacks)
         return stacks
 
     def _params(self, g: _Group, lo: int, hi: int) -> list[dict[str, torch.Tensor]]:
-        return [{k: s[g.start:g.stop] for k, s in self.stacks[j].items()} for j in range(lo, hi)]
+        return self.leaves[self.groups.index(g)][lo:hi]
 
     def round(self, batches: Sequence[torch.Tensor], t: int) -> RoundOutput:
         idx = [torch.stack([batches[d] for d in g.devices]) for g in self.groups]  # [k, b] per group
@@ -222,13 +235,13 @@ class BatchedExecution:
     @torch.no_grad()
     def averaged(self) -> list[torch.Tensor]:
         # rows gathered back into device order, so the sum runs in the reference's order
-        return [torch.einsum("n,n...->...", self.weights, s.detach().index_select(0, self.slot_of))
+        return [torch.einsum("n,n...->...", self.weights, s.index_select(0, self.slot_of))
                 for block in self.stacks for s in block.values()]
 
     @torch.no_grad()
     def broadcast(self, averaged: Sequence[torch.Tensor]) -> None:
         for s, avg in zip((s for block in self.stacks for s in block.values()), averaged):
-            s.detach().copy_(avg.unsqueeze(0).expand_as(s))
+            s.copy_(avg.unsqueeze(0).expand_as(s))
 
     def state_dict(self) -> dict[str, Any]:
         return {"batched_opt": self.opt.state_dict()}
