@@ -154,3 +154,13 @@ def test_batch_size_one_everywhere():
     setup, tr = make_trainer(cfg)
     tr.run()
     assert all(torch.isfinite(torch.tensor(r.train_loss)) for r in tr.history)
+
+
+def test_training_resumes_train_mode_after_an_evaluation():
+    """Evaluation puts the common blocks (dropout here) in eval mode; the next round trains again."""
+    cfg = load_config(overrides=small_overrides(**{"model.dropout": 0.5, "train.eval_every": 1}))
+    setup, tr = make_trainer(cfg)
+    tr.step()
+    assert not any(m.training for block in tr.common for m in block.modules())  # what evaluation left behind
+    tr.train_round()
+    assert all(m.training for m in (*tr.common.modules(), *(m for c in tr.copies for m in c.modules())))

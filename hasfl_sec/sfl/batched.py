@@ -163,9 +163,6 @@ class BatchedExecution:
             stacks.append(block_stacks)
         return stacks
 
-    def _params(self, g: _Group, lo: int, hi: int) -> list[dict[str, torch.Tensor]]:
-        return self.leaves[self.groups.index(g)][lo:hi]
-
     def round(self, batches: Sequence[torch.Tensor], t: int) -> RoundOutput:
         idx = [torch.stack([batches[d] for d in g.devices]) for g in self.groups]  # [k, b] per group
         smashed, sent, server_in = self._forward(idx, t)
@@ -184,11 +181,11 @@ class BatchedExecution:
         group's smashed data, the leaf the edge server receives, and the non-common output."""
         l_c = self.layout.l_c
         smashed, sent, server_in = [], [], []
-        for g, ix in zip(self.groups, idx):
-            a = vmap(partial(_run, self.blocks[:g.cut]))(self._params(g, 0, g.cut), self.x[ix])
+        for g, params, ix in zip(self.groups, self.leaves, idx):
+            a = vmap(partial(_run, self.blocks[:g.cut]))(params[:g.cut], self.x[ix])
             a = self.defense.transform_smashed_group(a, round=t, devices=g.devices)
             s = a.detach().requires_grad_(True)
-            h = s if g.cut == l_c else vmap(partial(_run, self.blocks[g.cut:l_c]))(self._params(g, g.cut, l_c), s)
+            h = s if g.cut == l_c else vmap(partial(_run, self.blocks[g.cut:l_c]))(params[g.cut:l_c], s)
             smashed.append(a)
             sent.append(s)
             server_in.append(h)

@@ -200,8 +200,10 @@ class SFLTrainer:
     def train_round(self) -> list[float]:
         """Run one round of split training (steps 1-4 above); returns each device's loss."""
         t = self.round + 1
-        for m in (*self.copies, self.common):
-            if not m.training:  # evaluation switches the common part to eval mode; walking N copies each round is slow
+        # evaluation switches the common blocks to eval mode (and nothing else does); only modules
+        # out of train mode are walked, since walking N copies every round is slow
+        for m in (*self.copies, *self.common):
+            if not m.training:
                 m.train()
         rates = self.sample_rates or (None,) * self.n
         batches = [s.draw(b, q).to(self.device) for s, b, q in zip(self.samplers, self.batch_sizes, rates)]
