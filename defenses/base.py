@@ -139,13 +139,17 @@ class Defense:
         """
         if type(self).transform_smashed is Defense.transform_smashed:
             return smashed
-        return torch.stack([self.transform_smashed(smashed[r], round=round, device=d) for r, d in enumerate(devices)])
+        # unbind, not indexing: its backward stacks the rows' gradients in one op, where k indexed
+        # views would each materialise a gradient of the whole group
+        rows = zip(smashed.unbind(), devices)
+        return torch.stack([self.transform_smashed(row, round=round, device=d) for row, d in rows])
 
     def transform_grad_group(self, grad: torch.Tensor, *, round: int, devices: Sequence[int]) -> torch.Tensor:
         """:meth:`transform_grad` for a group of devices at once (see :meth:`transform_smashed_group`)."""
         if type(self).transform_grad is Defense.transform_grad:
             return grad
-        return torch.stack([self.transform_grad(grad[r], round=round, device=d) for r, d in enumerate(devices)])
+        rows = zip(grad.unbind(), devices)
+        return torch.stack([self.transform_grad(row, round=round, device=d) for row, d in rows])
 
     def loss_term(
         self, inputs: torch.Tensor, smashed: torch.Tensor, *, round: int, device: int

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -155,19 +156,42 @@ class SmashedNoise(Defense):
 
     def transform_smashed(self, smashed: torch.Tensor, *, round: int, device: int) -> torch.Tensor:
         p = self.params
-        self._sent[device] = self._sent.get(device, 0) + len(smashed)
-        self._last_round = max(self._last_round, round)
+        self._count(len(smashed), round, device)
         out = clip_per_sample(smashed, p.clip, p.norm) if p.clip is not None else smashed
+        noise = self._noise(out.shape, out.dtype, device)
+        return out if noise is None else out + noise.to(out.device)
+
+    def transform_smashed_group(self, smashed: torch.Tensor, *, round: int, devices: Sequence[int]) -> torch.Tensor:
+        """The same transform for a group ``[k, b, ...]``: the clip runs on all k * b samples at once
+        and each device's noise still comes from its own generator, so the result equals
+        :meth:`transform_smashed` on each device's rows."""
+        p = self.params
+        for d in devices:
+            self._count(smashed.shape[1], round, d)
+        out = clip_per_sample(smashed.flatten(0, 1), p.clip, p.norm).view_as(smashed) if p.clip is not None else smashed
+        noises = [self._noise(out.shape[1:], out.dtype, d) for d in devices]
+        if all(n is None for n in noises):
+            return out
+        zeros = torch.zeros(out.shape[1:], dtype=out.dtype)
+        return out + torch.stack([zeros if n is None else n for n in noises]).to(out.device)
+
+    def _count(self, samples: int, round: int, device: int) -> None:
+        """Record what ``device`` sent in ``round`` (for the releases per sample)."""
+        self._sent[device] = self._sent.get(device, 0) + samples
+        self._last_round = max(self._last_round, round)
+
+    def _noise(self, shape: torch.Size, dtype: torch.dtype, device: int) -> torch.Tensor | None:
+        """One draw of ``device``'s noise of ``shape`` from its generator (CPU), or None at sigma 0
+        (no draw, so the generator's stream is the same whichever execution asked)."""
         sigma = self._sigma(device)
         if sigma == 0:
-            return out
+            return None
         gen = self._generator(device)
-        if p.mechanism == "gaussian":
-            noise = torch.randn(out.shape, generator=gen, dtype=out.dtype) * sigma
-        else:  # Laplace(0, b) as the difference of two exponentials
-            u = torch.rand((2, *out.shape), generator=gen, dtype=out.dtype).clamp_min(1e-12)
-            noise = (u[1].log() - u[0].log()) * sigma
-        return out + noise.to(out.device)
+        if self.params.mechanism == "gaussian":
+            return torch.randn(shape, generator=gen, dtype=dtype) * sigma
+        # Laplace(0, b) as the difference of two exponentials
+        u = torch.rand((2, *shape), generator=gen, dtype=dtype).clamp_min(1e-12)
+        return (u[1].log() - u[0].log()) * sigma
 
     # accounting -----------------------------------------------------------------------------------
     def _per_release(self, sigma: float) -> dict[str, float]:

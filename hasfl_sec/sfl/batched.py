@@ -66,14 +66,15 @@ class _Group:
 
 
 class _Rows(Sequence[torch.Tensor]):
-    """Per-device views into per-group tensors, indexed by device."""
+    """Per-device rows of per-group tensors, indexed by device (copied when read)."""
 
     def __init__(self, groups: Sequence[_Group], tensors: Sequence[torch.Tensor]) -> None:
         self._where = {d: (t, r) for g, t in zip(groups, tensors) for r, d in enumerate(g.devices)}
 
     def __getitem__(self, device: int) -> torch.Tensor:  # type: ignore[override]
         tensor, row = self._where[device]
-        return tensor[row]
+        # a copy: an observer that keeps a row must not keep (or save) the whole group with it
+        return tensor[row].detach().clone()
 
     def __len__(self) -> int:
         return len(self._where)
@@ -98,7 +99,7 @@ class BatchedExecution:
     #: Samples per vectorized group at most: larger buckets are split into equal chunks. Measured on
     #: hecnn (benchmarks/RESULTS.md, issue 11): a grouped convolution over a few hundred samples is
     #: fastest per device; over thousands it falls out of cache and slows down by up to 2.5x.
-    group_samples: int = 256
+    group_samples: int = 512
 
     def __init__(self, layout: Layout, defense: DefenseStack, train: TrainConfig,
                  x_train: torch.Tensor, y_train: torch.Tensor) -> None:
@@ -125,7 +126,8 @@ class BatchedExecution:
         # materialised at the stack's full size, once per group and parameter
         self.leaves = [[{k: s[g.start:g.stop].requires_grad_(True) for k, s in block.items()} for block in self.stacks]
                        for g in self.groups]
-        params = [v for group in self.leaves for block in group for v in block.values()] + list(layout.common.parameters())
+        params = [v for group in self.leaves for block in group for v in block.values()]
+        params += list(layout.common.parameters())
         self.opt = torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
         self.loss_terms = any(_overrides(d, "loss_term") for d in defense.defenses)
 
@@ -220,9 +222,9 @@ class BatchedExecution:
             returned.append(r)
             tensors.append(a)
             tensor_grads.append(r)
-            if self.loss_terms:
-                for row, d in enumerate(g.devices):
-                    extra = self.defense.loss_term(self.x[ix[row]], a[row], round=t, device=d)
+            if self.loss_terms:  # unbind: one backward op for the group, not one per indexed view
+                for rows, a_row, d in zip(ix, a.unbind(), g.devices):
+                    extra = self.defense.loss_term(self.x[rows], a_row, round=t, device=d)
                     if extra is not None:
                         tensors.append(extra)
                         tensor_grads.append(torch.ones_like(extra))

@@ -82,7 +82,8 @@ class RoundOutput:
     """What one round's arithmetic hands back to the trainer, indexed by device.
 
     ``sent[i]`` is what device i sent (after the uplink defenses) and ``returned[i]`` the cut-layer
-    gradient it received (after the downlink defenses); both may be views into batched tensors.
+    gradient it received (after the downlink defenses). Reading them is for observers: the batched
+    execution copies a device's rows out of its group when they are read.
     """
 
     losses: list[float]
