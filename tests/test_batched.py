@@ -1,12 +1,17 @@
 """The batched execution against the per-device reference (hasfl_sec.sfl.batched).
 
 Each test builds two trainers from one setup, one per execution, so both start from the same
-model, data and samplers; a round must then give the same losses, exchanges and parameters within
-float rounding (grouped convolutions sum in another order than one convolution per device).
+model, data and samplers. The round-by-round comparisons run in float64: in float32 the two
+executions round differently (a grouped convolution sums in another order), and max-pooling over
+the flat backgrounds of the digits breaks near-ties by those last bits, so a few samples route
+their gradient elsewhere and single steps differ by up to ~15%. In float64 the executions agree to
+~1e-13 of a step, which is what the tests demand. The float32 training itself is checked over 20
+rounds of test accuracy.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import logging
 
@@ -20,29 +25,55 @@ from hasfl_sec.defenses.noise import SmashedNoise
 from hasfl_sec.defenses.nopeek import NoPeek
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.runs.setup import prepare
+from hasfl_sec.sfl.batched import BatchedExecution
 from hasfl_sec.sfl.tap import CutLayerTap, TapSelector
 
-TOL = dict(rtol=1e-4, atol=1e-5)
-#: A step of the batched execution may differ from the reference's by this fraction of the step.
-STEP_RTOL = 2e-3
+TOL = dict(rtol=1e-7, atol=1e-10)
+#: A step of the batched execution may differ from the reference's by this fraction of the step (float64).
+STEP_RTOL = 1e-9
 
-# cuts and batch sizes mixed, with groups of several devices, single devices and b = 1
-MIXED = {"fleet.num_devices": 6, "plan.cut": "[2, 1, 2, 3, 1, 2]", "plan.batch_size": "[4, 1, 4, 5, 1, 3]"}
+# cuts and batch sizes mixed: one bucket of four devices (cut 2, b = 4) runs vectorized, the
+# others are too small for vmap and run device by device on the stacks; b = 1 included
+MIXED = {"fleet.num_devices": 8, "plan.cut": "[2, 1, 2, 3, 1, 2, 2, 2]", "plan.batch_size": "[4, 1, 4, 5, 1, 3, 4, 4]"}
 MODELS = {
     "hecnn": {},
-    "vgg16": {"model.width": 4, "plan.cut": "[2, 5, 2, 9, 5, 2]"},
-    "resnet18": {"data.image_size": 8, "train.lr": 0.005, "plan.cut": "[1, 3, 1, 2, 3, 1]"},
+    "vgg16": {"model.width": 4, "plan.cut": "[2, 5, 2, 9, 5, 2, 2, 2]"},
+    "resnet18": {"data.image_size": 8, "train.lr": 0.005, "plan.cut": "[1, 3, 1, 2, 3, 1, 1, 1]"},
 }
 
 
+@pytest.fixture
+def float64():
+    """Build models, data and every tensor the trainer makes in float64 (see the module docstring)."""
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(default)
+
+
+def in_float64(setup):
+    """``setup`` with its model and images in float64. ImageDataset insists on float32 images (the
+    toolkit's data contract), so the test sets the converted tensors on a copy directly."""
+    setup.model.double()
+    data = copy.copy(setup.dataset)
+    for split in ("x_train", "x_test"):
+        object.__setattr__(data, split, getattr(setup.dataset, split).double())
+    setup.dataset = data
+    return setup
+
+
 def pair(defenses=lambda: [], **overrides):
-    """Two trainers of one setup: (batched, per-device)."""
+    """Two trainers of one setup: (batched, per-device), in float64 when the default dtype is."""
     setup = prepare(load_config(overrides=small_overrides(**{**MIXED, **overrides})))
+    if torch.get_default_dtype() == torch.float64:
+        in_float64(setup)
     trainers = []
     for execution in ("batched", "per-device"):
         setup.config.train.execution = execution
         trainers.append(setup.trainer(defenses()))
     assert [t.execution.name for t in trainers] == ["batched", "per-device"]
+    sizes = sorted(len(g.devices) for g in trainers[0].execution.groups)
+    assert sizes[0] == 1 and sizes[-1] >= BatchedExecution.vmap_min_devices  # both kinds of group
     return trainers
 
 
@@ -55,7 +86,7 @@ def assert_same_steps(a, b, before):
     the two steps is within ``STEP_RTOL`` of the step (float rounding, not a wrong gradient)."""
     for k, (pa, pb, p0) in enumerate(zip(parameters(a), parameters(b), before)):
         step = (pb - p0).norm()
-        assert (pa - pb).norm() <= STEP_RTOL * step + 1e-7, f"parameter {k}: {(pa - pb).norm()} vs step {step}"
+        assert (pa - pb).norm() <= STEP_RTOL * step + 1e-15, f"parameter {k}: {(pa - pb).norm()} vs step {step}"
 
 
 def steps_agree(a, b, rounds):
@@ -63,7 +94,7 @@ def steps_agree(a, b, rounds):
     for _ in range(rounds):
         before = parameters(b)
         ra, rb = a.step(), b.step()
-        assert ra.device_losses == pytest.approx(rb.device_losses, rel=1e-4)
+        assert ra.device_losses == pytest.approx(rb.device_losses, rel=1e-9)
         assert_same_steps(a, b, before)
         with torch.no_grad():  # re-align, so that rounding cannot grow over rounds
             for ma, mb in zip((*a.copies, a.common), (*b.copies, b.common)):
@@ -86,7 +117,9 @@ def assert_same_exchanges(ta, tb):
         torch.testing.assert_close(ea.smashed, eb.smashed, **TOL)
         torch.testing.assert_close(ea.grad, eb.grad, **TOL)
         assert torch.equal(ea.labels, eb.labels)
-        assert ea.meta["loss"] == pytest.approx(eb.meta["loss"], rel=1e-4)
+        for kept in (ea.smashed, ea.grad):  # the tap keeps the device's rows, not its whole group
+            assert kept.untyped_storage().nbytes() == kept.numel() * kept.element_size()
+        assert ea.meta["loss"] == pytest.approx(eb.meta["loss"], rel=1e-9)
         assert all(torch.equal(x, y) for x, y in zip(vars(ta.truths[key]).values(), vars(tb.truths[key]).values())
                    if isinstance(x, torch.Tensor))
     assert [(u.round, u.device) for u in ta.uploads] == [(u.round, u.device) for u in tb.uploads]
@@ -98,7 +131,7 @@ def assert_same_exchanges(ta, tb):
 
 @pytest.mark.parametrize("model", sorted(MODELS))
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_rounds_equal_the_per_device_reference(model, momentum):
+def test_rounds_equal_the_per_device_reference(model, momentum, float64):
     """Losses, cut-layer exchanges and every parameter after each step, over rounds with an
     aggregation (I = 2) in between."""
     a, b = pair(**{"model.name": model, "train.momentum": momentum, "train.weight_decay": 1e-3,
@@ -113,9 +146,10 @@ def test_rounds_equal_the_per_device_reference(model, momentum):
     lambda: [TopK(TopK.Params(ratio=0.3))],
     lambda: [Quantize(Quantize.Params(bits=2))],
     lambda: [NoPeek(NoPeek.Params(weight=1.0))],
-    lambda: [TopK(TopK.Params(ratio=0.5)), SmashedNoise(SmashedNoise.Params(sigma=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]))],
-], ids=["noise", "topk", "quantize", "nopeek", "topk+noise-per-device"])
-def test_defenses_run_batched_and_equal_the_reference(defenses):
+    lambda: [TopK(TopK.Params(ratio=0.5)), SmashedNoise(SmashedNoise.Params(sigma=[0.1, 0.0, 0.3, 0.4, 0.0, 0.6, 0.2, 0.0]))],
+    lambda: [SmashedNoise(SmashedNoise.Params(sigma=0.2, clip=3.0, norm="l1", mechanism="laplace"))],
+], ids=["noise", "topk", "quantize", "nopeek", "topk+noise-per-device", "laplace-l1"])
+def test_defenses_run_batched_and_equal_the_reference(defenses, float64):
     a, b = pair(defenses)
     ta, tb = tapped(a), tapped(b)
     steps_agree(a, b, 3)
@@ -180,7 +214,7 @@ def test_the_device_modules_are_views_of_the_stacks():
     a, _ = pair()
     stack = a.execution.stacks[0]["0.weight"]
     p = a.copies[3][0][0].weight
-    slot = int(a.execution.slot_of[3])
+    slot = int(a.execution.slot_of[3])  # device 3 runs alone: its module owns no separate copy
     with torch.no_grad():
         p.add_(1.0)
     assert torch.equal(stack[slot], p)

@@ -100,6 +100,10 @@ class BatchedExecution:
     #: hecnn (benchmarks/RESULTS.md, issue 11): a grouped convolution over a few hundred samples is
     #: fastest per device; over thousands it falls out of cache and slows down by up to 2.5x.
     group_samples: int = 512
+    #: Devices a bucket needs to run vectorized. vmap's batching rules for max-pooling and
+    #: GroupNorm with per-device weights copy data, which only pays off against the per-device
+    #: dispatch it saves when several devices share the call (benchmarks/RESULTS.md, issue 11).
+    vmap_min_devices: int = 4
 
     def __init__(self, layout: Layout, defense: DefenseStack, train: TrainConfig,
                  x_train: torch.Tensor, y_train: torch.Tensor) -> None:
@@ -110,7 +114,9 @@ class BatchedExecution:
         start = 0
         for (cut, b), members in itertools.groupby(order, key=lambda i: (cuts[i], sizes[i])):
             members = list(members)
-            chunks = math.ceil(len(members) * b / self.group_samples)
+            # a bucket too small to gain from vmap runs device by device on the same stacks
+            small = len(members) < self.vmap_min_devices
+            chunks = len(members) if small else math.ceil(len(members) * b / self.group_samples)
             for devices in (tuple(int(d) for d in c) for c in np.array_split(members, chunks)):
                 self.groups.append(_Group(start, start + len(devices), cut, b, devices))
                 start += len(devices)
@@ -126,7 +132,14 @@ class BatchedExecution:
         # materialised at the stack's full size, once per group and parameter
         self.leaves = [[{k: s[g.start:g.stop].requires_grad_(True) for k, s in block.items()} for block in self.stacks]
                        for g in self.groups]
-        params = [v for group in self.leaves for block in group for v in block.values()]
+        # a group of one device runs its own modules (whose parameters are views of the same rows):
+        # vmap and functional_call would only add overhead
+        self.modules = {g.devices[0]: (layout.clients[g.devices[0]], layout.noncommon[g.devices[0]])
+                        for g in self.groups if len(g.devices) == 1}
+        params = [v for g, group in zip(self.groups, self.leaves) if len(g.devices) > 1
+                  for block in group for v in block.values()]
+        params += [p for client, noncommon in self.modules.values() for p in (*client.parameters(),
+                                                                             *noncommon.parameters())]
         params += list(layout.common.parameters())
         self.opt = torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
         self.loss_terms = any(_overrides(d, "loss_term") for d in defense.defenses)
@@ -184,10 +197,19 @@ class BatchedExecution:
         l_c = self.layout.l_c
         smashed, sent, server_in = [], [], []
         for g, params, ix in zip(self.groups, self.leaves, idx):
-            a = vmap(partial(_run, self.blocks[:g.cut]))(params[:g.cut], self.x[ix])
+            single = self.modules.get(g.devices[0]) if len(g.devices) == 1 else None
+            if single:
+                a = single[0](self.x[ix[0]]).unsqueeze(0)
+            else:
+                a = vmap(partial(_run, self.blocks[:g.cut]))(params[:g.cut], self.x[ix])
             a = self.defense.transform_smashed_group(a, round=t, devices=g.devices)
             s = a.detach().requires_grad_(True)
-            h = s if g.cut == l_c else vmap(partial(_run, self.blocks[g.cut:l_c]))(params[g.cut:l_c], s)
+            if g.cut == l_c:
+                h = s
+            elif single:
+                h = single[1](s[0]).unsqueeze(0)
+            else:
+                h = vmap(partial(_run, self.blocks[g.cut:l_c]))(params[g.cut:l_c], s)
             smashed.append(a)
             sent.append(s)
             server_in.append(h)
