@@ -146,7 +146,8 @@ def test_rounds_equal_the_per_device_reference(model, momentum, float64):
     lambda: [TopK(TopK.Params(ratio=0.3))],
     lambda: [Quantize(Quantize.Params(bits=2))],
     lambda: [NoPeek(NoPeek.Params(weight=1.0))],
-    lambda: [TopK(TopK.Params(ratio=0.5)), SmashedNoise(SmashedNoise.Params(sigma=[0.1, 0.0, 0.3, 0.4, 0.0, 0.6, 0.2, 0.0]))],
+    lambda: [TopK(TopK.Params(ratio=0.5)),
+             SmashedNoise(SmashedNoise.Params(sigma=[0.1, 0.0, 0.3, 0.4, 0.0, 0.6, 0.2, 0.0]))],
     lambda: [SmashedNoise(SmashedNoise.Params(sigma=0.2, clip=3.0, norm="l1", mechanism="laplace"))],
 ], ids=["noise", "topk", "quantize", "nopeek", "topk+noise-per-device", "laplace-l1"])
 def test_defenses_run_batched_and_equal_the_reference(defenses, float64):

@@ -99,7 +99,7 @@ class BatchedExecution:
     #: Samples per vectorized group at most: larger buckets are split into equal chunks. Measured on
     #: hecnn (benchmarks/RESULTS.md, issue 11): a grouped convolution over a few hundred samples is
     #: fastest per device; over thousands it falls out of cache and slows down by up to 2.5x.
-    group_samples: int = 512
+    group_samples: int = 256
     #: Devices a bucket needs to run vectorized. vmap's batching rules for max-pooling and
     #: GroupNorm with per-device weights copy data, which only pays off against the per-device
     #: dispatch it saves when several devices share the call (benchmarks/RESULTS.md, issue 11).
@@ -110,16 +110,7 @@ class BatchedExecution:
         self.layout, self.defense, self.x, self.y = layout, defense, x_train, y_train
         n, cuts, sizes = layout.n, layout.cuts, layout.batch_sizes
         order = sorted(range(n), key=lambda i: (cuts[i], sizes[i], i))
-        self.groups: list[_Group] = []
-        start = 0
-        for (cut, b), members in itertools.groupby(order, key=lambda i: (cuts[i], sizes[i])):
-            members = list(members)
-            # a bucket too small to gain from vmap runs device by device on the same stacks
-            small = len(members) < self.vmap_min_devices
-            chunks = len(members) if small else math.ceil(len(members) * b / self.group_samples)
-            for devices in (tuple(int(d) for d in c) for c in np.array_split(members, chunks)):
-                self.groups.append(_Group(start, start + len(devices), cut, b, devices))
-                start += len(devices)
+        self.groups = self._groups(order, cuts, sizes)
         self.order = torch.tensor(order, device=x_train.device)
         self.slot_of = torch.argsort(self.order)  # device -> slot
         self.blocks = list(copy.deepcopy(layout.copies[0]))  # structure only; parameters come from the stacks
@@ -134,15 +125,29 @@ class BatchedExecution:
                        for g in self.groups]
         # a group of one device runs its own modules (whose parameters are views of the same rows):
         # vmap and functional_call would only add overhead
-        self.modules = {g.devices[0]: (layout.clients[g.devices[0]], layout.noncommon[g.devices[0]])
+        clients, noncommon = layout.clients, layout.noncommon
+        self.modules = {g.devices[0]: (clients[g.devices[0]], noncommon[g.devices[0]])
                         for g in self.groups if len(g.devices) == 1}
         params = [v for g, group in zip(self.groups, self.leaves) if len(g.devices) > 1
                   for block in group for v in block.values()]
-        params += [p for client, noncommon in self.modules.values() for p in (*client.parameters(),
-                                                                             *noncommon.parameters())]
+        params += [p for d in self.modules for p in layout.copies[d].parameters()]
         params += list(layout.common.parameters())
         self.opt = torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
         self.loss_terms = any(_overrides(d, "loss_term") for d in defense.defenses)
+
+    def _groups(self, order: Sequence[int], cuts: Sequence[int], sizes: Sequence[int]) -> list[_Group]:
+        """Buckets of equal (cut, batch size) in slot order, split into chunks of at most
+        :attr:`group_samples` samples; a bucket of fewer than :attr:`vmap_min_devices` devices
+        runs device by device (groups of one)."""
+        groups, start = [], 0
+        for (cut, b), members in itertools.groupby(order, key=lambda i: (cuts[i], sizes[i])):
+            members = list(members)
+            small = len(members) < self.vmap_min_devices
+            chunks = len(members) if small else math.ceil(len(members) * b / self.group_samples)
+            for devices in (tuple(int(d) for d in c) for c in np.array_split(members, chunks)):
+                groups.append(_Group(start, start + len(devices), cut, b, devices))
+                start += len(devices)
+        return groups
 
     @staticmethod
     def unsupported(layout: Layout, defense: DefenseStack) -> str | None:

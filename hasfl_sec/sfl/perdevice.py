@@ -48,7 +48,7 @@ class PerDeviceExecution:
         per_sample = self._server_step(batches, sizes, sent, server_in)
         returned = self._device_backward(batches, smashed, sent, t)
         # the mean of an empty batch is NaN: the device had no loss this round
-        losses = [float(v) for v in torch.stack([l.mean() for l in torch.split(per_sample, sizes)])]
+        losses = [float(v) for v in torch.stack([part.mean() for part in torch.split(per_sample, sizes)])]
         return RoundOutput(losses, [s.detach() for s in sent], returned)
 
     def _device_forward(self, batches: Sequence[torch.Tensor], t: int
