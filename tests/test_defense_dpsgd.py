@@ -270,6 +270,7 @@ def test_config_section_and_run_records_epsilon(tmp_path):
     result = train(cfg, out_dir=tmp_path / "run")
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["defense"].startswith("dpsgd(noise_multiplier=1.0")
+    assert manifest["execution"] == "per-device"  # train.execution=batched fell back, and the run says so
     assert manifest["defense_report"]["dpsgd.epsilon"] == pytest.approx(result.trainer.defense.report()["dpsgd.epsilon"])
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
     eps = metrics[(metrics.phase == "defense") & (metrics.metric == "dpsgd.epsilon")]

@@ -176,7 +176,9 @@ def train(
     trainer = setup.trainer(defenses)
     tap = _attach_tap(config, trainer)
     run_id = _restore(run, manifest, setup, trainer, tap) if resume else _start(run, config, setup)
-    run.update_manifest(status="running", device=str(setup.device), defense=describe_defenses(config.defense))
+    # the execution actually used (train.execution may have fallen back to per-device)
+    run.update_manifest(status="running", device=str(setup.device), defense=describe_defenses(config.defense),
+                        execution=trainer.execution.name)
     _run_rounds(run, run_id, setup, trainer, tap, progress)
     _save_checkpoint(run, trainer, tap)
     rounds, metrics = _write_tables(run, run_id, setup, trainer)
