@@ -14,7 +14,9 @@ forward and backward pass instead of N small ones:
   slice (a grouped convolution, a batched matrix product), then its non-common parts the same
   way. Bucketing by batch size keeps ragged batches exact without padding: padded samples would
   change nothing in these models but cost arithmetic, and would not be exact for a layer that
-  mixes samples.
+  mixes samples. A bucket of fewer than :attr:`BatchedExecution.vmap_min_devices` devices runs
+  device by device on the devices' own modules (views of the same stacks), where vmap's batching
+  rules would cost more than the dispatch they save.
 * **Defenses** see each device's tensors through :meth:`Defense.transform_smashed_group` and
   :meth:`Defense.transform_grad_group`, whose default calls the per-device hook on each device's
   view (so noise keeps its per-device generator stream); per-sample defenses transform a whole
