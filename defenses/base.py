@@ -45,7 +45,7 @@ from torch import nn
 
 from ..errors import ConfigError
 
-__all__ = ["Defense", "DefenseContext", "DefenseStack", "check_compatible"]
+__all__ = ["Defense", "DefenseContext", "DefenseStack", "check_compatible", "overrides"]
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ class Defense:
         ``devices``, so a defense sees exactly the per-device tensors it sees in the per-device
         execution; a per-sample defense may override it to transform the group in one call.
         """
-        if type(self).transform_smashed is Defense.transform_smashed:
+        if not overrides(self, "transform_smashed"):
             return smashed
         # unbind, not indexing: its backward stacks the rows' gradients in one op, where k indexed
         # views would each materialise a gradient of the whole group
@@ -146,7 +146,7 @@ class Defense:
 
     def transform_grad_group(self, grad: torch.Tensor, *, round: int, devices: Sequence[int]) -> torch.Tensor:
         """:meth:`transform_grad` for a group of devices at once (see :meth:`transform_smashed_group`)."""
-        if type(self).transform_grad is Defense.transform_grad:
+        if not overrides(self, "transform_grad"):
             return grad
         rows = zip(grad.unbind(), devices)
         return torch.stack([self.transform_grad(row, round=round, device=d) for row, d in rows])
@@ -167,6 +167,11 @@ class Defense:
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         """Restore what :meth:`state_dict` returned."""
+
+
+def overrides(defense: Defense, hook: str) -> bool:
+    """True if ``defense``'s class replaces the base class's hook ``hook`` (the identity)."""
+    return getattr(type(defense), hook) is not getattr(Defense, hook)
 
 
 def check_compatible(defenses: Iterable[tuple[str, type[Defense] | Defense]], field: str = "defense.use") -> None:

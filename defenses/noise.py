@@ -155,30 +155,22 @@ class SmashedNoise(Defense):
         return self.params.clip is None and all(s == 0 for s in sigmas)
 
     def transform_smashed(self, smashed: torch.Tensor, *, round: int, device: int) -> torch.Tensor:
-        p = self.params
-        self._count(len(smashed), round, device)
-        out = clip_per_sample(smashed, p.clip, p.norm) if p.clip is not None else smashed
-        noise = self._noise(out.shape, out.dtype, device)
-        return out if noise is None else out + noise.to(out.device)
+        return self.transform_smashed_group(smashed.unsqueeze(0), round=round, devices=[device])[0]
 
     def transform_smashed_group(self, smashed: torch.Tensor, *, round: int, devices: Sequence[int]) -> torch.Tensor:
-        """The same transform for a group ``[k, b, ...]``: the clip runs on all k * b samples at once
-        and each device's noise still comes from its own generator, so the result equals
-        :meth:`transform_smashed` on each device's rows."""
+        """The transform for a group ``[k, b, ...]`` of devices (one device: :meth:`transform_smashed`).
+        The clip runs on all k * b samples at once and each device's noise comes from its own
+        generator, so a device gets the same result alone or in a group."""
         p = self.params
-        for d in devices:
-            self._count(smashed.shape[1], round, d)
+        for d in devices:  # what each device sent, for the releases per sample
+            self._sent[d] = self._sent.get(d, 0) + smashed.shape[1]
+        self._last_round = max(self._last_round, round)
         out = clip_per_sample(smashed.flatten(0, 1), p.clip, p.norm).view_as(smashed) if p.clip is not None else smashed
         noises = [self._noise(out.shape[1:], out.dtype, d) for d in devices]
         if all(n is None for n in noises):
             return out
         zeros = torch.zeros(out.shape[1:], dtype=out.dtype)
         return out + torch.stack([zeros if n is None else n for n in noises]).to(out.device)
-
-    def _count(self, samples: int, round: int, device: int) -> None:
-        """Record what ``device`` sent in ``round`` (for the releases per sample)."""
-        self._sent[device] = self._sent.get(device, 0) + samples
-        self._last_round = max(self._last_round, round)
 
     def _noise(self, shape: torch.Size, dtype: torch.dtype, device: int) -> torch.Tensor | None:
         """One draw of ``device``'s noise of ``shape`` from its generator (CPU), or None at sigma 0

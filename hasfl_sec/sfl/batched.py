@@ -45,8 +45,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from ..config import TrainConfig
-from ..defenses.base import Defense, DefenseStack
-from .execution import EXECUTIONS, Layout, RoundOutput, common_step, sample_weights
+from ..defenses.base import DefenseStack, overrides
+from .execution import EXECUTIONS, Layout, RoundOutput, backward_to_cut, common_step, sample_weights
 
 __all__ = ["BatchedExecution"]
 
@@ -80,10 +80,6 @@ class _Rows(Sequence[torch.Tensor]):
 
     def __len__(self) -> int:
         return len(self._where)
-
-
-def _overrides(defense: Defense, hook: str) -> bool:
-    return getattr(type(defense), hook) is not getattr(Defense, hook)
 
 
 def _run(blocks: Sequence[nn.Module], params: Sequence[dict[str, torch.Tensor]], x: torch.Tensor) -> torch.Tensor:
@@ -123,19 +119,18 @@ class BatchedExecution:
         self.weights = torch.tensor(layout.weights, device=x_train.device)
         # each group's rows are a leaf of their own: the gradient of a slice of one big leaf would be
         # materialised at the stack's full size, once per group and parameter
+        # (a group of one device runs its own modules, whose parameters are views of the same rows:
+        # vmap and functional_call would only add overhead; it has no leaves)
         self.leaves = [[{k: s[g.start:g.stop].requires_grad_(True) for k, s in block.items()} for block in self.stacks]
-                       for g in self.groups]
-        # a group of one device runs its own modules (whose parameters are views of the same rows):
-        # vmap and functional_call would only add overhead
+                       if len(g.devices) > 1 else [] for g in self.groups]
         clients, noncommon = layout.clients, layout.noncommon
         self.modules = {g.devices[0]: (clients[g.devices[0]], noncommon[g.devices[0]])
                         for g in self.groups if len(g.devices) == 1}
-        params = [v for g, group in zip(self.groups, self.leaves) if len(g.devices) > 1
-                  for block in group for v in block.values()]
+        params = [v for group in self.leaves for block in group for v in block.values()]
         params += [p for d in self.modules for p in layout.copies[d].parameters()]
         params += list(layout.common.parameters())
         self.opt = torch.optim.SGD(params, lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay)
-        self.loss_terms = any(_overrides(d, "loss_term") for d in defense.defenses)
+        self.loss_terms = any(overrides(d, "loss_term") for d in defense.defenses)
 
     def _groups(self, order: Sequence[int], cuts: Sequence[int], sizes: Sequence[int]) -> list[_Group]:
         """Buckets of equal (cut, batch size) in slot order, split into chunks of at most
@@ -155,7 +150,7 @@ class BatchedExecution:
     def unsupported(layout: Layout, defense: DefenseStack) -> str | None:
         for d in defense.defenses:
             for hook in ("wrap_client", "wrap_optimizer"):
-                if _overrides(d, hook):
+                if overrides(d, hook):
                     return f"defense {d.name} wraps each device's {hook.split('_')[1]}"
         if layout.sample_rates is not None:
             return "Poisson sampling gives devices batches of varying, possibly zero, size"
@@ -204,7 +199,7 @@ class BatchedExecution:
         l_c = self.layout.l_c
         smashed, sent, server_in = [], [], []
         for g, params, ix in zip(self.groups, self.leaves, idx):
-            single = self.modules.get(g.devices[0]) if len(g.devices) == 1 else None
+            single = self.modules.get(g.devices[0])  # only groups of one device have modules here
             if single:
                 a = single[0](self.x[ix[0]]).unsqueeze(0)
             else:
@@ -229,16 +224,9 @@ class BatchedExecution:
         labels = torch.cat([self.y[ix].flatten() for ix in idx])
         per_sample, h_grad = common_step(self.layout.common, [h.flatten(0, 1) for h in server_in], labels,
                                          self.sample_w)
-        outs, grads = [], []
-        for g, s, h, gr in zip(self.groups, sent, server_in, torch.split(h_grad, [g.samples for g in self.groups])):
-            gr = gr.view(h.shape) / self.row_w[g.start:g.stop].view(-1, *([1] * (h.dim() - 1)))
-            if h is s:
-                s.grad = gr
-            else:
-                outs.append(h)
-                grads.append(gr)
-        if outs:
-            torch.autograd.backward(outs, grads)
+        grads = [gr.view(h.shape) / self.row_w[g.start:g.stop].view(-1, *([1] * (h.dim() - 1)))
+                 for g, h, gr in zip(self.groups, server_in, torch.split(h_grad, [g.samples for g in self.groups]))]
+        backward_to_cut(server_in, sent, grads)
         return per_sample
 
     def _device_backward(self, idx: Sequence[torch.Tensor], smashed: Sequence[torch.Tensor],

@@ -27,7 +27,8 @@ from ..defenses.base import DefenseStack
 from ..registry import Registry
 from .plan import Plan
 
-__all__ = ["EXECUTIONS", "FALLBACK", "Execution", "Layout", "RoundOutput", "common_step", "sample_weights"]
+__all__ = ["EXECUTIONS", "FALLBACK", "Execution", "Layout", "RoundOutput", "backward_to_cut", "common_step",
+           "sample_weights"]
 
 #: The execution every configuration can run.
 FALLBACK = "per-device"
@@ -139,3 +140,16 @@ def common_step(common: nn.Module, parts: Sequence[torch.Tensor], labels: torch.
     per_sample = F.cross_entropy(common(h), labels, reduction="none")
     (per_sample * sample_w).sum().backward()
     return per_sample.detach(), h.grad
+
+
+def backward_to_cut(server_in: Sequence[torch.Tensor], sent: Sequence[torch.Tensor],
+                    grads: Sequence[torch.Tensor]) -> None:
+    """Back-propagate each part's gradient at the common part's input through its non-common
+    blocks down to the leaf ``sent`` the edge server received (where there are no non-common
+    blocks, ``server_in`` is that leaf and the gradient is its cut-layer gradient)."""
+    through = [(h, g) for h, s, g in zip(server_in, sent, grads) if h is not s]
+    for h, s, g in zip(server_in, sent, grads):
+        if h is s:
+            s.grad = g
+    if through:
+        torch.autograd.backward([h for h, _ in through], [g for _, g in through])

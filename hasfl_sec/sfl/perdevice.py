@@ -15,7 +15,7 @@ import torch
 
 from ..config import TrainConfig
 from ..defenses.base import DefenseStack
-from .execution import EXECUTIONS, Layout, RoundOutput, common_step, sample_weights
+from .execution import EXECUTIONS, Layout, RoundOutput, backward_to_cut, common_step, sample_weights
 
 __all__ = ["PerDeviceExecution"]
 
@@ -75,16 +75,7 @@ class PerDeviceExecution:
         weights = self.layout.weights
         sample_w = sample_weights(sizes, weights, self.x.device)
         per_sample, h_grad = common_step(self.layout.common, server_in, self.y[torch.cat(list(batches))], sample_w)
-        outs, grads = [], []
-        for i, g in enumerate(torch.split(h_grad, list(sizes))):
-            g = g / weights[i]
-            if server_in[i] is sent[i]:
-                sent[i].grad = g
-            else:
-                outs.append(server_in[i])
-                grads.append(g)
-        if outs:
-            torch.autograd.backward(outs, grads)
+        backward_to_cut(server_in, sent, [g / w for g, w in zip(torch.split(h_grad, list(sizes)), weights)])
         self.server_opt.step()
         return per_sample
 
