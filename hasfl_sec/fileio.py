@@ -17,7 +17,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import yaml
 
@@ -28,7 +28,8 @@ else:  # pragma: no cover - Python 3.10
 
 from .errors import ConfigError, check
 
-__all__ = ["read_structured", "work_dir", "publish_dir", "check_out", "check_folder_name", "first_free_dir"]
+__all__ = ["read_structured", "work_dir", "publish_dir", "check_out", "check_folder_name", "first_free_dir",
+           "free_dirs"]
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
     ".yaml": yaml.safe_load,
@@ -86,11 +87,12 @@ def _running_owner(tmp: Path) -> int | None:
     return pid
 
 
-def work_dir(out: Path, field: str = "--out") -> Path:
-    """A fresh, empty hidden sibling of ``out`` (``.<name>.tmp``) to build ``out`` in.
+def work_dir(out: Path, field: str = "--out", keep: bool = False) -> Path:
+    """A hidden sibling of ``out`` (``.<name>.tmp``) to build ``out`` in: fresh and empty, or with
+    ``keep`` a stale one as it was left (an interrupted evaluation continues in it).
 
-    A stale one (its process has ended) is replaced; one another running process is building is
-    refused with a ConfigError naming ``field``, never deleted.
+    A stale one (its process has ended) is otherwise replaced; one another running process is
+    building is refused with a ConfigError naming ``field``, never deleted.
     """
     tmp = out.with_name(f".{out.name}.tmp")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -99,6 +101,9 @@ def work_dir(out: Path, field: str = "--out") -> Path:
         pid = _running_owner(tmp)
         if pid is not None:
             raise ConfigError(field, str(out), busy, f"process {pid} is building it in {tmp}")
+        if keep and tmp.is_dir():
+            (tmp / _OWNER).write_text(str(os.getpid()))
+            return tmp
         shutil.rmtree(tmp)
     try:
         tmp.mkdir()
@@ -172,13 +177,17 @@ def check_folder_name(field: str, name: Any) -> str:
     return name
 
 
-def first_free_dir(parent: Path, stem: str) -> Path:
-    """``parent/stem``, or ``parent/stem-2``, ``stem-3``, ... : the first that does not exist and
-    has no stopped evaluation's work directory beside it, so a default output never replaces or
-    blocks on an earlier one."""
+def free_dirs(parent: Path, stem: str) -> Iterator[Path]:
+    """``parent/stem``, ``parent/stem-2``, ``stem-3``, ... : those that do not exist and have no
+    stopped evaluation's work directory beside them, in order (checked as each is asked for)."""
     n = 1
     while True:
         out = parent / (stem if n == 1 else f"{stem}-{n}")
-        if not out.exists() and not out.with_name(f".{out.name}.tmp").exists():
-            return out
         n += 1
+        if not out.exists() and not out.with_name(f".{out.name}.tmp").exists():
+            yield out
+
+
+def first_free_dir(parent: Path, stem: str) -> Path:
+    """The first of :func:`free_dirs`, so a default output never replaces or blocks on an earlier one."""
+    return next(free_dirs(parent, stem))

@@ -150,4 +150,5 @@ EVAL_TABLES: dict[str, list[str]] = {
                  "mse", "psnr", "epsilon"],
     "pareto": ["plan", "device_class", "leakage", "predicted_time_to_target_s", "measured_time_to_target_s",
                "final_accuracy", "on_front"],
+    "failed": ["plan", "kind", "reason"],
 }

@@ -176,7 +176,12 @@ def collect_traces(setup: Setup, trainer: SFLTrainer, audit: AuditConfig, *, run
 
 def audit_run(path: str | Path, audit: AuditConfig, *, progress: bool = False,
               device: str | None = None) -> AuditResult:
-    """Audit a finished training run; see the module docstring."""
+    """Audit a finished training run; see the module docstring.
+
+    Reading takes no lock; to keep a ``train --resume`` of the run from writing it meanwhile, hold
+    :func:`hasfl_sec.locks.lock_folder` on the run around this call and :func:`~hasfl_sec.audit.output.write_audit`,
+    as ``hasfl-sec audit RUN_DIR`` does.
+    """
     return _audit(collect_run(path, audit, device=device), audit, progress)
 
 

@@ -1,7 +1,9 @@
 """Writing an audit: ``leakage.csv``, ``audit.json``, a figure per metric, and reconstruction grids.
 
 Everything is rendered in a temporary sibling directory first and renamed into place at the end,
-so an interrupted audit leaves no half-written output directory behind.
+so an interrupted audit leaves no half-written output directory behind. While it writes, the
+audit holds the folder lock (:mod:`hasfl_sec.locks`) of the audited run when the output lies
+inside the run (``RUN_DIR/audit``), else of the output folder (:func:`audit_lock_target`).
 
 Layout::
 
@@ -27,9 +29,10 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from ..fileio import check_out, publish_dir, work_dir  # noqa: E402
+from ..locks import lock_folder  # noqa: E402
 from .engine import AuditResult  # noqa: E402
 
-__all__ = ["write_audit", "summary_tables", "FIGURE_METRICS", "SUMMARY_GROUPS"]
+__all__ = ["write_audit", "audit_lock_target", "summary_tables", "FIGURE_METRICS", "SUMMARY_GROUPS"]
 
 #: metrics drawn against cut depth when present.
 FIGURE_METRICS = ("ssim", "psnr", "mse", "label_accuracy", "dcor", "dfil_mse_bound")
@@ -71,14 +74,39 @@ def _grid(samples: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]]
     plt.close(fig)
 
 
+def audit_lock_target(out: str | Path, run_dir: str | Path | None) -> tuple[Path, str]:
+    """The folder to lock while an audit writes ``out``, and the option it came from: the audited
+    run ``run_dir`` when ``out`` lies inside it (so a ``train --resume`` or a second audit of the
+    run is refused), else ``out`` itself: the run is only read then, and other audits may read it too."""
+    out = Path(out)
+    if run_dir is not None:
+        run = Path(run_dir).resolve()
+        if run == out.resolve() or run in out.resolve().parents:
+            return Path(run_dir), "RUN_DIR"
+    return out, "--out"
+
+
 def write_audit(result: AuditResult, out: str | Path, *, overwrite: bool = False,
                 tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
     """Write the audit to ``out`` (see the module docstring); returns the directory.
 
     ``tensors`` are further files saved with ``torch.save`` inside the same atomic write (the
-    bare-model audit's ``model.pt``).
+    bare-model audit's ``model.pt``). The folder :func:`audit_lock_target` names is locked while
+    writing; a caller that locked it already (the CLI, for the whole audit) keeps its lock.
+
+    Raises:
+        ConfigError: ``out`` cannot be written (:func:`~hasfl_sec.fileio.check_out`), or another
+            process is writing the locked folder.
     """
     out = Path(out)
+    run_dir = result.meta.get("run_dir") if result.meta.get("source") == "run" else None
+    with lock_folder(*audit_lock_target(out, run_dir)):
+        return _write_locked(result, out, overwrite, tensors)
+
+
+def _write_locked(result: AuditResult, out: Path, overwrite: bool,
+                  tensors: dict[str, dict[str, torch.Tensor]] | None) -> Path:
+    """:func:`write_audit` once the audit's folder is locked."""
     check_out(out, overwrite, marker="audit.json")
     tmp = work_dir(out)
     try:

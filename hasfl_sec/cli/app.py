@@ -20,13 +20,14 @@ from .eval import eval_
 from .listing import list_
 from .optimize import optimize
 from .report import report
+from .sweep import sweep
 from .train import train
 
 __all__ = ["main", "cli"]
 
 
 #: The order ``hasfl-sec --help`` lists the commands in: the main job first, then the pipeline.
-COMMAND_ORDER = ("eval", "train", "optimize", "audit", "report", "list")
+COMMAND_ORDER = ("eval", "sweep", "train", "optimize", "audit", "report", "list")
 
 
 class _Group(click.Group):
@@ -70,6 +71,8 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
         hasfl-sec optimize
     Measure what each device leaks at its cut:
         hasfl-sec audit RUN_DIR
+    A grid of evaluations (datasets, models, fleets, seeds, ...) as one study:
+        hasfl-sec sweep GRID.yaml
     See what can be chosen:
         hasfl-sec list models
     """
@@ -78,7 +81,7 @@ def cli(ctx: click.Context, verbose: int, quiet: bool) -> None:
     _setup_logging(verbose, quiet)
 
 
-for _command in (eval_, train, optimize, audit, report, list_):
+for _command in (eval_, sweep, train, optimize, audit, report, list_):
     cli.add_command(_command)
 
 

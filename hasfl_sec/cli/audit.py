@@ -112,9 +112,10 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
     """
     from ..audit.config import AuditConfig
     from ..audit.entry import audit_model, audit_run
-    from ..audit.output import summary_tables, write_audit
+    from ..audit.output import audit_lock_target, summary_tables, write_audit
     from ..errors import ConfigError
     from ..fileio import check_out
+    from ..locks import lock_folder
     from .options import build_config
 
     bare = run_dir is None
@@ -141,14 +142,18 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
         config = build_config(config_file, overrides, given)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         target = Path(out or f"runs/audit-{config.model.name}-{config.data.dataset}-{stamp}")
-        check_out(target, overwrite, marker="audit.json")
-        result, trained = audit_model(config, cfg_audit, checkpoint=checkpoint, epochs=epochs, progress=show)
     else:
         target = Path(out or Path(run_dir) / "audit")
+    # held for the whole audit, from the output check on: a second audit of the run (or a
+    # train --resume of it) is refused at once, not after minutes of attacks
+    with lock_folder(*audit_lock_target(target, run_dir)):
         check_out(target, overwrite, marker="audit.json")
-        result = audit_run(run_dir, cfg_audit, progress=show, device=device)
-    saved = {"model.pt": trained.state_dict()} if bare and checkpoint is None else None
-    write_audit(result, target, overwrite=overwrite, tensors=saved)
+        if bare:
+            result, trained = audit_model(config, cfg_audit, checkpoint=checkpoint, epochs=epochs, progress=show)
+        else:
+            result = audit_run(run_dir, cfg_audit, progress=show, device=device)
+        saved = {"model.pt": trained.state_dict()} if bare and checkpoint is None else None
+        write_audit(result, target, overwrite=overwrite, tensors=saved)
     for group, table in summary_tables(result.frame).items():
         click.echo(f"{group} (means over images and seeds; wall_time_s in seconds):")
         click.echo(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))

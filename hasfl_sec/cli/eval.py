@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .options import build_config, config_options
+from .options import build_config, config_options, executor_config, executor_options, rerun_command
 
 __all__ = ["eval_"]
 
@@ -47,12 +47,11 @@ def _floats(field: str, text: str | None) -> list[float] | None:
 @click.option("--attacks", help="Attacks of every audit, comma-separated [rmle,inverse-network,label-direction].")
 @click.option("--images", type=int, help="Victim images per audited device [16].")
 @click.option("--attack-seeds", help="Attack seeds, comma-separated [0].")
-@click.option("--threads", type=int, help="Torch CPU threads (1 is fastest on a busy machine).")
-@click.option("--progress/--no-progress", default=None, help="Progress bar [on when stderr is a terminal].")
+@executor_options
 def eval_(config_file: str | None, overrides: tuple[str, ...], eval_config: str | None, name: str | None,
           out: str | None, overwrite: bool, strategies: str | None, budgets: str | None, no_defenses: bool,
-          attacks: str | None, images: int | None, attack_seeds: str | None, threads: int | None,
-          progress: bool | None, **options: Any) -> None:
+          attacks: str | None, images: int | None, attack_seeds: str | None, workers: int | None, threads: int,
+          backend: str, address: str | None, fresh: bool, progress: bool | None, **options: Any) -> None:
     """Plan, train, attack and report: the whole question in one command.
 
     With no arguments, on the bundled digits data and the default fleet of 20 heterogeneous
@@ -63,7 +62,12 @@ def eval_(config_file: str | None, overrides: tuple[str, ...], eval_config: str 
     with report.html, report.md, the CSV tables behind them, the figures and every run directory.
     Without --name or --out each run gets a new folder (reports/default, then reports/default-2,
     ...): an earlier report is replaced only when asked for by name with --overwrite.
-    About five minutes on two cores (--threads 1 on a busy machine).
+
+    Each arm is a cell that trains, audits and writes runs/<arm>/; cells run in parallel worker
+    processes (--workers) or as Ray tasks (--backend ray). An interrupted evaluation continues when
+    run again into the same output (--name/--out): finished cells are reused, only the others run.
+    A cell that fails is reported with its reason and the others complete; the command then exits
+    with code 1. About five minutes on two cores.
 
     \b
     Examples:
@@ -71,20 +75,16 @@ def eval_(config_file: str | None, overrides: tuple[str, ...], eval_config: str 
         hasfl-sec eval --budgets 20,15 --name private
         hasfl-sec eval --model vgg16 --dataset cifar10 --data-root ~/data --image-size 32
         hasfl-sec eval --eval-config eval.yaml --set train.rounds=300 --overwrite
+        hasfl-sec eval --name big --workers 8 --backend ray --address auto
         hasfl-sec report reports/default          # re-render from the tables
     """
     from ..errors import ConfigError
-    from ..evaluation import load_settings, run_eval
+    from ..evaluation import EvalFailed, load_settings, run_eval
     from ..fileio import check_folder_name
 
     if name is not None:
         check_folder_name("--name", name)
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError("--threads", threads, "an integer >= 1")
-        import torch
-
-        torch.set_num_threads(threads)
+    executor = executor_config(workers, threads, backend, address)
     given = {k: v for k, v in options.items() if v is not None}
     config = build_config(config_file, overrides, given, defaults=EVAL_DEFAULTS)
     seeds = _split(attack_seeds)
@@ -96,8 +96,22 @@ def eval_(config_file: str | None, overrides: tuple[str, ...], eval_config: str 
                              defenses=[] if no_defenses else None, attacks=_split(attacks), images=images,
                              seeds=seed_list)
     show = sys.stderr.isatty() if progress is None else progress
-    result = run_eval(config, settings, out=out, overwrite=overwrite, progress=show)
+    try:
+        result = run_eval(config, settings, out=out, overwrite=overwrite, progress=show, executor=executor,
+                          fresh=fresh)
+    except EvalFailed as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
     cols = ["plan", "final_accuracy", "measured_time_to_target_s", "predicted_time_to_target_s", "max_leakage",
             "strongest_attack"]
     click.echo(result.summary[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
-    click.echo(f"report: {result.out / 'report.html'} ({result.wall_time_s:.0f} s)")
+    reused = f"; {len(result.reused)} of {len(result.reused) + len(result.computed)} cells reused" \
+        if result.reused else ""
+    click.echo(f"report: {result.out / 'report.html'} ({result.wall_time_s:.0f} s{reused})")
+    if not result.failed.empty:
+        for row in result.failed.itertuples():
+            click.echo(f"failed: {row.plan}: {row.reason}", err=True)
+        click.echo(f"{len(result.failed)} cell(s) failed; compute just those (the others are reused) with:\n"
+                   f"  {rerun_command(result.out)}", err=True)
+        sys.exit(1)
+

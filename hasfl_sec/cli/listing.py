@@ -8,19 +8,20 @@ __all__ = ["list_", "LISTS"]
 
 
 LISTS = ("models", "datasets", "fleets", "strategies", "partitions", "heterogeneity", "channels", "attacks", "metrics",
-         "defenses", "executions")
+         "defenses", "executions", "backends")
 
 
 @click.command(name="list")
 @click.argument("what", type=click.Choice(LISTS), default="models")
 def list_(what: str) -> None:
     """List what can be chosen: models, datasets, fleets, strategies, partitions, heterogeneity
-    levels, channels, attacks (with their threat models), metrics, defenses (``defense.use``) and
-    executions (``train.execution``)."""
+    levels, channels, attacks (with their threat models), metrics, defenses (``defense.use``),
+    executions (``train.execution``) and backends (``eval --backend``)."""
     from ..attacks.registry import ATTACKS
     from ..data.datasets import DATASETS
     from ..data.partitioning import PARTITIONS
     from ..defenses.registry import DEFENSES
+    from ..evaluation.executors import EXECUTORS
     from ..fleet import FLEETS, HETEROGENEITY
     from ..fleet.channel import CHANNELS
     from ..metrics import METRICS
@@ -30,7 +31,8 @@ def list_(what: str) -> None:
 
     registry = {"models": MODELS, "datasets": DATASETS, "fleets": FLEETS, "strategies": STRATEGIES,
                 "partitions": PARTITIONS, "heterogeneity": HETEROGENEITY, "channels": CHANNELS,
-                "attacks": ATTACKS, "metrics": METRICS, "defenses": DEFENSES, "executions": EXECUTIONS}[what]
+                "attacks": ATTACKS, "metrics": METRICS, "defenses": DEFENSES, "executions": EXECUTIONS,
+                "backends": EXECUTORS}[what]
     width = max(len(n) for n in registry.names())
     for name in registry.names():
         click.echo(f"{name:<{width}}  {registry.describe(name)}")

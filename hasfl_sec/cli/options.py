@@ -1,4 +1,5 @@
-"""Options shared by the commands that build an experiment config (train, optimize, eval, audit)."""
+"""Options shared by the commands that build an experiment config (train, optimize, eval, audit) and
+by the commands that run cells (eval, sweep)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from typing import Any
 
 import click
 
-__all__ = ["TRAIN_SHORTCUTS", "CONFIG_OPTIONS", "config_options", "build_config", "list_value", "yaml_value"]
+__all__ = ["TRAIN_SHORTCUTS", "CONFIG_OPTIONS", "config_options", "build_config", "list_value", "yaml_value",
+           "EXECUTOR_OPTIONS", "executor_options", "executor_config", "rerun_command"]
 
 
 # Shortcut options of `train`, each mapped to the config path it overrides.
@@ -86,3 +88,51 @@ def yaml_value(value: Any) -> str:
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
     return str(value)
+
+
+EXECUTOR_OPTIONS = [
+    click.option("--workers", type=int, help="Cells computed at a time [as many as the cores hold at --threads "
+                 "each, at most one per 2 GB of memory]."),
+    click.option("--threads", type=int, default=1, show_default=True, help="Torch CPU threads per cell. Results "
+                 "depend on it (summation order), not on --workers or --backend."),
+    click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                 help='Where cells run: worker processes on this machine, or Ray tasks (pip install "hasfl-sec[ray]").'),
+    click.option("--address", help="Ray cluster to join with --backend ray (auto or host:port) [a local instance]."),
+    click.option("--fresh", is_flag=True, help="Compute every cell: reuse none from an interrupted or replaced run "
+                 "into the same output."),
+    click.option("--progress/--no-progress", default=None, help="Progress bar over the cells [on when stderr is a "
+                 "terminal]."),
+]
+
+
+def executor_options(func: Any) -> Any:
+    """Add the options of where and how cells run (shared by eval and sweep)."""
+    for option in reversed(EXECUTOR_OPTIONS):
+        func = option(func)
+    return func
+
+
+def executor_config(workers: int | None, threads: int, backend: str, address: str | None) -> Any:
+    """The validated :class:`~hasfl_sec.evaluation.ExecutorConfig` of the options."""
+    from ..evaluation import ExecutorConfig
+
+    return ExecutorConfig(backend=backend, workers=workers, threads=threads, address=address).validate()
+
+
+def rerun_command(out: Any) -> str:
+    """This command again, writing into ``out`` with --overwrite (finished cells are reused)."""
+    import shlex
+    import sys
+
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--name", "--out", "-o"):
+            skip = True
+            continue
+        if arg.startswith(("--name=", "--out=")) or arg in ("--overwrite", "--fresh"):
+            continue
+        args.append(arg)
+    return shlex.join(["hasfl-sec", *args, "--out", str(out), "--overwrite"])

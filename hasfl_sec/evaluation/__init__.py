@@ -18,8 +18,9 @@ Plain training runs (and their audits) become an eval directory with :func:`coll
 """
 
 from .collect import collect_runs, is_run_dir
-from .run import EvalResult, arm_configs, run_eval
+from .executors import EXECUTORS, ExecutorConfig
+from .run import EvalFailed, EvalResult, arm_configs, run_eval
 from .settings import Arm, DefenseSweep, EvalSettings, build_arms, default_sweeps, load_settings
 
-__all__ = ["run_eval", "EvalResult", "arm_configs", "EvalSettings", "DefenseSweep", "Arm", "build_arms",
-           "default_sweeps", "load_settings", "collect_runs", "is_run_dir"]
+__all__ = ["run_eval", "EvalResult", "EvalFailed", "ExecutorConfig", "EXECUTORS", "arm_configs", "EvalSettings",
+           "DefenseSweep", "Arm", "build_arms", "default_sweeps", "load_settings", "collect_runs", "is_run_dir"]

@@ -29,6 +29,7 @@ import pandas as pd
 from ..defenses.build import run_defense_label
 from ..errors import ConfigError
 from ..fileio import check_out, publish_dir, read_structured, work_dir
+from ..locks import lock_folder
 from ..report.render import build_report
 from ..results import EVAL_TABLES, LEAKAGE_COLUMNS, RunDir, package_versions
 from ..runs.files import read_run_file, read_run_file_with
@@ -207,21 +208,22 @@ def collect_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, overwri
     out = Path(out_dir)
     if not paths:
         raise ConfigError(field_name, [], _VALID_RUN, "give at least one")
-    check_out(out, overwrite, paths, marker="eval.json")
-    runs = [_read_run(p, field_name) for p in paths]
-    names = [r.name for r in runs]
-    for r in runs:
-        if names.count(r.name) > 1:
-            raise ConfigError(field_name, str(r.path), "run directories with distinct names",
-                              f"{r.name!r} is given twice; the directory name is the plan name")
-    tmp = work_dir(out)
-    try:
-        _write_tables(runs, tmp, started, out.name)
-        if report:
-            build_report(tmp, field_name)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    publish_dir(tmp, out)
+    with lock_folder(out, "--out"):  # one writer per output folder, from the check to the publish
+        check_out(out, overwrite, paths, marker="eval.json")
+        runs = [_read_run(p, field_name) for p in paths]
+        names = [r.name for r in runs]
+        for r in runs:
+            if names.count(r.name) > 1:
+                raise ConfigError(field_name, str(r.path), "run directories with distinct names",
+                                  f"{r.name!r} is given twice; the directory name is the plan name")
+        tmp = work_dir(out)
+        try:
+            _write_tables(runs, tmp, started, out.name)
+            if report:
+                build_report(tmp, field_name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        publish_dir(tmp, out)
     logger.info("eval directory %s collected from %d run(s)", out, len(runs))
     return out

@@ -2,78 +2,95 @@
 
 Flow (docs/design.md section 3, one way): settings + experiment config -> arms
 (:func:`~hasfl_sec.evaluation.settings.build_arms`) -> one bound estimate shared by every planner
--> per arm: train (:func:`hasfl_sec.runs.training.train`) -> audit, on the trained run in memory, the
-devices that represent each (cut, noise) of its plan (:func:`hasfl_sec.audit.entry.audit_trained`)
--> tables (:mod:`~hasfl_sec.evaluation.tables`) -> report (:func:`hasfl_sec.report.build_report`).
+-> one *cell* per arm (:mod:`~hasfl_sec.evaluation.cells`: train, audit the devices that represent
+each (cut, noise) of its plan, write ``runs/<arm>/``), run by an executor
+(:mod:`~hasfl_sec.evaluation.executors`: this process, local worker processes or Ray) -> tables
+(:mod:`~hasfl_sec.evaluation.tables`) -> report (:func:`hasfl_sec.report.build_report`).
 
 Every arm's config is built and validated before any work starts, so an unknown name, a bad
 defense parameter or a private plan with a second noise source fails at once with nothing
 written. Checks that need the data or the plan (an unreachable DP-SGD epsilon, a budget no cut
-meets, a target accuracy the pilots cannot reach) fail when that arm starts. Work happens in a
-hidden sibling directory that is renamed to the output only when the report is complete: an
-interrupted evaluation never leaves a half-written report, and its finished runs stay in the
-hidden directory (logged).
+meets) fail that cell only: it is recorded with its one-line reason, the other cells complete,
+the report lists it in a table, and :attr:`EvalResult.failed` names it.
+
+The output folder is locked for the evaluation's lifetime (:mod:`hasfl_sec.locks`). Work happens
+in a hidden sibling (``.<name>.tmp``) renamed to the output when the report is complete, so a
+reader never sees a half-written report. An interrupted evaluation leaves its finished cells in
+that sibling; the same evaluation run again into the same output continues there and computes
+only the cells that are missing (a cell is reused only when its key matches, see
+:mod:`~hasfl_sec.evaluation.cells`). With ``overwrite``, the finished cells of the output being
+replaced are reused the same way unless ``fresh``.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import hashlib
 import json
 import logging
-import math
+import os
 import shutil
 import time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 
 from ..audit.config import AuditConfig
-from ..audit.entry import audit_trained
-from ..audit.output import write_audit
 from ..config import ExperimentConfig, config_from_dict
-from ..defenses.build import describe_defenses
-from ..errors import ConfigError
-from ..fileio import check_out, first_free_dir, publish_dir, work_dir
+from ..errors import ConfigError, HasflError
+from ..fileio import check_out, free_dirs, publish_dir, work_dir
+from ..locks import lock_folder
 from ..planning.bound import BoundConstants
 from ..planning.privacy import check_private_config
 from ..planning.strategies import BOUND_STRATEGIES
 from ..report.render import build_report
 from ..results import EVAL_TABLES, package_versions
 from ..runs.setup import config_dataset, prepare
-from ..runs.training import train
 from ..typed import apply_overrides
+from .cells import CELL_FILE, Cell, CellRecord, code_version, fail_cell, make_cell, read_cell, torch_threads
+from .executors import EXECUTORS, ExecutorConfig, Task
 from .settings import DEFAULT_NAME, Arm, EvalSettings, build_arms
-from .tables import (
-    class_mean_ssim,
-    defense_table,
-    device_leakage,
-    pareto_table,
-    plan_noise,
-    plan_rows,
-    representatives,
-    summary_row,
-)
+from .tables import class_mean_ssim, defense_table, pareto_table
 
-__all__ = ["EvalResult", "run_eval", "eval_out", "arm_configs"]
+__all__ = ["EvalResult", "EvalFailed", "run_eval", "eval_out", "arm_configs", "Point", "plan_point", "prepare_point",
+           "execute", "finish_point", "claim_output", "kept_work"]
 
 logger = logging.getLogger(__name__)
 
 
+class EvalFailed(HasflError):
+    """Every cell of an evaluation failed: there is nothing to report (the reasons are listed)."""
+
+
 @dataclass
 class EvalResult:
-    """Where the evaluation was written and its tables."""
+    """Where the evaluation was written, its tables, and how its cells went.
+
+    Attributes:
+        out: the published output folder.
+        tables: the tables of :data:`~hasfl_sec.results.EVAL_TABLES` (``failed`` lists failed cells).
+        wall_time_s: the evaluation's wall time.
+        computed, reused: names of the cells computed now and of those reused from an earlier run.
+    """
 
     out: Path
     tables: dict[str, pd.DataFrame]
     wall_time_s: float
+    computed: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
 
     @property
     def summary(self) -> pd.DataFrame:
-        """One row per arm."""
+        """One row per finished arm."""
         return self.tables["summary"]
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        """One row per failed cell: ``plan``, ``kind``, ``reason``."""
+        return self.tables["failed"]
 
 
 def arm_configs(config: ExperimentConfig, arms: list[Arm]) -> dict[str, ExperimentConfig]:
@@ -87,30 +104,20 @@ def arm_configs(config: ExperimentConfig, arms: list[Arm]) -> dict[str, Experime
     return configs
 
 
-def _epsilon(report: dict[str, float]) -> float:
-    """The largest finite privacy loss in a defense report (NaN when no defense claims one; an
-    unbounded epsilon, written as null in the run's manifest, claims none)."""
-    values = [float(v) for k, v in report.items() if k.endswith("epsilon") and math.isfinite(float(v))]
-    return max(values) if values else math.nan
-
-
 class _Progress:
-    """A tqdm bar over the evaluation's steps (a no-op without ``progress``)."""
+    """A tqdm bar over the evaluation's cells, with tqdm's estimate of the time left (a no-op
+    without ``progress``)."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
         self.bar = None
         if enabled:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, desc="eval", unit="step")
+            self.bar = tqdm(total=total, initial=done, desc="eval cells", unit="cell")
 
-    def step(self, label: str) -> None:
-        logger.info("eval: %s", label)
+    def update(self, label: str) -> None:
         if self.bar is not None:
             self.bar.set_postfix_str(label)
-
-    def done(self) -> None:
-        if self.bar is not None:
             self.bar.update(1)
 
     def close(self) -> None:
@@ -118,67 +125,124 @@ class _Progress:
             self.bar.close()
 
 
-def eval_out(out: str | Path | None, name: str | None) -> Path:
-    """Where an evaluation writes: ``out`` if given, else ``reports/<name>``, else the first free
-    ``reports/default[-N]`` (a default run never replaces nor blocks on an earlier report)."""
+def eval_out(out: str | Path | None, name: str | None) -> Path | None:
+    """Where an evaluation writes: ``out`` if given, else ``reports/<name>``; None when neither is
+    given (the first free ``reports/default[-N]`` is claimed when the evaluation starts)."""
     if out is not None:
         return Path(out)
     if name is not None:
         return Path("reports") / name
-    return first_free_dir(Path("reports"), DEFAULT_NAME)
+    return None
+
+
+def _claim_default(stack: ExitStack, parent: Path = Path("reports")) -> Path:
+    """Lock (on ``stack``) and return the first ``reports/default[-N]`` that no earlier evaluation
+    wrote, left behind, or is writing now: a default run never replaces, continues or waits for
+    another."""
+    for out in free_dirs(parent, DEFAULT_NAME):
+        try:
+            lock = lock_folder(out, "--name")
+        except ConfigError:  # another default evaluation has just claimed it
+            continue
+        if not out.exists() and not out.with_name(f".{out.name}.tmp").exists():
+            stack.enter_context(lock)
+            return out
+        lock.release()  # it finished or started one in between
+    raise AssertionError("unreachable: free_dirs never ends")
+
+
+@dataclass
+class Point:
+    """One evaluation of an output (a study has several): its config, settings, arms, cells, the
+    folder it is built in and the cells' records."""
+
+    config: ExperimentConfig
+    settings: EvalSettings
+    arms: list[Arm]
+    configs: dict[str, ExperimentConfig]
+    work: Path = Path()
+    cells: list[Cell] = field(default_factory=list)
+    records: dict[str, CellRecord] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)
+
+    @property
+    def pending(self) -> list[Task]:
+        """The cells without a record and their run folders."""
+        return [(c, self.work / "runs" / c.name) for c in self.cells if c.name not in self.records]
+
+
+def plan_point(config: ExperimentConfig, settings: EvalSettings) -> Point:
+    """An evaluation's arms and their validated configs (nothing is computed or written)."""
+    settings.validate()
+    arms = build_arms(settings)
+    return Point(config, settings, arms, arm_configs(config, arms))
+
+
+def prepare_point(point: Point, work: Path, threads: int, earlier: list[Path]) -> None:
+    """Give ``point`` its work folder, bound constants and cells, and the records of the cells
+    already finished in ``work`` or in an ``earlier`` output (see :func:`_reuse`)."""
+    point.work = work
+    work.mkdir(parents=True, exist_ok=True)
+    bound = _shared_bound(point.configs, work, threads, [work, *earlier])
+    template = _audit_template(point.settings)
+    point.cells = [make_cell(a, point.configs[a.name], template, threads, bound) for a in point.arms]
+    point.records, point.reused = _reuse(point.cells, work / "runs", [work / "runs", *(e / "runs" for e in earlier)])
 
 
 def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Path | None = None,
-             overwrite: bool = False, progress: bool = False) -> EvalResult:
-    """Run the evaluation ``settings`` describes on ``config`` and write ``out`` (see module doc)."""
-    start = time.perf_counter()
-    settings.validate()
-    field = "--name" if out is None and settings.name is not None else "--out"  # the option the path came from
-    out = eval_out(out, settings.name)
-    _check_out(out, overwrite, field)
-    arms = build_arms(settings)
-    configs = arm_configs(config, arms)
-    template = _audit_template(settings)
+             overwrite: bool = False, progress: bool = False, executor: ExecutorConfig | None = None,
+             fresh: bool = False) -> EvalResult:
+    """Run the evaluation ``settings`` describes on ``config`` and write ``out`` (see module doc).
 
-    work = work_dir(out, field)
-    (work / "figures").mkdir()
-    bar = _Progress(1 + 2 * len(arms) + 1, progress)
-    rows = _Rows()
+    Args:
+        config: the base experiment config every arm starts from.
+        settings: the arms and the audit.
+        out: the output folder [``reports/<settings.name>``, else the first free ``reports/default[-N]``].
+        overwrite: replace an existing output (only an earlier evaluation's).
+        progress: show a progress bar over the cells.
+        executor: where the cells run [this machine, :func:`~.executors.default_workers` workers].
+        fresh: compute every cell, reusing none from an interrupted or replaced evaluation.
+
+    Raises:
+        ConfigError: bad settings or output (nothing is written).
+        EvalFailed: every cell failed (their reasons are in the message and their folders kept).
+    """
+    start = time.perf_counter()
+    executor = (executor or ExecutorConfig()).validate()
+    field = "--name" if out is None and settings.name is not None else "--out"  # the option the path came from
+    point = plan_point(config, settings)
+    with ExitStack() as stack:
+        target = claim_output(stack, eval_out(out, settings.name), overwrite, field, "eval.json")
+        with kept_work(target, field, fresh) as work:
+            prepare_point(point, work, executor.threads, [target] if overwrite and not fresh else [])
+            execute([point], executor, progress)
+            result = finish_point(point, settings.name or target.name, start)
+        result.out = target
+        publish_dir(work, target)
+        return result
+
+
+def claim_output(stack: ExitStack, out: Path | None, overwrite: bool, field: str, marker: str) -> Path:
+    """Lock ``out`` (on ``stack``) and check it can be written, or claim the first free
+    ``reports/default[-N]`` when it is None."""
+    if out is None:
+        return _claim_default(stack)
+    stack.enter_context(lock_folder(out, field))
+    check_out(out, overwrite, field=field, marker=marker)
+    return out
+
+
+@contextmanager
+def kept_work(out: Path, field: str, fresh: bool) -> Iterator[Path]:
+    """The work folder of ``out``: an interrupted run's is continued unless ``fresh``. On an error
+    it is removed if no cell finished in it, else kept (and the error raised)."""
+    work = work_dir(out, field, keep=not fresh)
     try:
-        bound = _shared_bound(configs, work, rows.timings, bar)
-        for arm in arms:
-            _run_arm(arm, configs[arm.name], bound, template, work, rows, bar)
-        tables = rows.tables(arms)
-        for name in EVAL_TABLES:
-            if not tables[name].empty:
-                tables[name].to_csv(work / f"{name}.csv", index=False)
-        meta = _meta(config, settings, arms, rows.timings, settings.name or out.name, start)
-        bar.step("report")
-        (work / "eval.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-        build_report(work)
-        bar.done()
+        yield work
     except BaseException:
-        bar.close()
-        if rows.summary:  # finished arms are results: keep them, and say where
-            logger.error("eval stopped after %d of %d arms; their runs are kept in %s", len(rows.summary), len(arms),
-                         work)
-        else:
+        if not any(work.glob(f"**/runs/*/{CELL_FILE}")):  # nothing worth keeping
             shutil.rmtree(work, ignore_errors=True)
         raise
-    bar.close()
-    publish_dir(work, out)
-    return EvalResult(out, tables, time.perf_counter() - start)
-
-
-def _check_out(out: Path, overwrite: bool, field: str) -> None:
-    """``out`` is writable (:func:`~hasfl_sec.fileio.check_out`) and no stopped evaluation's runs
-    wait beside it: those are never deleted silently. Errors name ``field``, the option ``out``
-    came from."""
-    check_out(out, overwrite, field=field, marker="eval.json")
-    kept = out.with_name(f".{out.name}.tmp")
-    if (kept / "runs").is_dir():
-        raise ConfigError(field, str(out), "an output whose earlier partial evaluation was cleared",
-                          f"{kept} holds the runs of a stopped evaluation; move or delete it first")
 
 
 def _audit_template(settings: EvalSettings) -> AuditConfig:
@@ -187,25 +251,106 @@ def _audit_template(settings: EvalSettings) -> AuditConfig:
                        preset=settings.preset, attack_params={k: dict(v) for k, v in settings.attack_params.items()})
 
 
-def _shared_bound(configs: dict[str, ExperimentConfig], work: Path, timings: dict[str, float],
-                  bar: _Progress) -> BoundConstants | None:
+def _shared_bound(configs: dict[str, ExperimentConfig], work: Path, threads: int,
+                  earlier: list[Path]) -> BoundConstants | None:
     """The bound constants every bound-based planner of the evaluation shares, estimated once on the
-    first such arm's config (warm-up and calibration), saved as ``bound.json``; None if no arm needs them."""
+    first such arm's config (warm-up and calibration) with the cells' torch threads and saved as
+    ``bound.json``; reused from an ``earlier`` output whose ``bound.key`` matches. None if no arm
+    needs them."""
     first = next((c for c in configs.values() if c.plan.strategy in BOUND_STRATEGIES), None)
-    bound = None
-    if first is not None:
-        bar.step("bound constants (warm-up and calibration)")
-        t0 = time.perf_counter()
-        bound = prepare(first).context.bound()
-        bound.save(work / "bound.json")
-        timings["bound"] = time.perf_counter() - t0
-    bar.done()
+    if first is None:
+        return None
+    payload = {"config": first.to_dict(), "threads": threads, "code": code_version()}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    for folder in earlier:
+        try:
+            if (folder / "bound.key").read_text().strip() == key:
+                bound = BoundConstants.load(folder / "bound.json")
+                logger.info("eval: bound constants reused from %s", folder)
+                break
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    else:
+        logger.info("eval: bound constants (warm-up and calibration)")
+        with torch_threads(threads):
+            bound = prepare(first).context.bound()
+    bound.save(work / "bound.json")
+    (work / "bound.key").write_text(key + "\n")
     return bound
+
+
+def _link_copy(src: Path, dst: Path) -> None:
+    """Copy a finished cell's folder by hard links where the file system allows (its files are
+    never modified in place), by copies elsewhere."""
+    def link(s: str, d: str) -> None:
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+
+    shutil.copytree(src, dst, copy_function=link)
+
+
+def _reuse(cells: list[Cell], runs: Path, sources: list[Path]) -> tuple[dict[str, CellRecord], list[str]]:
+    """The finished cells found in ``sources`` (the work folder's ``runs/`` first), copied into
+    ``runs`` when they are elsewhere; folders in ``runs`` that belong to no cell of this evaluation
+    are removed (their settings changed or their arm is gone)."""
+    runs.mkdir(parents=True, exist_ok=True)
+    names = {c.name for c in cells}
+    for folder in runs.iterdir():
+        if folder.name not in names:
+            logger.info("eval: %s is not a cell of this evaluation; removed", folder.name)
+            shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
+    records: dict[str, CellRecord] = {}
+    for cell in cells:
+        for source in sources:
+            record = read_cell(source / cell.name, cell.key)
+            if record is None or not record.ok:
+                continue
+            if source != runs:
+                shutil.rmtree(runs / cell.name, ignore_errors=True)
+                _link_copy(source / cell.name, runs / cell.name)
+            records[cell.name] = record
+            break
+    if records:
+        logger.info("eval: %d of %d cells reused (finished earlier with the same key): %s", len(records),
+                    len(cells), ", ".join(records))
+    return records, list(records)
+
+
+def execute(points: list[Point], executor: ExecutorConfig, progress: bool) -> None:
+    """Run every point's cells without a record, streaming their records into the points'
+    ``records``. An interrupt keeps the finished cells and says how to continue."""
+    owners = {id(task[0]): point for point in points for task in point.pending}
+    tasks = [task for point in points for task in point.pending]
+    total = sum(len(p.cells) for p in points)
+    bar = _Progress(total, total - len(tasks), progress)
+
+    def done(task: Task, crash: str | None) -> None:
+        cell, run_dir = task
+        record = fail_cell(cell, run_dir, crash) if crash else read_cell(run_dir, cell.key)
+        if record is None:
+            record = fail_cell(cell, run_dir, "its folder holds no complete cell record after it ended")
+        owners[id(cell)].records[cell.name] = record
+        logger.info("eval: cell %s %s%s", cell.name, "finished" if record.ok else "FAILED: ", record.reason)
+        bar.update(cell.name)
+
+    try:
+        if tasks:
+            EXECUTORS.get(executor.backend)(tasks, executor, done)
+    except BaseException:
+        finished = sum(r.ok for p in points for r in p.records.values())
+        logger.error("stopped with %d of %d cells finished; they are kept in %s, and the same evaluation run "
+                     "again into the same output continues from them", finished, total, points[0].work.parent
+                     if len(points) > 1 else points[0].work)
+        raise
+    finally:
+        bar.close()
 
 
 @dataclass
 class _Rows:
-    """What the arms have produced so far: table rows, per-device leakage, epsilons, timings."""
+    """The finished cells' rows gathered into the evaluation's tables."""
 
     plans: list[dict[str, Any]] = field(default_factory=list)
     summary: list[dict[str, Any]] = field(default_factory=list)
@@ -213,64 +358,68 @@ class _Rows:
     leakage: list[pd.DataFrame] = field(default_factory=list)
     leaks: dict[str, dict[int, float]] = field(default_factory=dict)
     epsilons: dict[str, float] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, arm: Arm, record: CellRecord) -> None:
+        if not record.ok:
+            self.failed.append({"plan": arm.name, "kind": arm.kind, "reason": record.reason})
+            return
+        self.plans += record.plans
+        self.summary.append(record.summary)
+        self.rounds.append(record.frame("rounds"))
+        self.leakage.append(record.frame("leakage"))
+        self.leaks[arm.name] = record.device_leaks()
+        self.epsilons[arm.name] = record.epsilon
 
     def tables(self, arms: list[Arm]) -> dict[str, pd.DataFrame]:
         """The evaluation's tables (:data:`~hasfl_sec.results.EVAL_TABLES`) from the rows."""
         tables = {"plans": pd.DataFrame(self.plans), "summary": pd.DataFrame(self.summary),
                   "rounds": pd.concat(self.rounds, ignore_index=True),
-                  "leakage": pd.concat(self.leakage, ignore_index=True)}
-        tables["defenses"] = (defense_table(arms, tables["summary"], tables["leakage"], self.epsilons)
-                              if any(a.kind == "defense" for a in arms) else pd.DataFrame())
+                  "leakage": pd.concat(self.leakage, ignore_index=True),
+                  "failed": pd.DataFrame(self.failed, columns=EVAL_TABLES["failed"])}
+        finished = [a for a in arms if a.name in self.leaks]
+        has_reference = "sfl" in self.leaks
+        tables["defenses"] = (defense_table(finished, tables["summary"], tables["leakage"], self.epsilons)
+                              if has_reference and any(a.kind == "defense" for a in finished) else pd.DataFrame())
         tables["pareto"] = pareto_table(tables["plans"], tables["summary"], self.leaks)
         return tables
 
 
-def _run_arm(arm: Arm, cfg: ExperimentConfig, bound: BoundConstants | None, template: AuditConfig, work: Path,
-             rows: _Rows, bar: _Progress) -> None:
-    """Train one arm, audit the devices that represent each (cut, noise) of its plan on the trained
-    run in memory, and add its rows."""
-    run_dir = work / "runs" / arm.name
-    bar.step(f"train {arm.name}")
-    t0 = time.perf_counter()
-    result = train(cfg, out_dir=run_dir, bound=bound)
-    rows.timings[f"train {arm.name}"] = time.perf_counter() - t0
-    bar.done()
-    rows.epsilons[arm.name] = _epsilon(result.trainer.defense.report())  # before the audit's replay advances it
-    plan = result.plan
-    reps = representatives(plan.cuts, plan_noise(plan))
-
-    bar.step(f"audit {arm.name}")
-    t0 = time.perf_counter()
-    audited = audit_trained(result, dataclasses.replace(template, devices=sorted(set(reps.values()))))
-    write_audit(audited, run_dir / "audit")
-    rows.timings[f"audit {arm.name}"] = time.perf_counter() - t0
-    bar.done()
-    for grid in sorted((run_dir / "audit").glob("reconstructions_*.png")):
-        attack = grid.stem.removeprefix("reconstructions_")
-        shutil.copyfile(grid, work / "figures" / f"reconstructions_{arm.name}_{attack}.png")
-
-    frame = audited.frame.copy()
-    frame.insert(0, "plan", arm.name)
-    rows.leakage.append(frame)
-    per_device = device_leakage(frame, reps, plan.cuts)
-    rows.leaks[arm.name] = {d: v for d, (v, _) in per_device.items()}
-    predicted = (plan.privacy or {}).get("leakage")
-    cut_names = {cp.cut: cp.name for cp in result.profile.cuts}
-    rows.plans += plan_rows(arm, plan, result.fleet, cut_names, cfg.privacy.metric, predicted)
-    rows.summary.append(summary_row(arm, defense=str(audited.meta.get("defense", describe_defenses(cfg.defense))),
-                                    budget_metric=cfg.privacy.metric, rounds=result.rounds, plan=plan,
-                                    target=cfg.optimizer.target_accuracy or 0.9, leaks=per_device,
-                                    wall_time_s=result.wall_time_s))
-    r = result.rounds[["round", "sim_time_s", "wall_time_s", "train_loss", "test_accuracy"]].copy()
-    r.insert(0, "plan", arm.name)
-    rows.rounds.append(r)
+def finish_point(point: Point, name: str, start: float) -> EvalResult:
+    """Tables, figures, ``eval.json`` and the report in ``point.work`` from the cells' records, in
+    arm order. Raises :class:`EvalFailed` when no cell finished."""
+    work, arms = point.work, point.arms
+    rows = _Rows()
+    for arm in arms:
+        rows.add(arm, point.records[arm.name])
+    if not rows.summary:
+        reasons = "; ".join(f"{f['plan']}: {f['reason']}" for f in rows.failed)
+        raise EvalFailed(f"every cell of the evaluation failed ({reasons}); their folders are kept in {work}")
+    tables = rows.tables(arms)
+    for table in EVAL_TABLES:
+        path = work / f"{table}.csv"
+        path.unlink(missing_ok=True)  # a continued evaluation's work folder may hold older tables
+        if not tables[table].empty:
+            tables[table].to_csv(path, index=False)
+    figures = work / "figures"
+    shutil.rmtree(figures, ignore_errors=True)
+    figures.mkdir()
+    for arm in arms:
+        for grid in sorted((work / "runs" / arm.name / "audit").glob("reconstructions_*.png")):
+            attack = grid.stem.removeprefix("reconstructions_")
+            shutil.copyfile(grid, figures / f"reconstructions_{arm.name}_{attack}.png")
+    meta = _meta(point, name, start)
+    (work / "eval.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    build_report(work)
+    computed = [c.name for c in point.cells if c.name not in point.reused]
+    return EvalResult(work, tables, time.perf_counter() - start, computed, list(point.reused))
 
 
-def _meta(config: ExperimentConfig, settings: EvalSettings, arms: list[Arm], timings: dict[str, float],
-          name: str, start: float) -> dict[str, Any]:
-    """``eval.json``: what ran, with which settings and versions, how long it took since ``start``
-    (``time.perf_counter``; everything but writing the report), and the notes."""
+def _meta(point: Point, name: str, start: float) -> dict[str, Any]:
+    """``eval.json``: what ran, with which settings and versions, each cell's key, status and
+    timings, how long the evaluation took since ``start`` (``time.perf_counter``; everything but
+    writing the report), and the notes."""
+    config, settings, arms, cells, records = point.config, point.settings, point.arms, point.cells, point.records
     reference = class_mean_ssim(config_dataset(config), config.seed)
     notes = [f"Label-only reference: the class-mean image of the auxiliary data scores SSIM {reference:.3f} "
              "against the victims' images. HASFL sends labels to the edge server, so it reconstructs at "
@@ -278,7 +427,16 @@ def _meta(config: ExperimentConfig, settings: EvalSettings, arms: list[Arm], tim
              "strongest (adaptive) attack far below it.",
              "Defense settings are trained on the sfl plan at plan.cut; their predicted time to target is "
              "the undefended plan's (the bound does not model these defenses)."]
+    failed = [r for r in records.values() if not r.ok]
+    if failed:
+        notes.append(f"{len(failed)} of {len(records)} cells failed and are missing from every table but "
+                     "'Failed cells': " + ", ".join(r.name for r in failed) + ".")
+    if "sfl" not in {r.name for r in records.values() if r.ok} and any(a.kind == "defense" for a in arms):
+        notes.append("The defenses table is missing: its undefended reference, the sfl arm, did not finish.")
+    timings = {f"{step} {r.name}": float(s) for r in records.values() for step, s in r.timings.items()}
     return {"name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config": config.to_dict(), "settings": settings.to_dict(), "arms": [vars(a) for a in arms],
-            "timings": timings, "wall_time_s": time.perf_counter() - start, "versions": package_versions(),
-            "notes": notes}
+            "cells": {c.name: {"key": c.key, "status": records[c.name].status, "reason": records[c.name].reason}
+                      for c in cells},
+            "code": code_version(), "timings": timings, "wall_time_s": time.perf_counter() - start,
+            "versions": package_versions(), "notes": notes}

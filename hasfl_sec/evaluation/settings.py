@@ -29,7 +29,8 @@ from ..typed import build_dataclass
 #: The report name of an evaluation that is given none (see :attr:`EvalSettings.name`).
 DEFAULT_NAME = "default"
 
-__all__ = ["DEFAULT_NAME", "DefenseSweep", "EvalSettings", "Arm", "load_settings", "default_sweeps"]
+__all__ = ["DEFAULT_NAME", "DefenseSweep", "EvalSettings", "Arm", "load_settings", "settings_from_mapping",
+           "default_sweeps"]
 
 
 @dataclass
@@ -133,9 +134,16 @@ def load_settings(path: str | Path | None = None, **changes: Any) -> EvalSetting
             raise ConfigError("--eval-config", str(path), "a mapping of eval settings")
         values.update(loaded)
     values.update({k: v for k, v in changes.items() if v is not None})
+    return settings_from_mapping(values)
+
+
+def settings_from_mapping(values: dict[str, Any], field: str = "eval") -> EvalSettings:
+    """Settings from a mapping (defaults for what it leaves out), type- and range-checked; errors
+    name ``field`` (``grid.eval`` for a sweep's grid file)."""
+    values = dict(values)
     if "defenses" in values and isinstance(values["defenses"], list):
         values["defenses"] = [d if isinstance(d, dict) else asdict(d) for d in values["defenses"]]
-    return build_dataclass(EvalSettings, values, "eval").validate()
+    return build_dataclass(EvalSettings, values, field).validate()
 
 
 @dataclass

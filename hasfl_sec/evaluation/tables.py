@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 from ..metrics import image_report
@@ -79,8 +80,9 @@ def device_leakage(leakage: pd.DataFrame, reps: dict[int, int],
     """
     rows = leakage[(leakage["metric"] == RECONSTRUCTION_METRIC) & (leakage["attack"] != "none")
                    & leakage["value"].notna() & leakage["device"].notna()]  # diverged on every image: no score
-    rows = rows[[int(c) == int(cuts[int(d)]) if 0 <= int(d) < len(cuts) else False
-                 for d, c in zip(rows["device"], rows["cut"])]]
+    at_own_cut = [int(c) == int(cuts[int(d)]) if 0 <= int(d) < len(cuts) else False
+                  for d, c in zip(rows["device"], rows["cut"])]
+    rows = rows.loc[np.asarray(at_own_cut, dtype=bool)]  # a plain empty list would select no *columns*
     by_device: dict[int, tuple[float, str]] = {}
     for dev, group in rows.groupby("device"):
         best = group.loc[group["value"].idxmax()]

@@ -3,6 +3,8 @@
 Everything is produced in a hidden temporary directory inside the eval directory first; only
 when the figures, the HTML and the Markdown all exist are they moved into place (figures first,
 the two reports last, each by an atomic rename). A failure leaves the previous report untouched.
+The eval directory is locked (:mod:`hasfl_sec.locks`) meanwhile: two rebuilds of one report, or a
+rebuild and another command writing the folder, cannot interleave.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
+from ..locks import lock_folder
 from .doc import Document
 from .figures import FIGURES, draw_figures
 from .html import render_html
@@ -49,8 +52,17 @@ def build_report(eval_dir: str | Path, field_name: str = "DIR") -> tuple[Path, P
 
     Raises:
         ConfigError: ``eval_dir`` is not an eval directory or one of its tables is malformed
-            (one line naming ``field_name`` and the file). Nothing is written then.
+            (one line naming ``field_name`` and the file), or another process is writing it.
+            Nothing is written then.
     """
+    if not Path(eval_dir).is_dir():  # nothing to lock: load_eval says what is wrong, and no parent is created
+        return _build_locked(eval_dir, field_name)
+    with lock_folder(eval_dir, field_name):
+        return _build_locked(eval_dir, field_name)
+
+
+def _build_locked(eval_dir: str | Path, field_name: str) -> tuple[Path, Path]:
+    """:func:`build_report` once the eval directory is locked."""
     data = load_eval(eval_dir, field_name)
     eval_dir = data.path
     work = eval_dir / ".report.tmp"

@@ -10,7 +10,9 @@ in one line):
 4. Reconstructions -- the audits' grids of originals and reconstructions.
 5. Defenses -- accuracy cost against leakage reduction, adaptive against unaware attackers.
 6. Pareto front -- leakage against time to target per device class.
-7. Notes -- the eval's notes, timings, settings and versions.
+7. Failed cells -- the cells of the evaluation that did not finish, each with its reason (only
+   when there are some).
+8. Notes -- the eval's notes, timings, settings and versions.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ SECTIONS = {
     "reconstructions": "Reconstructions",
     "defenses": "Defenses",
     "pareto": "Pareto front",
+    "failed": "Failed cells",
     "notes": "Notes",
 }
 
@@ -206,6 +209,13 @@ def _pareto(data: EvalData, figures: list[str]) -> list[Block]:
     return blocks
 
 
+def _failed(data: EvalData) -> list[Block]:
+    return [table(data.table("failed"), {"plan": "cell", "kind": "kind", "reason": "reason"},
+                  "Cells that did not finish (missing from every other table)"),
+            Text("Run the same evaluation again into the same output (with --overwrite) to compute just "
+                 "these: finished cells are reused.")]
+
+
 def _plain(value: object) -> str:
     """A setting's value as short text: mappings as ``k: v`` pairs, lists comma-separated."""
     if isinstance(value, dict):
@@ -238,12 +248,12 @@ def build_document(data: EvalData, figures: list[str], grids: list[str]) -> Docu
     ``reconstructions_*.png`` files (both names inside ``figures/``)."""
     have = {"plans": data.has("plans"), "training": data.has("summary") or data.has("rounds"),
             "leakage": data.has("leakage"), "reconstructions": bool(grids), "defenses": data.has("defenses"),
-            "pareto": data.has("pareto"), "notes": True}
+            "pareto": data.has("pareto"), "failed": data.has("failed"), "notes": True}
     builders = {
         "plans": lambda: _plans(data), "training": lambda: _training(data, figures),
         "leakage": lambda: _leakage(data, figures), "reconstructions": lambda: _reconstructions(data, grids),
         "defenses": lambda: _defenses(data, figures), "pareto": lambda: _pareto(data, figures),
-        "notes": lambda: _notes(data),
+        "failed": lambda: _failed(data), "notes": lambda: _notes(data),
     }
     sections = []
     for key in SECTIONS:
@@ -253,7 +263,7 @@ def build_document(data: EvalData, figures: list[str], grids: list[str]) -> Docu
             sections.append(Section(key, SECTIONS[key], blocks))
     absent = []
     for key in SECTIONS:
-        if not have[key]:
+        if not have[key] and key != "failed":  # no failed cells is not missing data
             why = [data.missing[t] for t in _ABSENT_REASON.get(key, []) if t in data.missing]
             absent.append(f"{SECTIONS[key]} ({', '.join(why) or 'no figures/reconstructions_*.png'})")
     title = f"hasfl-sec report: {data.meta.get('name') or data.path.name}"

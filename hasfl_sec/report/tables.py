@@ -37,11 +37,12 @@ REQUIRED: dict[str, list[str]] = {
     "leakage": ["plan", "device", "cut", "attack", "metric", "value"],
     "defenses": ["defense", "attack", "ssim", "accuracy_drop"],
     "pareto": ["plan", "device_class", "leakage", "on_front"],
+    "failed": ["plan", "reason"],
 }
 
 #: columns read as text whatever they look like (empty cells become "").
-_TEXT = {"plan", "strategy", "kind", "budget_metric", "device_class", "cut_name", "defense", "strongest_attack", "setting",
-         "attack", "run_id", "phase", "metric", "seeds", "source", "threat_model", "params"}
+_TEXT = {"plan", "strategy", "kind", "budget_metric", "device_class", "cut_name", "defense", "strongest_attack",
+         "setting", "attack", "run_id", "phase", "metric", "seeds", "source", "threat_model", "params", "reason"}
 _BOOL = {"adaptive", "on_front"}
 
 

@@ -24,6 +24,7 @@ from ..defenses.base import Defense
 from ..defenses.build import describe_defenses
 from ..errors import ConfigError
 from ..fleet import Fleet
+from ..locks import lock_folder
 from ..models import ModelProfile
 from ..planning.bound import BoundConstants
 from ..results import RunDir, atomic_torch_save, metrics_frame
@@ -169,7 +170,17 @@ def train(
         defenses: defense hooks applied at the exchange points.
         bound: bound constants for the planner, instead of a warm-up (saved as ``bound.json``).
     """
-    config, run, manifest = _open_run(config, out_dir, resume)
+    config, path = _run_target(config, out_dir, resume)
+    # one writer per run directory: taken before the directory is checked, read or written, and
+    # held to the end, so a second train (or an audit) of the same folder is refused at once
+    with lock_folder(path, "--out"):
+        return _train_locked(config, path, resume, progress, defenses, bound)
+
+
+def _train_locked(config: ExperimentConfig | None, path: Path, resume: bool, progress: bool,
+                  defenses: Sequence[Defense], bound: BoundConstants | None) -> TrainResult:
+    """:func:`train` once the run directory ``path`` is locked."""
+    config, run, manifest = _open_run(config, path, resume)
     # every input check happens here, before anything is written
     saved = (read_run_file(run, "fleet.yaml"), read_run_file(run, "plan.json")) if resume else (None, None)
     setup = prepare(config, fleet=saved[0], plan=saved[1], bound=None if resume else bound)
@@ -197,21 +208,32 @@ def train(
     return result
 
 
-def _open_run(config: ExperimentConfig | None, out_dir: str | Path | None, resume: bool
+def _run_target(config: ExperimentConfig | None, out_dir: str | Path | None, resume: bool
+                ) -> tuple[ExperimentConfig | None, Path]:
+    """The run directory to lock and write: ``out_dir``, or for a new run without one the generated
+    ``runs/<time>-<hash>``; a new run's config is validated here (the hash needs it), a resumed
+    run's config comes from its folder once it is locked."""
+    if resume:
+        if out_dir is None:
+            raise ConfigError("--out", None, "the directory of the run to resume")
+        return config, Path(out_dir)
+    config = (config or ExperimentConfig()).validate()
+    return config, Path(out_dir) if out_dir is not None else _default_out(config)
+
+
+def _open_run(config: ExperimentConfig | None, path: Path, resume: bool
               ) -> tuple[ExperimentConfig, RunDir, dict[str, Any] | None]:
     """The config and run directory of a new run (which must be new or empty), or of the unfinished
     run to resume (its own config, and its manifest)."""
     if resume:
-        if out_dir is None:
-            raise ConfigError("--out", None, "the directory of the run to resume")
-        run = RunDir(out_dir)
+        run = RunDir(path)
         config = _resume_config(run, config)
         manifest = read_run_file(run, "manifest.json")
         if manifest.get("status") == "ok":
             raise ConfigError("--resume", str(run.path), "an unfinished run", "this run already finished")
         return config, run, manifest
-    config = (config or ExperimentConfig()).validate()
-    run = RunDir(out_dir if out_dir is not None else _default_out(config))
+    assert config is not None  # validated by _run_target
+    run = RunDir(path)
     if run.path.exists() and not run.path.is_dir():
         raise ConfigError("--out", str(run.path), "a directory (new or empty)", "a file has that name")
     if run.path.exists() and any(run.path.iterdir()):

@@ -1,0 +1,289 @@
+"""Cells: the independent units an evaluation is made of (docs/design.md section 3.1).
+
+A cell is one arm of an evaluation (a plan, a privacy budget or a defense setting): it trains, audits
+the devices that represent each (cut, noise) of its plan, and writes its own run folder
+``runs/<arm>/``. It needs nothing from other cells but the shared bound constants, so cells run in
+any order, in any process or on any machine (:mod:`~hasfl_sec.evaluation.executors`).
+
+A cell is identified by its *key*: a hash of everything that determines its result -- the arm,
+its resolved experiment config (seed included), the audit settings, the bound constants its planner
+uses, the torch threads it runs with (thread count changes floating-point summation order) and the
+code version (package version, a hash of the package's sources and the numeric libraries'
+versions). The key is recorded in ``runs/<arm>/cell.json``, which is written last, atomically:
+a folder whose ``cell.json`` is missing, names another key or lists a file that is gone is not a
+finished cell and is computed again. A changed setting changes exactly the keys of the cells it
+affects.
+
+``cell.json`` also holds the cell's rows of the evaluation tables. The evaluation always builds
+its tables from these records read back from disk, whichever executor ran the cell and whether it
+ran now or in an earlier, interrupted evaluation, so the tables are the same in every case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..audit.config import AuditConfig
+from ..audit.entry import audit_trained
+from ..audit.output import write_audit
+from ..config import ExperimentConfig
+from ..defenses.build import describe_defenses
+from ..errors import HasflError
+from ..planning.bound import BoundConstants
+from ..planning.strategies import BOUND_STRATEGIES
+from ..results import atomic_write_text, package_versions
+from ..runs.training import train
+from .settings import Arm
+from .tables import device_leakage, plan_noise, plan_rows, representatives, summary_row
+
+__all__ = ["Cell", "CellRecord", "CELL_FILE", "code_version", "make_cell", "run_cell", "read_cell", "fail_cell",
+           "torch_threads"]
+
+logger = logging.getLogger(__name__)
+
+#: The file that marks a finished (or failed) cell; written last.
+CELL_FILE = "cell.json"
+#: A failed cell's traceback, for the user who wants more than the one-line reason.
+ERROR_FILE = "error.txt"
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """The package version and a short hash of the package's Python sources (its attack and
+    defense subpackages included): any edit to the code changes it."""
+    import hasfl_sec
+
+    digest = hashlib.sha256()
+    roots = sorted({Path(p).resolve() for p in hasfl_sec.__path__})
+    for sub in ("attacks", "defenses"):
+        module = __import__(f"hasfl_sec.{sub}", fromlist=["__path__"])
+        roots += sorted(Path(p).resolve() for p in module.__path__)
+    for root in roots:
+        for path in sorted(root.rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return f"{package_versions().get('hasfl-sec', '?')}+{digest.hexdigest()[:12]}"
+
+
+@dataclass
+class Cell:
+    """One cell: the arm, its experiment config, the audit template (devices are chosen from the
+    plan when the cell runs), the torch threads it runs with, the bound constants its planner uses
+    (None for planners without a bound) and its key."""
+
+    arm: Arm
+    config: ExperimentConfig
+    audit: AuditConfig
+    threads: int
+    bound: BoundConstants | None
+    key: str
+
+    @property
+    def name(self) -> str:
+        """The arm's name: the run folder's name and the ``plan`` column of every table."""
+        return self.arm.name
+
+
+def make_cell(arm: Arm, config: ExperimentConfig, audit: AuditConfig, threads: int,
+              bound: BoundConstants | None) -> Cell:
+    """The cell of ``arm``, with its key (see module doc). The bound enters the key only when the
+    arm's planner uses it."""
+    used = bound if config.plan.strategy in BOUND_STRATEGIES else None
+    payload = {"arm": dataclasses.asdict(arm), "config": config.to_dict(), "audit": dataclasses.asdict(audit),
+               "bound": used.to_dict() if used is not None else None, "threads": threads, "code": code_version(),
+               "versions": {k: v for k, v in package_versions().items() if k != "hasfl-sec"}}
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return Cell(arm, config, audit, threads, used, hashlib.sha256(text.encode()).hexdigest()[:20])
+
+
+@dataclass
+class CellRecord:
+    """What ``cell.json`` holds: the cell's status and, when it finished, its rows of the tables.
+
+    Attributes:
+        name, key: the cell's arm name and key.
+        status: ``ok`` or ``failed``; ``reason`` is a failure's one line.
+        plans, summary: rows of ``plans.csv`` and ``summary.csv``.
+        rounds, leakage: the cell's parts of ``rounds.csv`` and ``leakage.csv`` (column names and rows).
+        leaks: per device, the strongest attack's leakage at its cut (for the Pareto table).
+        epsilon: the largest finite privacy loss a defense claims (NaN: none).
+        timings: wall-clock seconds of ``train`` and ``audit``.
+        files: every file of the run folder and its size, to verify the folder is complete.
+    """
+
+    name: str
+    key: str
+    status: str = "ok"
+    reason: str = ""
+    plans: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    rounds: dict[str, list] = field(default_factory=dict)
+    leakage: dict[str, list] = field(default_factory=dict)
+    leaks: dict[str, float] = field(default_factory=dict)
+    epsilon: float = math.nan
+    timings: dict[str, float] = field(default_factory=dict)
+    files: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the cell finished."""
+        return self.status == "ok"
+
+    def frame(self, part: str) -> pd.DataFrame:
+        """``rounds`` or ``leakage`` as a DataFrame."""
+        table = getattr(self, part)
+        return pd.DataFrame(table.get("data", []), columns=table.get("columns", []))
+
+    def device_leaks(self) -> dict[int, float]:
+        """``leaks`` with integer device ids (JSON keys are strings)."""
+        return {int(d): float(v) for d, v in self.leaks.items()}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe Python scalars for numpy ones (floats keep every bit: JSON writes ``repr``)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON-serializable: {type(value).__name__}")
+
+
+def _table(frame: pd.DataFrame) -> dict[str, list]:
+    return {"columns": [str(c) for c in frame.columns], "data": frame.astype(object).to_numpy().tolist()}
+
+
+def _files(run_dir: Path) -> dict[str, int]:
+    return {str(p.relative_to(run_dir)): p.stat().st_size for p in sorted(run_dir.rglob("*"))
+            if p.is_file() and p.name not in (CELL_FILE, ERROR_FILE)}
+
+
+def _write(record: CellRecord, run_dir: Path) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(dataclasses.asdict(record), indent=1, default=_plain)
+    atomic_write_text(run_dir / CELL_FILE, text + "\n")
+
+
+def read_cell(run_dir: Path, key: str | None = None) -> CellRecord | None:
+    """The record in ``run_dir/cell.json``; None if there is none, it does not parse, it names
+    another key than ``key`` (when given), or a finished cell's files are missing or changed size."""
+    try:
+        values = json.loads((run_dir / CELL_FILE).read_text())
+        record = CellRecord(**values)
+    except (OSError, ValueError, TypeError):
+        return None
+    if key is not None and record.key != key:
+        return None
+    if record.ok:
+        for name, size in record.files.items():
+            path = run_dir / name
+            if not path.is_file() or path.stat().st_size != size:
+                return None
+    return record
+
+
+def _reason(exc: BaseException) -> str:
+    """A failure in one line: our own errors say it already; others get their type."""
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, HasflError) and text else f"{type(exc).__name__}: {text}" if text \
+        else type(exc).__name__
+
+
+def fail_cell(cell: Cell, run_dir: Path, reason: str) -> CellRecord:
+    """Record ``cell`` as failed with ``reason`` (one line) in ``run_dir``."""
+    record = CellRecord(cell.name, cell.key, status="failed", reason=reason)
+    _write(record, run_dir)
+    return record
+
+
+class torch_threads:
+    """Run a block with ``n`` torch CPU threads, restoring the caller's setting afterwards."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.before = 0
+
+    def __enter__(self) -> "torch_threads":
+        import torch
+
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        torch.set_num_threads(self.before)
+
+
+def run_cell(cell: Cell, run_dir: Path) -> CellRecord:
+    """Compute ``cell`` into ``run_dir`` (emptied first) and write its ``cell.json``.
+
+    A failure is recorded (one-line reason in ``cell.json``, the traceback in ``error.txt``) and
+    returned, never raised: the other cells of the evaluation go on. Interrupts (Ctrl-C) propagate.
+    """
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    try:
+        with torch_threads(cell.threads):
+            record = _compute(cell, run_dir)
+    except Exception as exc:  # one cell's failure must not stop the others (recorded, not hidden)
+        logger.error("cell %s failed: %s", cell.name, _reason(exc))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ERROR_FILE).write_text("".join(traceback.format_exception(exc)))
+        return fail_cell(cell, run_dir, _reason(exc))
+    record.files = _files(run_dir)
+    _write(record, run_dir)
+    return record
+
+
+def _compute(cell: Cell, run_dir: Path) -> CellRecord:
+    """Train the cell's arm, audit the devices that represent each (cut, noise) of its plan on the
+    trained run in memory, and return its rows."""
+    arm, cfg = cell.arm, cell.config
+    t0 = time.perf_counter()
+    result = train(cfg, out_dir=run_dir, bound=cell.bound)
+    timings = {"train": time.perf_counter() - t0}
+    epsilon = _epsilon(result.trainer.defense.report())  # before the audit's replay advances it
+    plan = result.plan
+    reps = representatives(plan.cuts, plan_noise(plan))
+    t0 = time.perf_counter()
+    audited = audit_trained(result, dataclasses.replace(cell.audit, devices=sorted(set(reps.values()))))
+    write_audit(audited, run_dir / "audit")
+    timings["audit"] = time.perf_counter() - t0
+
+    leakage = audited.frame.copy()
+    leakage.insert(0, "plan", arm.name)
+    per_device = device_leakage(leakage, reps, plan.cuts)
+    cut_names = {cp.cut: cp.name for cp in result.profile.cuts}
+    summary = summary_row(arm, defense=str(audited.meta.get("defense", describe_defenses(cfg.defense))),
+                          budget_metric=cfg.privacy.metric, rounds=result.rounds, plan=plan,
+                          target=cfg.optimizer.target_accuracy or 0.9, leaks=per_device,
+                          wall_time_s=result.wall_time_s)
+    rounds = result.rounds[["round", "sim_time_s", "wall_time_s", "train_loss", "test_accuracy"]].copy()
+    rounds.insert(0, "plan", arm.name)
+    return CellRecord(
+        cell.name, cell.key, plans=plan_rows(arm, plan, result.fleet, cut_names, cfg.privacy.metric,
+                                             (plan.privacy or {}).get("leakage")),
+        summary=summary, rounds=_table(rounds), leakage=_table(leakage),
+        leaks={str(d): float(v) for d, (v, _) in per_device.items()}, epsilon=epsilon, timings=timings)
+
+
+def _epsilon(report: dict[str, float]) -> float:
+    """The largest finite privacy loss in a defense report (NaN when no defense claims one; an
+    unbounded epsilon, written as null in the run's manifest, claims none)."""
+    values = [float(v) for k, v in report.items() if k.endswith("epsilon") and math.isfinite(float(v))]
+    return max(values) if values else math.nan
