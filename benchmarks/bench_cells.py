@@ -8,15 +8,16 @@ Three parts, each printing a table (``--part``):
 * ``ray`` -- the same small evaluation (``--cells`` cells of a tiny config) on the local pool and
   on a local Ray instance with the same number of workers. Overhead per cell is
   ``(wall x workers - sum of the cells' own compute time) / cells`` for each backend, so it holds
-  process start-up, imports, data loading, scheduling and (for Ray) the archive round trip. Ray's
-  start-up (``ray.init``) is timed apart.
+  process start-up, imports, data loading, scheduling, the bound estimate in the driver (the same
+  for both) and, for Ray, the archive round trip. Ray's start-up (``ray.init``) is timed apart.
+  The backends alternate over ``--trials``; medians are printed.
 * ``projection`` -- one cell of a realistic configuration (ResNet-18, 32x32 inputs, 20 devices)
   timed for a few rounds; its per-round cost scaled to ``--study-rounds`` gives a per-cell cost,
   and ``cells x cost / workers`` the wall time of a study on 1, 8 and 64 workers. The assumptions
   are printed with the table.
 
     python benchmarks/bench_cells.py --part workers
-    python benchmarks/bench_cells.py --part ray --cells 8 --workers 2
+    python benchmarks/bench_cells.py --part ray --cells 16 --workers 2 --trials 3
     python benchmarks/bench_cells.py --part projection --rounds 3
 """
 
@@ -76,7 +77,7 @@ def part_workers(tmp: Path) -> None:
     print(f"identical tables (wall-time columns aside): {same}")
 
 
-def part_ray(tmp: Path, cells: int, workers: int) -> None:
+def part_ray(tmp: Path, cells: int, workers: int, trials: int) -> None:
     import ray
 
     sigmas = [0.5 + 0.25 * i for i in range(max(0, cells - 2))]
@@ -89,18 +90,24 @@ def part_ray(tmp: Path, cells: int, workers: int) -> None:
     ray.init(num_cpus=workers, include_dashboard=False, logging_level="WARNING")
     init_s = time.perf_counter() - t0
     try:
-        for backend in ("local", "ray"):
-            t0 = time.perf_counter()
-            result = run_eval(config, settings, out=tmp / backend,
-                              executor=ExecutorConfig(backend=backend, workers=workers))
-            wall = time.perf_counter() - t0
-            compute = _compute_seconds(result.out)
-            n = len(result.computed)
-            rows.append({"backend": backend, "cells": n, "workers": workers, "wall_s": wall, "cells_compute_s": compute,
-                         "overhead_per_cell_s": (wall * workers - compute) / n})
+        for trial in range(trials):  # the backends alternate, so machine noise hits both alike
+            for backend in ("local", "ray"):
+                t0 = time.perf_counter()
+                result = run_eval(config, settings, out=tmp / f"{backend}{trial}",
+                                  executor=ExecutorConfig(backend=backend, workers=workers))
+                wall = time.perf_counter() - t0
+                compute = _compute_seconds(result.out)
+                n = len(result.computed)
+                rows.append({"trial": trial, "backend": backend, "cells": n, "workers": workers, "wall_s": wall,
+                             "cells_compute_s": compute, "overhead_per_cell_s": (wall * workers - compute) / n})
     finally:
         ray.shutdown()
-    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.2f}"))
+    frame = pd.DataFrame(rows)
+    print(frame.to_string(index=False, float_format=lambda x: f"{x:.2f}"))
+    medians = frame.groupby("backend")[["wall_s", "overhead_per_cell_s"]].median()
+    print(medians.to_string(float_format=lambda x: f"{x:.2f}"))
+    print(f"ray - local overhead per cell (medians): "
+          f"{medians.loc['ray', 'overhead_per_cell_s'] - medians.loc['local', 'overhead_per_cell_s']:+.2f} s")
     print(f"ray.init (local instance, {workers} CPUs): {init_s:.1f} s, once per evaluation")
     print("wall time includes the bound estimate in the driver, the same for both backends")
 
@@ -108,8 +115,11 @@ def part_ray(tmp: Path, cells: int, workers: int) -> None:
 def part_projection(tmp: Path, rounds: int, study_rounds: int) -> None:
     from hasfl_sec.runs.training import train
 
+    # A fixed plan (b = 16, cut 2 on every device): the bound's warm-up and calibration are not part
+    # of a cell (an evaluation estimates them once for all its cells).
     config = load_config(overrides=["model.name=resnet18", "data.image_size=32", "fleet.num_devices=20",
-                                    "plan.strategy=sfl", f"train.rounds={rounds}", "train.eval_every=1000000"])
+                                    "plan.strategy=fixed", "plan.cut=2", "plan.batch_size=16",
+                                    f"train.rounds={rounds}", "train.eval_every=1000000"])
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     result = train(config, out_dir=tmp / "resnet")
@@ -118,7 +128,7 @@ def part_projection(tmp: Path, rounds: int, study_rounds: int) -> None:
     setup_s = train_s - float(result.rounds["wall_time_s"].iloc[-1])
     cell_s = setup_s + per_round * study_rounds
     cells = 4 * 6 * 5
-    print(f"measured: ResNet-18, 32x32, 20 devices, b=16, 1 thread: {per_round:.2f} s per round "
+    print(f"measured: ResNet-18, 32x32, 20 devices, b=16, cut 2, 1 thread: {per_round:.2f} s per round "
           f"({rounds} rounds), {setup_s:.1f} s set-up")
     print(f"one cell of {study_rounds} rounds: {cell_s / 3600:.2f} h (training only; audit and evaluation excluded)")
     rows = []
@@ -138,6 +148,7 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--study-rounds", type=int, default=400)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -145,7 +156,7 @@ def main() -> None:
         if args.part == "workers":
             part_workers(Path(tmp))
         elif args.part == "ray":
-            part_ray(Path(tmp), args.cells, args.workers)
+            part_ray(Path(tmp), args.cells, args.workers, args.trials)
         else:
             part_projection(Path(tmp), args.rounds, args.study_rounds)
 

@@ -96,7 +96,8 @@ EXECUTOR_OPTIONS = [
     click.option("--threads", type=int, default=1, show_default=True, help="Torch CPU threads per cell. Results "
                  "depend on it (summation order), not on --workers or --backend."),
     click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
-                 help='Where cells run: worker processes on this machine, or Ray tasks (pip install "hasfl-sec[ray]").'),
+                 help='Where cells run: worker processes on this machine, or Ray tasks '
+                 '(pip install "hasfl-sec[ray]").'),
     click.option("--address", help="Ray cluster to join with --backend ray (auto or host:port) [a local instance]."),
     click.option("--fresh", is_flag=True, help="Compute every cell: reuse none from an interrupted or replaced run "
                  "into the same output."),

@@ -27,18 +27,20 @@ import logging
 import multiprocessing
 import os
 import signal
+import socket
 import tarfile
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from ..errors import ConfigError, check
 from ..registry import Registry
 from .cells import Cell, code_version, fail_cell, run_cell
 
-__all__ = ["ExecutorConfig", "EXECUTORS", "default_workers", "Task", "Done"]
+__all__ = ["ExecutorConfig", "EXECUTORS", "default_workers", "session", "Task", "Done"]
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +104,9 @@ class ExecutorConfig:
                   "an integer from 1 to 1024")
         if self.address is not None:
             check(self.backend == "ray", "--address", self.address, "only with --backend ray")
+        if self.backend == "ray":
+            _import_ray()
+            _check_reachable(self.address)
         return self
 
 
@@ -257,6 +262,21 @@ def ray_cell(cell: Cell, code: str) -> bytes:
         return _pack(run_dir)
 
 
+def _check_reachable(address: str | None) -> None:
+    """Refuse at once a ``host:port`` nothing listens on (Ray itself would retry for minutes)."""
+    if address is None or address == "auto":
+        return
+    text = address.split("://", 1)[-1]
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError("--address", address, "auto, host:port or ray://host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError("--address", address, "a reachable Ray cluster (auto or host:port)",
+                          f"nothing answers there: {exc.strerror or exc}") from None
+
+
 def _import_ray() -> Any:
     try:
         import ray
@@ -265,22 +285,41 @@ def _import_ray() -> Any:
     return ray
 
 
-@EXECUTORS.register("ray", help="Ray tasks on a local instance or a cluster (--address)")
-def run_ray(tasks: list[Task], config: ExecutorConfig, done: Done) -> None:
-    """Run ``tasks`` as Ray tasks (see module doc)."""
+def _connect(ray: Any, config: ExecutorConfig, cells: int) -> None:
+    """Start a local Ray instance (``num_cpus`` = workers x threads) or join ``config.address``."""
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+    if config.address is None:
+        kwargs["num_cpus"] = (config.workers or default_workers(config.threads, cells)) * config.threads
+    try:
+        ray.init(address=config.address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise ConfigError("--address", config.address, "a reachable Ray cluster (auto or host:port)",
+                          " ".join(str(exc).split())[:200]) from None
+
+
+@contextmanager
+def session(config: ExecutorConfig, cells: int) -> Iterator[None]:
+    """Connect to the backend for a block (Ray: start or join it, and leave it at the end), so that
+    an unreachable cluster is refused before any work; a no-op for ``local``."""
+    if config.backend != "ray":
+        yield
+        return
     ray = _import_ray()
     started = not ray.is_initialized()
     if started:
-        kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
-        if config.address is None:
-            workers = config.workers or default_workers(config.threads, len(tasks))
-            kwargs["num_cpus"] = workers * config.threads
-        try:
-            ray.init(address=config.address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ConfigError("--address", config.address, "a reachable Ray cluster (auto or host:port)",
-                              " ".join(str(exc).split())[:200]) from None
+        _connect(ray, config, cells)
     try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+@EXECUTORS.register("ray", help="Ray tasks on a local instance or a cluster (--address)")
+def run_ray(tasks: list[Task], config: ExecutorConfig, done: Done) -> None:
+    """Run ``tasks`` as Ray tasks (see module doc), in the :func:`session` if one is open."""
+    ray = _import_ray()
+    with session(config, len(tasks)):
         remote = ray.remote(ray_cell).options(num_cpus=config.threads, max_retries=0)
         code = code_version()
         pending = {remote.remote(task[0], code): task for task in tasks}
@@ -293,6 +332,3 @@ def run_ray(tasks: list[Task], config: ExecutorConfig, done: Done) -> None:
                 done(task, f"its Ray task died: {type(exc).__name__}")
                 continue
             done(task, None)
-    finally:
-        if started:
-            ray.shutdown()

@@ -42,7 +42,7 @@ from ..audit.config import AuditConfig
 from ..config import ExperimentConfig, config_from_dict
 from ..errors import ConfigError, HasflError
 from ..fileio import check_out, free_dirs, publish_dir, work_dir
-from ..locks import lock_folder
+from ..locks import lock_file_of, lock_folder
 from ..planning.bound import BoundConstants
 from ..planning.privacy import check_private_config
 from ..planning.strategies import BOUND_STRATEGIES
@@ -51,7 +51,7 @@ from ..results import EVAL_TABLES, package_versions
 from ..runs.setup import config_dataset, prepare
 from ..typed import apply_overrides
 from .cells import CELL_FILE, Cell, CellRecord, code_version, fail_cell, make_cell, read_cell, torch_threads
-from .executors import EXECUTORS, ExecutorConfig, Task
+from .executors import EXECUTORS, ExecutorConfig, Task, session
 from .settings import DEFAULT_NAME, Arm, EvalSettings, build_arms
 from .tables import class_mean_ssim, defense_table, pareto_table
 
@@ -213,6 +213,7 @@ def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Pat
     point = plan_point(config, settings)
     with ExitStack() as stack:
         target = claim_output(stack, eval_out(out, settings.name), overwrite, field, "eval.json")
+        stack.enter_context(session(executor, len(point.arms)))
         with kept_work(target, field, fresh) as work:
             prepare_point(point, work, executor.threads, [target] if overwrite and not fresh else [])
             execute([point], executor, progress)
@@ -240,7 +241,12 @@ def kept_work(out: Path, field: str, fresh: bool) -> Iterator[Path]:
     try:
         yield work
     except BaseException:
-        if not any(work.glob(f"**/runs/*/{CELL_FILE}")):  # nothing worth keeping
+        records = [read_cell(path.parent) for path in work.glob(f"**/runs/*/{CELL_FILE}")]
+        finished = sum(1 for r in records if r is not None and r.ok)
+        if finished:
+            logger.error("stopped with %d finished cell(s), kept in %s: run the same command again with --out %s "
+                         "to continue from them", finished, work, out)
+        elif not records:  # nothing worth keeping
             shutil.rmtree(work, ignore_errors=True)
         raise
 
@@ -299,7 +305,8 @@ def _reuse(cells: list[Cell], runs: Path, sources: list[Path]) -> tuple[dict[str
     names = {c.name for c in cells}
     for folder in runs.iterdir():
         if folder.name not in names:
-            logger.info("eval: %s is not a cell of this evaluation; removed", folder.name)
+            if not folder.name.startswith("."):  # hidden: a stale lock or temporary file of a killed cell
+                logger.info("eval: %s is not a cell of this evaluation; removed", folder.name)
             shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
     records: dict[str, CellRecord] = {}
     for cell in cells:
@@ -328,6 +335,8 @@ def execute(points: list[Point], executor: ExecutorConfig, progress: bool) -> No
 
     def done(task: Task, crash: str | None) -> None:
         cell, run_dir = task
+        if crash:  # its process died holding the run folder's lock: the lock file is stale
+            lock_file_of(run_dir).unlink(missing_ok=True)
         record = fail_cell(cell, run_dir, crash) if crash else read_cell(run_dir, cell.key)
         if record is None:
             record = fail_cell(cell, run_dir, "its folder holds no complete cell record after it ended")
@@ -338,12 +347,6 @@ def execute(points: list[Point], executor: ExecutorConfig, progress: bool) -> No
     try:
         if tasks:
             EXECUTORS.get(executor.backend)(tasks, executor, done)
-    except BaseException:
-        finished = sum(r.ok for p in points for r in p.records.values())
-        logger.error("stopped with %d of %d cells finished; they are kept in %s, and the same evaluation run "
-                     "again into the same output continues from them", finished, total, points[0].work.parent
-                     if len(points) > 1 else points[0].work)
-        raise
     finally:
         bar.close()
 

@@ -43,9 +43,18 @@ from ..errors import ConfigError, check
 from ..fileio import check_folder_name, publish_dir, read_structured
 from ..report.study import build_study_report
 from ..typed import apply_overrides
-from .executors import ExecutorConfig
-from .run import (EvalFailed, EvalResult, Point, claim_output, execute, finish_point, kept_work, plan_point,
-                  prepare_point)
+from .executors import ExecutorConfig, session
+from .run import (
+    EvalFailed,
+    EvalResult,
+    Point,
+    claim_output,
+    execute,
+    finish_point,
+    kept_work,
+    plan_point,
+    prepare_point,
+)
 from .settings import EvalSettings, settings_from_mapping
 
 __all__ = ["Grid", "load_grid", "grid_points", "run_sweep", "StudyResult"]
@@ -158,6 +167,7 @@ def run_sweep(base: ExperimentConfig, grid: Grid, *, out: str | Path | None = No
     with ExitStack() as stack:
         target = claim_output(stack, Path(out) if out is not None else Path("reports") / (grid.name or "sweep"),
                               overwrite, field_name, "study.json")
+        stack.enter_context(session(executor, sum(len(p.arms) for p in points.values())))
         with kept_work(target, field_name, fresh) as work:
             _drop_stale_points(work / "points", set(points))
             for pid, point in points.items():
@@ -195,10 +205,11 @@ def _finish_study(grid: Grid, settings: EvalSettings, specs: list[tuple[str, dic
             logger.error("sweep: point %s: %s", pid, exc)
             evaluations[pid] = result = None
         failed = [(name, r) for name, r in point.records.items() if not r.ok]
-        rows.append({"point": pid, **{k: _scalar(v) for k, v in values.items()}, "cells": len(point.cells), "failed": len(failed),
+        cells = {k: _scalar(v) for k, v in values.items()}  # the point's axis values as table cells
+        rows.append({"point": pid, **cells, "cells": len(point.cells), "failed": len(failed),
                      "finished": result is not None})
         if result is not None:
-            summaries.append(result.summary.assign(point=pid, **{k: _scalar(v) for k, v in values.items()}))
+            summaries.append(result.summary.assign(point=pid, **cells))
         kinds = {a.name: a.kind for a in point.arms}
         failures += [{"point": pid, "plan": name, "kind": kinds[name], "reason": r.reason} for name, r in failed]
     axes = list(grid.axes)
