@@ -186,6 +186,9 @@ def _death(code: int | None) -> str:
 def run_local(tasks: list[Task], config: ExecutorConfig, done: Done) -> None:
     """Run ``tasks`` on this machine (see module doc)."""
     workers = min(config.workers or default_workers(config.threads, len(tasks)), len(tasks))
+    if workers * config.threads > _cores():
+        logger.warning("%d workers x %d threads oversubscribe the %d cores: expect each cell to run slower",
+                       workers, config.threads, _cores())
     if workers <= 1:
         for task in tasks:
             run_cell(*task)

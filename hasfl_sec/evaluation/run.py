@@ -164,6 +164,7 @@ class Point:
     cells: list[Cell] = field(default_factory=list)
     records: dict[str, CellRecord] = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)
+    bound_seconds: float = 0.0
 
     @property
     def pending(self) -> list[Task]:
@@ -183,7 +184,9 @@ def prepare_point(point: Point, work: Path, threads: int, earlier: list[Path]) -
     already finished in ``work`` or in an ``earlier`` output (see :func:`_reuse`)."""
     point.work = work
     work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
     bound = _shared_bound(point.configs, work, threads, [work, *earlier])
+    point.bound_seconds = time.perf_counter() - t0
     template = _audit_template(point.settings)
     point.cells = [make_cell(a, point.configs[a.name], template, threads, bound) for a in point.arms]
     point.records, point.reused = _reuse(point.cells, work / "runs", [work / "runs", *(e / "runs" for e in earlier)])
@@ -436,7 +439,8 @@ def _meta(point: Point, name: str, start: float) -> dict[str, Any]:
                      "'Failed cells': " + ", ".join(r.name for r in failed) + ".")
     if "sfl" not in {r.name for r in records.values() if r.ok} and any(a.kind == "defense" for a in arms):
         notes.append("The defenses table is missing: its undefended reference, the sfl arm, did not finish.")
-    timings = {f"{step} {r.name}": float(s) for r in records.values() for step, s in r.timings.items()}
+    timings = {"bound": point.bound_seconds,
+               **{f"{step} {r.name}": float(s) for r in records.values() for step, s in r.timings.items()}}
     return {"name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "config": config.to_dict(), "settings": settings.to_dict(), "arms": [vars(a) for a in arms],
             "cells": {c.name: {"key": c.key, "status": records[c.name].status, "reason": records[c.name].reason}
