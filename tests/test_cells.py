@@ -81,8 +81,11 @@ def test_two_local_workers_give_the_same_tables(sequential, tmp_path: Path) -> N
     assert sorted(result.computed) == sorted(sequential.computed)
 
 
-def test_ray_gives_the_same_tables(sequential, tmp_path: Path) -> None:
+def test_ray_gives_the_same_tables(sequential, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("ray")
+    # Ray's workers import from the driver's working directory: not the repository root, whose
+    # hasfl_sec/ folder is not the installed package after a non-editable install (as in CI).
+    monkeypatch.chdir(tmp_path)
     result = run_eval(load_config(overrides=TINY), _settings(tmp_path), out=tmp_path / "ray",
                       executor=ExecutorConfig(backend="ray", workers=2))
     _assert_same_tables(sequential.out, result.out)
@@ -202,3 +205,14 @@ def test_executor_settings_are_checked_at_the_door(tmp_path: Path) -> None:
         result = runner.invoke(cli, ["eval", *TINY_ARGS, *args, "--out", str(tmp_path / "x")])
         assert result.exit_code == 2 and field in result.output, result.output
         assert not (tmp_path / "x").exists()
+
+
+def test_ray_refuses_a_working_directory_that_would_shadow_the_package(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ray")
+    (tmp_path / "hasfl_sec").mkdir()  # another copy of the package where Ray's workers would import it
+    monkeypatch.chdir(tmp_path)
+    from hasfl_sec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="shadow"):
+        ExecutorConfig(backend="ray").validate()

@@ -76,6 +76,10 @@ def test_grid_points_are_the_product_of_the_axes() -> None:
     points = grid_points(load_config(), grid)
     assert len(points) == 6 and len({p for p, _, _ in points}) == 6
     assert [(c.seed, c.plan.cut) for _, _, c in points] == [(s, k) for s in (0, 1, 2) for k in (1, 2)]
+    # Strings YAML would read as something else stay strings; lists stay lists.
+    odd = grid_points(load_config(), Grid(axes={"name": ["yes", "null", "1e3"], "privacy.budget": [[20, 30]]}))
+    assert [c.name for _, _, c in odd] == ["yes", "null", "1e3"]
+    assert all(c.privacy.budget == [20.0, 30.0] for _, _, c in odd)
 
 
 @pytest.mark.parametrize("text, field", [

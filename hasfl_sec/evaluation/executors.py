@@ -106,6 +106,7 @@ class ExecutorConfig:
             check(self.backend == "ray", "--address", self.address, "only with --backend ray")
         if self.backend == "ray":
             _import_ray()
+            _check_importable_by_ray()
             _check_reachable(self.address)
         return self
 
@@ -263,6 +264,20 @@ def ray_cell(cell: Cell, code: str) -> bytes:
         else:
             run_cell(cell, run_dir)
         return _pack(run_dir)
+
+
+def _check_importable_by_ray() -> None:
+    """Ray puts the driver's working directory on its workers' import path: a source tree of
+    hasfl-sec there (the repository root, with a non-editable install) would shadow the installed
+    package in the workers, which then fail every cell. Refuse that at the door."""
+    import hasfl_sec
+
+    local = Path.cwd() / "hasfl_sec"
+    installed = Path(hasfl_sec.__file__).resolve().parent
+    if local.is_dir() and local.resolve() != installed:
+        raise ConfigError("--backend", "ray", "a working directory without another copy of the hasfl_sec package",
+                          f"Ray workers import from the working directory, where {local} would shadow the "
+                          f"installed {installed}; run from another directory")
 
 
 def _check_reachable(address: str | None) -> None:

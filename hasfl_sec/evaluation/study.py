@@ -102,8 +102,9 @@ def load_grid(path: str | Path) -> Grid:
 
 
 def _text(value: Any) -> str:
-    """An axis value as the right-hand side of a ``--set`` override (parsed back as YAML)."""
-    return value if isinstance(value, str) else json.dumps(value)
+    """An axis value as the right-hand side of a ``--set`` override. JSON is YAML, and a quoted
+    string stays a string when the override is parsed back (``"yes"``, ``"1e3"``, ``"null"``)."""
+    return json.dumps(value)
 
 
 def _scalar(value: Any) -> Any:
@@ -113,7 +114,7 @@ def _scalar(value: Any) -> Any:
 
 def _point_id(index: int, values: dict[str, Any]) -> str:
     """A readable folder name: the index, then ``key=value`` of each axis (last key part only)."""
-    parts = [f"{k.rsplit('.', 1)[-1]}={_text(v)}" for k, v in values.items()]
+    parts = [f"{k.rsplit('.', 1)[-1]}={v if isinstance(v, str) else json.dumps(v)}" for k, v in values.items()]
     text = re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(parts))[:80]
     return f"{index:03d}" + (f"_{text}" if text else "")
 
