@@ -89,7 +89,8 @@ def _running_owner(tmp: Path) -> int | None:
 
 def work_dir(out: Path, field: str = "--out", keep: bool = False) -> Path:
     """A hidden sibling of ``out`` (``.<name>.tmp``) to build ``out`` in: fresh and empty, or with
-    ``keep`` a stale one as it was left (an interrupted evaluation continues in it).
+    ``keep`` one as it was left (an interrupted evaluation continues in it; the caller must hold
+    the lock on ``out``, which is what makes it stale -- a recorded pid may have been reused).
 
     A stale one (its process has ended) is otherwise replaced; one another running process is
     building is refused with a ConfigError naming ``field``, never deleted.
@@ -98,12 +99,12 @@ def work_dir(out: Path, field: str = "--out", keep: bool = False) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     busy = "an output no other process is writing"
     if tmp.exists():
+        if keep and tmp.is_dir():  # the caller holds out's lock (hasfl_sec.locks): no one else builds it
+            (tmp / _OWNER).write_text(str(os.getpid()))
+            return tmp
         pid = _running_owner(tmp)
         if pid is not None:
             raise ConfigError(field, str(out), busy, f"process {pid} is building it in {tmp}")
-        if keep and tmp.is_dir():
-            (tmp / _OWNER).write_text(str(os.getpid()))
-            return tmp
         shutil.rmtree(tmp)
     try:
         tmp.mkdir()

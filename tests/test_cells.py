@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from hasfl_sec import load_config
 from hasfl_sec.cli.app import cli
-from hasfl_sec.evaluation import ExecutorConfig, load_settings, run_eval
+from hasfl_sec.evaluation import ExecutorConfig, build_arms, load_settings, run_eval
 from hasfl_sec.evaluation.cells import CELL_FILE, read_cell
 from hasfl_sec.results import EVAL_TABLES
 
@@ -74,11 +74,17 @@ def test_sequential_path_runs_every_cell_in_order(sequential) -> None:
         assert record is not None and record.ok  # every folder verifies against the key eval.json records
 
 
+def _pids(out: Path) -> set[int]:
+    return {read_cell(folder).pid for folder in (out / "runs").iterdir() if folder.is_dir()}
+
+
 def test_two_local_workers_give_the_same_tables(sequential, tmp_path: Path) -> None:
     result = run_eval(load_config(overrides=TINY), _settings(tmp_path), out=tmp_path / "pool",
                       executor=ExecutorConfig(workers=2))
     _assert_same_tables(sequential.out, result.out)
     assert sorted(result.computed) == sorted(sequential.computed)
+    assert _pids(sequential.out) == {os.getpid()}  # one worker: in this process
+    assert len(_pids(result.out)) == 2 and os.getpid() not in _pids(result.out)  # two spawned workers
 
 
 def test_ray_gives_the_same_tables(sequential, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,10 +103,13 @@ def test_a_changed_setting_recomputes_exactly_the_cells_it_changes(sequential, t
     import shutil
 
     shutil.copytree(sequential.out, out)
+    # A damaged file makes its cell unfinished: it is computed again too.
+    damaged = out / "runs" / "private-20" / "rounds.csv"
+    damaged.write_text(damaged.read_text()[:-10])
     result = run_eval(load_config(overrides=TINY), _settings(tmp_path, sigma=2.0), out=out, overwrite=True,
                       executor=ExecutorConfig(workers=1))
-    assert result.computed == ["noise-sigma=2"]
-    assert sorted(result.reused) == ["hasfl", "private-20", "sfl"]
+    assert sorted(result.computed) == ["noise-sigma=2", "private-20"]
+    assert sorted(result.reused) == ["hasfl", "sfl"]
     assert not (out / "runs" / "noise-sigma=1").exists()
     same = _tables(sequential.out)["summary"].set_index("plan").loc[["hasfl", "sfl", "private-20"]]
     pd.testing.assert_frame_equal(_tables(out)["summary"].set_index("plan").loc[["hasfl", "sfl", "private-20"]], same)
@@ -216,3 +225,25 @@ def test_ray_refuses_a_working_directory_that_would_shadow_the_package(tmp_path:
 
     with pytest.raises(ConfigError, match="shadow"):
         ExecutorConfig(backend="ray").validate()
+
+
+def test_two_arms_with_one_name_are_refused() -> None:
+    from hasfl_sec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="eval.budgets"):
+        build_arms(load_settings(budgets=[20.0, 20.0000001]))
+
+
+def test_a_cell_key_covers_the_contents_of_the_files_its_config_names(tmp_path: Path) -> None:
+    from hasfl_sec.audit.config import AuditConfig
+    from hasfl_sec.evaluation.cells import make_cell
+
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text("devices:\n  - {flops: 1.0e12, uplink_bps: 1.0e8, downlink_bps: 1.0e8, memory_bytes: 4.0e9}\n")
+    config = load_config(overrides=[f"fleet.file={fleet}"])
+    arm = build_arms(load_settings(strategies=["fixed"], budgets=[], defenses=[]))[0]
+    before = make_cell(arm, config, AuditConfig(), 1, None).key
+    assert make_cell(arm, config, AuditConfig(), 1, None).key == before
+    fleet.write_text(fleet.read_text().replace("1.0e12", "2.0e12"))  # the same name, another fleet
+    assert make_cell(arm, config, AuditConfig(), 1, None).key != before
+    assert make_cell(arm, config, AuditConfig(), 2, None).key != make_cell(arm, config, AuditConfig(), 1, None).key

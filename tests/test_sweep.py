@@ -94,3 +94,17 @@ def test_bad_grids_fail_before_anything_is_written(tmp_path: Path, text: str, fi
     result = CliRunner().invoke(cli, ["sweep", str(tmp_path / "grid.yaml"), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and field in result.output, result.output
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_a_grown_grid_keeps_its_points_and_computes_only_the_new_ones(study, tmp_path: Path) -> None:
+    import shutil
+
+    tmp, _ = study
+    out = shutil.copytree(tmp / "study", tmp_path / "study")
+    grid = load_grid(tmp / "grid.yaml")
+    grid.axes["seed"] = [0, 1, 2]
+    result = run_sweep(load_config(overrides=[*TINY, "fleet.num_devices=4"]), grid, out=out, overwrite=True,
+                       executor=ExecutorConfig(workers=1))
+    assert len(result.reused) == 8 and sorted(c.split("/")[1] for c in result.computed) == ["hasfl", "hasfl", "sfl",
+                                                                                             "sfl"]
+    assert all("seed=2" in c for c in result.computed) and len(result.points) == 6

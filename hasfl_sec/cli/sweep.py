@@ -45,6 +45,7 @@ def sweep(grid: str, config_file: str | None, overrides: tuple[str, ...], name: 
         hasfl-sec sweep fleets.yaml --workers 2
         hasfl-sec sweep fleets.yaml --backend ray --address auto
     """
+    from ..evaluation import EvalFailed
     from ..evaluation.study import load_grid, run_sweep
     from ..fileio import check_folder_name
 
@@ -55,7 +56,11 @@ def sweep(grid: str, config_file: str | None, overrides: tuple[str, ...], name: 
     given = {k: v for k, v in options.items() if v is not None}
     base = build_config(config_file, overrides, given, defaults=EVAL_DEFAULTS)
     show = sys.stderr.isatty() if progress is None else progress
-    result = run_sweep(base, loaded, out=out, overwrite=overwrite, progress=show, executor=executor, fresh=fresh)
+    try:
+        result = run_sweep(base, loaded, out=out, overwrite=overwrite, progress=show, executor=executor, fresh=fresh)
+    except EvalFailed as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
     finished = int(result.points["finished"].sum()) if not result.points.empty else 0
     reused = f"; {len(result.reused)} cells reused" if result.reused else ""
     click.echo(f"{finished} of {len(result.points)} points finished; summary: {result.out / 'summary.csv'}")

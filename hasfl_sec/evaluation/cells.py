@@ -6,13 +6,14 @@ the devices that represent each (cut, noise) of its plan, and writes its own run
 any order, in any process or on any machine (:mod:`~hasfl_sec.evaluation.executors`).
 
 A cell is identified by its *key*: a hash of everything that determines its result -- the arm,
-its resolved experiment config (seed included), the audit settings, the bound constants its planner
-uses, the torch threads it runs with (thread count changes floating-point summation order) and the
-code version (package version, a hash of the package's sources and the numeric libraries'
-versions). The key is recorded in ``runs/<arm>/cell.json``, which is written last, atomically:
-a folder whose ``cell.json`` is missing, names another key or lists a file that is gone is not a
-finished cell and is computed again. A changed setting changes exactly the keys of the cells it
-affects.
+its resolved experiment config (seed included), the contents of the files the config points to
+(fleet file, leakage profile, saved bound) and the resolved data root, the audit settings, the
+bound constants its planner uses, the torch threads it runs with (thread count changes
+floating-point summation order) and the code version (package version, a hash of the package's
+sources and the numeric libraries' versions). The key is recorded in ``runs/<arm>/cell.json``,
+which is written last, atomically: a folder whose ``cell.json`` is missing, names another key or
+lists a file that is gone is not a finished cell and is computed again. A changed setting
+changes exactly the keys of the cells it affects.
 
 ``cell.json`` also holds the cell's rows of the evaluation tables. The evaluation always builds
 its tables from these records read back from disk, whichever executor ran the cell and whether it
@@ -27,6 +28,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import platform
 import shutil
 import time
 import traceback
@@ -50,7 +53,8 @@ from ..runs.training import train
 from .settings import Arm
 from .tables import device_leakage, plan_noise, plan_rows, representatives, summary_row
 
-__all__ = ["Cell", "CellRecord", "CELL_FILE", "code_version", "make_cell", "run_cell", "read_cell", "fail_cell",
+__all__ = ["Cell", "CellRecord", "CELL_FILE", "code_version", "make_cell", "result_key", "referenced_files",
+           "run_cell", "read_cell", "fail_cell",
            "torch_threads"]
 
 logger = logging.getLogger(__name__)
@@ -98,16 +102,37 @@ class Cell:
         return self.arm.name
 
 
+def referenced_files(config: ExperimentConfig) -> dict[str, str]:
+    """The files a config points to and a hash of each one's contents (a fleet file, a measured
+    leakage profile, a saved bound), and the resolved data root: a cell's result depends on what
+    they hold, not on their names. (The data under the root is not hashed; its path is.)"""
+    out: dict[str, str] = {}
+    for field_name, value in (("fleet.file", config.fleet.file), ("privacy.profile", config.privacy.profile),
+                              ("optimizer.bound_file", config.optimizer.bound_file)):
+        path = Path(value) if value else None
+        if path is not None and path.is_file():
+            out[field_name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    if config.data.data_root:
+        out["data.data_root"] = str(Path(config.data.data_root).expanduser().resolve())
+    return out
+
+
+def result_key(*parts: Any) -> str:
+    """A short hash of ``parts`` (JSON, sorted keys), with the code version and the numeric
+    libraries' versions added: the identity of a computed result."""
+    payload = {"parts": parts, "code": code_version(),
+               "versions": {k: v for k, v in package_versions().items() if k != "hasfl-sec"}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
 def make_cell(arm: Arm, config: ExperimentConfig, audit: AuditConfig, threads: int,
               bound: BoundConstants | None) -> Cell:
     """The cell of ``arm``, with its key (see module doc). The bound enters the key only when the
     arm's planner uses it."""
     used = bound if config.plan.strategy in BOUND_STRATEGIES else None
-    payload = {"arm": dataclasses.asdict(arm), "config": config.to_dict(), "audit": dataclasses.asdict(audit),
-               "bound": used.to_dict() if used is not None else None, "threads": threads, "code": code_version(),
-               "versions": {k: v for k, v in package_versions().items() if k != "hasfl-sec"}}
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return Cell(arm, config, audit, threads, used, hashlib.sha256(text.encode()).hexdigest()[:20])
+    key = result_key(dataclasses.asdict(arm), config.to_dict(), referenced_files(config), dataclasses.asdict(audit),
+                     used.to_dict() if used is not None else None, threads)
+    return Cell(arm, config, audit, threads, used, key)
 
 
 @dataclass
@@ -123,6 +148,7 @@ class CellRecord:
         epsilon: the largest finite privacy loss a defense claims (NaN: none).
         timings: wall-clock seconds of ``train`` and ``audit``.
         files: every file of the run folder and its size, to verify the folder is complete.
+        host, pid: the machine and process that computed the cell.
     """
 
     name: str
@@ -137,6 +163,8 @@ class CellRecord:
     epsilon: float = math.nan
     timings: dict[str, float] = field(default_factory=dict)
     files: dict[str, int] = field(default_factory=dict)
+    host: str = ""
+    pid: int = 0
 
     @property
     def ok(self) -> bool:
@@ -173,6 +201,7 @@ def _files(run_dir: Path) -> dict[str, int]:
 
 def _write(record: CellRecord, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
+    record.host, record.pid = platform.node(), os.getpid()
     text = json.dumps(dataclasses.asdict(record), indent=1, default=_plain)
     atomic_write_text(run_dir / CELL_FILE, text + "\n")
 

@@ -26,6 +26,7 @@ import io
 import logging
 import multiprocessing
 import os
+import platform
 import signal
 import socket
 import tarfile
@@ -38,6 +39,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from ..errors import ConfigError, check
 from ..registry import Registry
+from ..results import package_versions
 from .cells import Cell, code_version, fail_cell, run_cell
 
 __all__ = ["ExecutorConfig", "EXECUTORS", "default_workers", "session", "Task", "Done"]
@@ -113,18 +115,33 @@ class ExecutorConfig:
 
 # -- local ----------------------------------------------------------------------------------------
 
-def _setup_worker(threads: int, level: int) -> None:
-    """A spawned worker logs like the CLI and ignores Ctrl-C (the parent stops it)."""
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this worker when its parent dies, however it dies (even ``kill -9``): an
+    orphan would go on writing a cell that a re-run of the evaluation computes again."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux: the parent's finally stops workers
+        return
+    if os.getppid() != parent:  # the parent died before the request was made
+        os._exit(1)
+
+
+def _setup_worker(threads: int, level: int, parent: int) -> None:
+    """A spawned worker dies with its parent, logs like the CLI and ignores Ctrl-C (the parent
+    stops it)."""
     import torch
 
+    _die_with_parent(parent)
     torch.set_num_threads(threads)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s [worker %(process)d]: %(message)s")
 
 
-def _worker_loop(conn: Connection, threads: int, level: int) -> None:
+def _worker_loop(conn: Connection, threads: int, level: int, parent: int) -> None:
     """A worker: take a (cell, folder), compute it, answer its status; stop on None."""
-    _setup_worker(threads, level)
+    _setup_worker(threads, level, parent)
     while True:
         task = conn.recv()
         if task is None:
@@ -138,8 +155,8 @@ class _Worker:
 
     def __init__(self, ctx: Any, threads: int) -> None:
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_loop, args=(child, threads, logging.getLogger().getEffectiveLevel()),
-                                daemon=True)
+        self.proc = ctx.Process(target=_worker_loop, daemon=True,
+                                args=(child, threads, logging.getLogger().getEffectiveLevel(), os.getpid()))
         self.proc.start()
         child.close()
         self.task: Task | None = None
@@ -170,8 +187,9 @@ def _answered(worker: _Worker) -> bool:
         if worker.conn.poll():
             worker.conn.recv()
             return True
-    except (EOFError, OSError):
-        worker.proc.join(timeout=5)
+    except (EOFError, OSError):  # its end of the pipe is gone: make sure the process is too
+        worker.proc.kill()
+        worker.proc.join()
     return False
 
 
@@ -219,6 +237,9 @@ def run_local(tasks: list[Task], config: ExecutorConfig, done: Done) -> None:
                 else:
                     continue
                 if queue:
+                    if not worker.proc.is_alive():  # died while idle: its next cell must not be blamed
+                        worker.stop()
+                        pool[i] = worker = _Worker(ctx, config.threads)
                     worker.give(queue.pop(0))
     finally:
         for worker in pool:
@@ -250,20 +271,34 @@ def unpack(blob: bytes, folder: Path) -> None:
             tar.extractall(folder)
 
 
-def ray_cell(cell: Cell, code: str) -> bytes:
+def _environment() -> dict[str, str]:
+    """What a cell's key assumes of the process computing it: the code and the libraries' versions."""
+    return {"code": code_version(), **package_versions()}
+
+
+def ray_cell(cell: Cell, driver: dict[str, str]) -> bytes:
     """A Ray task: compute ``cell`` in a temporary folder of the node that runs it and return the
-    folder as an archive. A node with other code than the driver's fails the cell."""
+    folder as an archive. A node whose code or library versions differ from the driver's (which
+    the cell's key assumes) fails the cell, saying what differs."""
     import torch
 
     torch.set_num_threads(cell.threads)
     with tempfile.TemporaryDirectory(prefix="hasfl-cell-") as tmp:
         run_dir = Path(tmp) / cell.name
-        if code_version() != code:
-            fail_cell(cell, run_dir, f"the Ray node {os.uname().nodename} runs hasfl-sec {code_version()}, "
-                      f"the driver {code}; install the same version on every node")
+        here = _environment()
+        differ = [f"{k} {here.get(k)} (driver {v})" for k, v in driver.items() if here.get(k) != v]
+        if differ:
+            fail_cell(cell, run_dir, f"the Ray node {platform.node()} runs " + ", ".join(differ)
+                      + "; install the same versions on every node")
         else:
             run_cell(cell, run_dir)
         return _pack(run_dir)
+
+
+def _last_line(exc: BaseException) -> str:
+    """The last non-empty line of an error's text (a Ray task error ends with the original one)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(exc).__name__
 
 
 def _check_importable_by_ray() -> None:
@@ -339,14 +374,21 @@ def run_ray(tasks: list[Task], config: ExecutorConfig, done: Done) -> None:
     ray = _import_ray()
     with session(config, len(tasks)):
         remote = ray.remote(ray_cell).options(num_cpus=config.threads, max_retries=0)
-        code = code_version()
-        pending = {remote.remote(task[0], code): task for task in tasks}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            task = pending.pop(ready[0])
-            try:
-                unpack(ray.get(ready[0]), task[1])
-            except ray.exceptions.RayError as exc:  # a task whose worker or node died
-                done(task, f"its Ray task died: {type(exc).__name__}")
-                continue
-            done(task, None)
+        driver = _environment()
+        pending = {remote.remote(task[0], driver): task for task in tasks}
+        try:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                task = pending.pop(ready[0])
+                try:
+                    unpack(ray.get(ready[0]), task[1])
+                except ray.exceptions.RayError as exc:  # a task whose worker or node died
+                    done(task, f"its Ray task failed: {type(exc).__name__}: {_last_line(exc)}")
+                    continue
+                except (tarfile.TarError, OSError) as exc:
+                    done(task, f"its results could not be unpacked: {_last_line(exc)}")
+                    continue
+                done(task, None)
+        finally:
+            for ref in pending:  # interrupted: on a joined cluster, tasks would go on without us
+                ray.cancel(ref, force=True)

@@ -24,7 +24,6 @@ replaced are reused the same way unless ``fresh``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -50,7 +49,18 @@ from ..report.render import build_report
 from ..results import EVAL_TABLES, package_versions
 from ..runs.setup import config_dataset, prepare
 from ..typed import apply_overrides
-from .cells import CELL_FILE, Cell, CellRecord, code_version, fail_cell, make_cell, read_cell, torch_threads
+from .cells import (
+    CELL_FILE,
+    Cell,
+    CellRecord,
+    code_version,
+    fail_cell,
+    make_cell,
+    read_cell,
+    referenced_files,
+    result_key,
+    torch_threads,
+)
 from .executors import EXECUTORS, ExecutorConfig, Task, session
 from .settings import DEFAULT_NAME, Arm, EvalSettings, build_arms
 from .tables import class_mean_ssim, defense_table, pareto_table
@@ -237,9 +247,16 @@ def claim_output(stack: ExitStack, out: Path | None, overwrite: bool, field: str
 
 
 @contextmanager
-def kept_work(out: Path, field: str, fresh: bool) -> Iterator[Path]:
-    """The work folder of ``out``: an interrupted run's is continued unless ``fresh``. On an error
-    it is removed if no cell finished in it, else kept (and the error raised)."""
+def kept_work(out: Path, field: str, fresh: bool, kind: str = "eval") -> Iterator[Path]:
+    """The work folder of ``out``: an interrupted run's is continued unless ``fresh`` (only one of
+    the same ``kind``, ``eval`` or ``sweep``). On an error it is removed if no cell finished in it,
+    else kept (and the error raised)."""
+    other = {"eval": ("points", "sweep"), "sweep": ("runs", "eval")}[kind]
+    stale = out.with_name(f".{out.name}.tmp")
+    if not fresh and (stale / other[0]).is_dir():
+        raise ConfigError(field, str(out), f"an output whose interrupted run is a {kind}",
+                          f"{stale} holds an interrupted {other[1]}: run that again to finish it, or pass --fresh "
+                          "to discard it")
     work = work_dir(out, field, keep=not fresh)
     try:
         yield work
@@ -269,8 +286,7 @@ def _shared_bound(configs: dict[str, ExperimentConfig], work: Path, threads: int
     first = next((c for c in configs.values() if c.plan.strategy in BOUND_STRATEGIES), None)
     if first is None:
         return None
-    payload = {"config": first.to_dict(), "threads": threads, "code": code_version()}
-    key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    key = result_key(first.to_dict(), referenced_files(first), threads)
     for folder in earlier:
         try:
             if (folder / "bound.key").read_text().strip() == key:
@@ -307,9 +323,13 @@ def _reuse(cells: list[Cell], runs: Path, sources: list[Path]) -> tuple[dict[str
     runs.mkdir(parents=True, exist_ok=True)
     names = {c.name for c in cells}
     for folder in runs.iterdir():
-        if folder.name not in names:
-            if not folder.name.startswith("."):  # hidden: a stale lock or temporary file of a killed cell
-                logger.info("eval: %s is not a cell of this evaluation; removed", folder.name)
+        if folder.name.endswith(".lock"):  # a killed cell's lock file, unless an orphan still holds it
+            with lock_folder(folder.with_name(folder.name[1:].removesuffix(".lock")), "--out"):
+                pass  # taking and releasing it removes the file; a holder makes this a one-line refusal
+        elif folder.name not in names:
+            if not folder.name.startswith("."):  # hidden: a temporary file of a killed cell
+                logger.warning("eval: %s is not a cell of this evaluation (its arm is gone or renamed): "
+                               "removed", folder.name)
             shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
     records: dict[str, CellRecord] = {}
     for cell in cells:

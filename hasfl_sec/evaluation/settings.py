@@ -193,4 +193,12 @@ def build_arms(settings: EvalSettings) -> list[Arm]:
                 "sfl", defense=sweep.defense, param=sweep.param, strength=float(v)))
     if settings.defenses and "sfl" not in settings.strategies:
         arms.insert(len(settings.strategies), Arm("sfl", "plan", ["plan.strategy=sfl"], "sfl"))
+    seen: dict[str, Arm] = {}
+    for arm in arms:  # an arm's name is its run folder and its row: two arms may not share one
+        if arm.name in seen:
+            field = {"plan": "eval.strategies", "private": "eval.budgets"}.get(arm.kind, f"eval.defenses.{arm.defense}")
+            raise ConfigError(field, arm.name, "settings that give every arm its own name",
+                              "two values give the same name (a repeated value, or values equal to 6 significant "
+                              "digits)")
+        seen[arm.name] = arm
     return arms

@@ -24,9 +24,11 @@ Resume, failure isolation and locking are those of ``hasfl-sec eval``
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
+import math
 import re
 import shutil
 import time
@@ -42,6 +44,7 @@ from ..config import ExperimentConfig, config_from_dict
 from ..errors import ConfigError, check
 from ..fileio import check_folder_name, publish_dir, read_structured
 from ..report.study import build_study_report
+from ..results import EVAL_TABLES
 from ..typed import apply_overrides
 from .executors import ExecutorConfig, session
 from .run import (
@@ -62,6 +65,8 @@ __all__ = ["Grid", "load_grid", "grid_points", "run_sweep", "StudyResult"]
 logger = logging.getLogger(__name__)
 
 _KEYS = {"name", "set", "axes", "eval"}
+#: Columns of the study's tables that an axis may not be named after.
+_TAKEN = {"point", "cells", "failed", "finished", *EVAL_TABLES["summary"]}
 #: Points beyond this are refused: a grid this large is almost always a typo in an axis.
 MAX_POINTS = 10_000
 
@@ -92,6 +97,8 @@ def load_grid(path: str | Path) -> Grid:
     check(isinstance(axes, dict), "grid.axes", axes, "a mapping of config keys to lists of values")
     for key, options in axes.items():
         check(isinstance(options, list) and len(options) >= 1, f"grid.axes.{key}", options, "a non-empty list")
+        check(key not in _TAKEN, "grid.axes", key, "config keys that are not summary columns",
+              "the axis values become columns of summary.csv beside " + ", ".join(sorted(_TAKEN)))
     size = 1
     for options in axes.values():
         size *= len(options)
@@ -103,8 +110,11 @@ def load_grid(path: str | Path) -> Grid:
 
 def _text(value: Any) -> str:
     """An axis value as the right-hand side of a ``--set`` override. JSON is YAML, and a quoted
-    string stays a string when the override is parsed back (``"yes"``, ``"1e3"``, ``"null"``)."""
-    return json.dumps(value)
+    string stays a string when the override is parsed back (``"yes"``, ``"1e3"``, ``"null"``);
+    dates become text, and NaN and infinities YAML's ``.nan`` and ``.inf``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
+    return json.dumps(value, default=str)
 
 
 def _scalar(value: Any) -> Any:
@@ -112,11 +122,13 @@ def _scalar(value: Any) -> Any:
     return value if value is None or isinstance(value, (str, int, float, bool)) else json.dumps(value)
 
 
-def _point_id(index: int, values: dict[str, Any]) -> str:
-    """A readable folder name: the index, then ``key=value`` of each axis (last key part only)."""
-    parts = [f"{k.rsplit('.', 1)[-1]}={v if isinstance(v, str) else json.dumps(v)}" for k, v in values.items()]
+def _point_id(values: dict[str, Any]) -> str:
+    """A folder name that depends only on the point's axis values (so a grid that grows keeps its
+    points' ids): ``key=value`` of each axis (last key part only), then a short hash of the values."""
+    parts = [f"{k.rsplit('.', 1)[-1]}={v if isinstance(v, str) else _text(v)}" for k, v in values.items()]
     text = re.sub(r"[^A-Za-z0-9._=,+-]", "_", ",".join(parts))[:80]
-    return f"{index:03d}" + (f"_{text}" if text else "")
+    digest = hashlib.sha256(_text(values).encode()).hexdigest()[:6]
+    return f"{text}-{digest}" if text else digest
 
 
 def grid_points(base: ExperimentConfig, grid: Grid) -> list[tuple[str, dict[str, Any], ExperimentConfig]]:
@@ -124,11 +136,11 @@ def grid_points(base: ExperimentConfig, grid: Grid) -> list[tuple[str, dict[str,
     (the last axis varies fastest)."""
     shared = apply_overrides(base.to_dict(), grid.set)
     points = []
-    for index, combo in enumerate(itertools.product(*grid.axes.values())):
+    for combo in itertools.product(*grid.axes.values()):
         values = dict(zip(grid.axes, combo))
         overrides = [f"{k}={_text(v)}" for k, v in values.items()]
         config = config_from_dict(apply_overrides(shared, overrides))
-        points.append((_point_id(index, values), values, config))
+        points.append((_point_id(values), values, config))
     return points
 
 
@@ -169,7 +181,7 @@ def run_sweep(base: ExperimentConfig, grid: Grid, *, out: str | Path | None = No
         target = claim_output(stack, Path(out) if out is not None else Path("reports") / (grid.name or "sweep"),
                               overwrite, field_name, "study.json")
         stack.enter_context(session(executor, sum(len(p.arms) for p in points.values())))
-        with kept_work(target, field_name, fresh) as work:
+        with kept_work(target, field_name, fresh, kind="sweep") as work:
             _drop_stale_points(work / "points", set(points))
             for pid, point in points.items():
                 earlier = [target / "points" / pid] if overwrite and not fresh else []
@@ -213,8 +225,11 @@ def _finish_study(grid: Grid, settings: EvalSettings, specs: list[tuple[str, dic
             summaries.append(result.summary.assign(point=pid, **cells))
         kinds = {a.name: a.kind for a in point.arms}
         failures += [{"point": pid, "plan": name, "kind": kinds[name], "reason": r.reason} for name, r in failed]
+    if not summaries:
+        raise EvalFailed(f"every point of the study failed ({len(failures)} cells; the first: {failures[0]['point']}/"
+                         f"{failures[0]['plan']}: {failures[0]['reason']}); their folders are kept in {work}")
     axes = list(grid.axes)
-    summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
+    summary = pd.concat(summaries, ignore_index=True)
     if not summary.empty:
         summary = summary[["point", *axes, *[c for c in summary.columns if c not in ("point", *axes)]]]
     tables = {"points": pd.DataFrame(rows), "summary": summary,
