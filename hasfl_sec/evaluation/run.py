@@ -26,47 +26,34 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 
 from ..audit.config import AuditConfig
 from ..config import ExperimentConfig, config_from_dict
-from ..errors import ConfigError, HasflError
-from ..fileio import check_out, free_dirs, publish_dir, work_dir
-from ..locks import lock_file_of, lock_folder
-from ..planning.bound import BoundConstants
+from ..errors import HasflError
+from ..fileio import publish_dir
+from ..locks import lock_file_of
 from ..planning.privacy import check_private_config
-from ..planning.strategies import BOUND_STRATEGIES
 from ..report.render import build_report
 from ..results import EVAL_TABLES, package_versions
-from ..runs.setup import config_dataset, prepare
+from ..runs.setup import config_dataset
 from ..typed import apply_overrides
-from .cells import (
-    CELL_FILE,
-    Cell,
-    CellRecord,
-    code_version,
-    fail_cell,
-    make_cell,
-    read_cell,
-    referenced_files,
-    result_key,
-    torch_threads,
-)
+from .cells import Cell, CellRecord, code_version, fail_cell, make_cell, read_cell
 from .executors import EXECUTORS, ExecutorConfig, Task, session
-from .settings import DEFAULT_NAME, Arm, EvalSettings, build_arms
+from .settings import Arm, EvalSettings, build_arms
 from .tables import class_mean_ssim, defense_table, pareto_table
+from .workspace import claim_output, kept_work, reuse, shared_bound
 
 __all__ = ["EvalResult", "EvalFailed", "run_eval", "eval_out", "arm_configs", "Point", "plan_point", "prepare_point",
-           "execute", "finish_point", "claim_output", "kept_work"]
+           "execute", "finish_point"]
 
 logger = logging.getLogger(__name__)
 
@@ -145,22 +132,6 @@ def eval_out(out: str | Path | None, name: str | None) -> Path | None:
     return None
 
 
-def _claim_default(stack: ExitStack, parent: Path = Path("reports")) -> Path:
-    """Lock (on ``stack``) and return the first ``reports/default[-N]`` that no earlier evaluation
-    wrote, left behind, or is writing now: a default run never replaces, continues or waits for
-    another."""
-    for out in free_dirs(parent, DEFAULT_NAME):
-        try:
-            lock = lock_folder(out, "--name")
-        except ConfigError:  # another default evaluation has just claimed it
-            continue
-        if not out.exists() and not out.with_name(f".{out.name}.tmp").exists():
-            stack.enter_context(lock)
-            return out
-        lock.release()  # it finished or started one in between
-    raise AssertionError("unreachable: free_dirs never ends")
-
-
 @dataclass
 class Point:
     """One evaluation of an output (a study has several): its config, settings, arms, cells, the
@@ -191,15 +162,15 @@ def plan_point(config: ExperimentConfig, settings: EvalSettings) -> Point:
 
 def prepare_point(point: Point, work: Path, threads: int, earlier: list[Path]) -> None:
     """Give ``point`` its work folder, bound constants and cells, and the records of the cells
-    already finished in ``work`` or in an ``earlier`` output (see :func:`_reuse`)."""
+    already finished in ``work`` or in an ``earlier`` output (see :func:`~.workspace.reuse`)."""
     point.work = work
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    bound = _shared_bound(point.configs, work, threads, [work, *earlier])
+    bound = shared_bound(point.configs, work, threads, [work, *earlier])
     point.bound_seconds = time.perf_counter() - t0
     template = _audit_template(point.settings)
     point.cells = [make_cell(a, point.configs[a.name], template, threads, bound) for a in point.arms]
-    point.records, point.reused = _reuse(point.cells, work / "runs", [work / "runs", *(e / "runs" for e in earlier)])
+    point.records, point.reused = reuse(point.cells, work / "runs", [work / "runs", *(e / "runs" for e in earlier)])
 
 
 def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Path | None = None,
@@ -236,116 +207,10 @@ def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Pat
         return result
 
 
-def claim_output(stack: ExitStack, out: Path | None, overwrite: bool, field: str, marker: str) -> Path:
-    """Lock ``out`` (on ``stack``) and check it can be written, or claim the first free
-    ``reports/default[-N]`` when it is None."""
-    if out is None:
-        return _claim_default(stack)
-    stack.enter_context(lock_folder(out, field))
-    check_out(out, overwrite, field=field, marker=marker)
-    return out
-
-
-@contextmanager
-def kept_work(out: Path, field: str, fresh: bool, kind: str = "eval") -> Iterator[Path]:
-    """The work folder of ``out``: an interrupted run's is continued unless ``fresh`` (only one of
-    the same ``kind``, ``eval`` or ``sweep``). On an error it is removed if no cell finished in it,
-    else kept (and the error raised)."""
-    other = {"eval": ("points", "sweep"), "sweep": ("runs", "eval")}[kind]
-    stale = out.with_name(f".{out.name}.tmp")
-    if not fresh and (stale / other[0]).is_dir():
-        raise ConfigError(field, str(out), f"an output whose interrupted run is a {kind}",
-                          f"{stale} holds an interrupted {other[1]}: run that again to finish it, or pass --fresh "
-                          "to discard it")
-    work = work_dir(out, field, keep=not fresh)
-    try:
-        yield work
-    except BaseException:
-        records = [read_cell(path.parent) for path in work.glob(f"**/runs/*/{CELL_FILE}")]
-        finished = sum(1 for r in records if r is not None and r.ok)
-        if finished:
-            logger.error("stopped with %d finished cell(s), kept in %s: run the same command again with --out %s "
-                         "to continue from them", finished, work, out)
-        elif not records:  # nothing worth keeping
-            shutil.rmtree(work, ignore_errors=True)
-        raise
-
-
 def _audit_template(settings: EvalSettings) -> AuditConfig:
     """The audit every arm gets (its devices are filled in per arm)."""
     return AuditConfig(attacks=list(settings.attacks), images=settings.images, seeds=list(settings.seeds),
                        preset=settings.preset, attack_params={k: dict(v) for k, v in settings.attack_params.items()})
-
-
-def _shared_bound(configs: dict[str, ExperimentConfig], work: Path, threads: int,
-                  earlier: list[Path]) -> BoundConstants | None:
-    """The bound constants every bound-based planner of the evaluation shares, estimated once on the
-    first such arm's config (warm-up and calibration) with the cells' torch threads and saved as
-    ``bound.json``; reused from an ``earlier`` output whose ``bound.key`` matches. None if no arm
-    needs them."""
-    first = next((c for c in configs.values() if c.plan.strategy in BOUND_STRATEGIES), None)
-    if first is None:
-        return None
-    key = result_key(first.to_dict(), referenced_files(first), threads)
-    for folder in earlier:
-        try:
-            if (folder / "bound.key").read_text().strip() == key:
-                bound = BoundConstants.load(folder / "bound.json")
-                logger.info("eval: bound constants reused from %s", folder)
-                break
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    else:
-        logger.info("eval: bound constants (warm-up and calibration)")
-        with torch_threads(threads):
-            bound = prepare(first).context.bound()
-    bound.save(work / "bound.json")
-    (work / "bound.key").write_text(key + "\n")
-    return bound
-
-
-def _link_copy(src: Path, dst: Path) -> None:
-    """Copy a finished cell's folder by hard links where the file system allows (its files are
-    never modified in place), by copies elsewhere."""
-    def link(s: str, d: str) -> None:
-        try:
-            os.link(s, d)
-        except OSError:
-            shutil.copy2(s, d)
-
-    shutil.copytree(src, dst, copy_function=link)
-
-
-def _reuse(cells: list[Cell], runs: Path, sources: list[Path]) -> tuple[dict[str, CellRecord], list[str]]:
-    """The finished cells found in ``sources`` (the work folder's ``runs/`` first), copied into
-    ``runs`` when they are elsewhere; folders in ``runs`` that belong to no cell of this evaluation
-    are removed (their settings changed or their arm is gone)."""
-    runs.mkdir(parents=True, exist_ok=True)
-    names = {c.name for c in cells}
-    for folder in runs.iterdir():
-        if folder.name.endswith(".lock"):  # a killed cell's lock file, unless an orphan still holds it
-            with lock_folder(folder.with_name(folder.name[1:].removesuffix(".lock")), "--out"):
-                pass  # taking and releasing it removes the file; a holder makes this a one-line refusal
-        elif folder.name not in names:
-            if not folder.name.startswith("."):  # hidden: a temporary file of a killed cell
-                logger.warning("eval: %s is not a cell of this evaluation (its arm is gone or renamed): "
-                               "removed", folder.name)
-            shutil.rmtree(folder) if folder.is_dir() else folder.unlink()
-    records: dict[str, CellRecord] = {}
-    for cell in cells:
-        for source in sources:
-            record = read_cell(source / cell.name, cell.key)
-            if record is None or not record.ok:
-                continue
-            if source != runs:
-                shutil.rmtree(runs / cell.name, ignore_errors=True)
-                _link_copy(source / cell.name, runs / cell.name)
-            records[cell.name] = record
-            break
-    if records:
-        logger.info("eval: %d of %d cells reused (finished earlier with the same key): %s", len(records),
-                    len(cells), ", ".join(records))
-    return records, list(records)
 
 
 def execute(points: list[Point], executor: ExecutorConfig, progress: bool) -> None:

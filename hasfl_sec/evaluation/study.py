@@ -47,18 +47,9 @@ from ..report.study import build_study_report
 from ..results import EVAL_TABLES
 from ..typed import apply_overrides
 from .executors import ExecutorConfig, session
-from .run import (
-    EvalFailed,
-    EvalResult,
-    Point,
-    claim_output,
-    execute,
-    finish_point,
-    kept_work,
-    plan_point,
-    prepare_point,
-)
+from .run import EvalFailed, EvalResult, Point, execute, finish_point, plan_point, prepare_point
 from .settings import EvalSettings, settings_from_mapping
+from .workspace import claim_output, kept_work
 
 __all__ = ["Grid", "load_grid", "grid_points", "run_sweep", "StudyResult"]
 
