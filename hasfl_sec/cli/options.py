@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 __all__ = ["TRAIN_SHORTCUTS", "CONFIG_OPTIONS", "config_options", "build_config", "list_value", "yaml_value",
-           "EXECUTOR_OPTIONS", "executor_options", "executor_config", "rerun_command"]
+           "EXECUTOR_OPTIONS", "executor_options", "executor_config", "rerun_command",
+           "exit_on_failed_cells"]
 
 
 # Shortcut options of `train`, each mapped to the config path it overrides.
@@ -118,6 +119,20 @@ def executor_config(workers: int | None, threads: int, backend: str, address: st
     from ..evaluation import ExecutorConfig
 
     return ExecutorConfig(backend=backend, workers=workers, threads=threads, address=address).validate()
+
+
+def exit_on_failed_cells(failed: Any, out: Any, label: Any) -> None:
+    """Print each failed cell (``label(row)`` names it) and the command that computes just those,
+    and exit with code 1; nothing when ``failed`` (a DataFrame) is empty."""
+    import sys
+
+    if failed.empty:
+        return
+    for row in failed.itertuples():
+        click.echo(f"failed: {label(row)}: {row.reason}", err=True)
+    click.echo(f"{len(failed)} cell(s) failed; compute just those (the others are reused) with:\n"
+               f"  {rerun_command(out)}", err=True)
+    sys.exit(1)
 
 
 def rerun_command(out: Any) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from .eval import EVAL_DEFAULTS
-from .options import build_config, config_options, executor_config, executor_options, rerun_command
+from .options import build_config, config_options, executor_config, executor_options, exit_on_failed_cells
 
 __all__ = ["sweep"]
 
@@ -65,9 +65,4 @@ def sweep(grid: str, config_file: str | None, overrides: tuple[str, ...], name: 
     reused = f"; {len(result.reused)} cells reused" if result.reused else ""
     click.echo(f"{finished} of {len(result.points)} points finished; summary: {result.out / 'summary.csv'}")
     click.echo(f"report: {result.out / 'report.html'} ({result.wall_time_s:.0f} s{reused})")
-    if not result.failed.empty:
-        for row in result.failed.itertuples():
-            click.echo(f"failed: {row.point}/{row.plan}: {row.reason}", err=True)
-        click.echo(f"{len(result.failed)} cell(s) failed; compute just those (the others are reused) with:\n"
-                   f"  {rerun_command(result.out)}", err=True)
-        sys.exit(1)
+    exit_on_failed_cells(result.failed, result.out, lambda row: f"{row.point}/{row.plan}")
