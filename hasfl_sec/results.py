@@ -137,18 +137,26 @@ class RunDir:
 LEAKAGE_COLUMNS = ["run_id", "phase", "round", "device", "cut", "batch", "attack", "defense", "metric", "value",
                    "std", "n", "seeds", "source", "threat_model", "params"]
 
-#: Every table of an eval directory, in report order, and the columns it has.
+#: Every table of an eval directory, in report order, and the columns it has. ``seed`` is the
+#: training seed: the per-seed tables hold one row per seed; ``comparisons``, ``classes`` and
+#: ``pareto`` are over seeds (means, 95% interval bounds ``*_low``/``*_high``, see
+#: :mod:`hasfl_sec.stats`).
 EVAL_TABLES: dict[str, list[str]] = {
-    "plans": ["plan", "strategy", "budget_metric", "budget", "device", "device_class", "batch", "cut", "cut_name",
-              "noise_sigma", "predicted_leakage", "compute_flops", "uplink_bps"],
-    "summary": ["plan", "strategy", "kind", "budget_metric", "budget", "defense", "final_accuracy", "rounds",
+    "comparisons": ["comparison", "plan", "reference", "metric", "scale", "estimate", "low", "high", "pairs",
+                    "significant", "method"],
+    "plans": ["plan", "seed", "strategy", "budget_metric", "budget", "device", "device_class", "batch", "cut",
+              "cut_name", "noise_sigma", "predicted_leakage", "leakage", "compute_flops", "uplink_bps"],
+    "classes": ["plan", "device_class", "devices", "seeds", "batch", "batch_low", "batch_high", "cuts",
+                "noise_sigma", "noise_sigma_low", "noise_sigma_high", "leakage", "leakage_low", "leakage_high"],
+    "summary": ["plan", "seed", "strategy", "kind", "budget_metric", "budget", "defense", "final_accuracy", "rounds",
                 "sim_time_s", "predicted_rounds", "predicted_time_to_target_s", "measured_rounds",
                 "measured_time_to_target_s", "target_accuracy", "max_leakage", "strongest_attack", "wall_time_s"],
-    "rounds": ["plan", "round", "sim_time_s", "wall_time_s", "train_loss", "test_accuracy"],
-    "leakage": ["plan", *LEAKAGE_COLUMNS],
-    "defenses": ["defense", "setting", "strength", "cut", "accuracy", "accuracy_drop", "attack", "adaptive", "ssim",
-                 "mse", "psnr", "epsilon"],
-    "pareto": ["plan", "device_class", "leakage", "predicted_time_to_target_s", "measured_time_to_target_s",
-               "final_accuracy", "on_front"],
-    "failed": ["plan", "kind", "reason"],
+    "rounds": ["plan", "seed", "round", "sim_time_s", "wall_time_s", "train_loss", "test_accuracy"],
+    "leakage": ["plan", "seed", *LEAKAGE_COLUMNS],
+    "defenses": ["defense", "seed", "setting", "strength", "cut", "accuracy", "accuracy_drop", "attack", "adaptive",
+                 "ssim", "mse", "psnr", "epsilon"],
+    "pareto": ["plan", "device_class", "seeds", "leakage", "leakage_low", "leakage_high",
+               "predicted_time_to_target_s", "measured_time_to_target_s", "measured_time_to_target_s_low",
+               "measured_time_to_target_s_high", "final_accuracy", "on_front"],
+    "failed": ["plan", "seed", "kind", "reason"],
 }

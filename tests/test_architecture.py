@@ -25,7 +25,7 @@ import pytest
 
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("hasfl_sec", "hasfl_sec.errors", "hasfl_sec.registry", "hasfl_sec.seeding", "hasfl_sec.typed",
-     "hasfl_sec.fileio", "hasfl_sec.results", "hasfl_sec.locks"),
+     "hasfl_sec.fileio", "hasfl_sec.results", "hasfl_sec.locks", "hasfl_sec.stats"),
     ("hasfl_sec.report",),  # a renderer of tables: the foundation only, so it never loads torch
     ("hasfl_sec.data",),
     ("hasfl_sec.models",),

@@ -20,6 +20,17 @@ def _split(text: str | None) -> list[str] | None:
     return None if text is None else [p.strip() for p in text.split(",") if p.strip()]
 
 
+def _ints(field: str, text: str | None) -> list[int] | None:
+    from ..errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        return [int(p) for p in _split(text) or []]
+    except ValueError:
+        raise ConfigError(field, text, "a comma-separated list of integers") from None
+
+
 def _floats(field: str, text: str | None) -> list[float] | None:
     from ..errors import ConfigError
 
@@ -34,22 +45,30 @@ def _floats(field: str, text: str | None) -> list[float] | None:
 @click.command(name="eval")
 @config_options
 @click.option("--eval-config", type=click.Path(dir_okay=False), help="YAML/TOML/JSON file of eval settings "
-              "(name, strategies, budgets, defenses, attacks, images, attack_params, seeds).")
+              "(name, seeds, strategies, baselines, budgets, defenses, attacks, images, attack_params, ...).")
 @click.option("--name", help="Report name; output goes to reports/<name> [the first free of reports/default, "
               "reports/default-2, ...].")
 @click.option("-o", "--out", help="Output directory [reports/<name>].")
 @click.option("--overwrite", is_flag=True, help="Replace the existing output directory named by --name/--out "
               "(only that one, once the new report is complete).")
-@click.option("--strategies", help="Unconstrained planners to compare, comma-separated [hasfl,sfl].")
+@click.option("--seeds", help="Training seeds, comma-separated; every arm runs at each [0,1,2].")
+@click.option("--fleet-per-seed", is_flag=True, default=None,
+              help="Draw the fleet again for every seed [one fleet, from fleet.seed or the config's seed].")
+@click.option("--full", is_flag=True, help="The full grid: every defense at two strengths and DP-SGD, budgets "
+              "30,20,12, audited baselines, full attack settings (about an hour on two cores).")
+@click.option("--strategies", help="Audited unconstrained planners, comma-separated [hasfl,sfl].")
+@click.option("--baselines", help="Planners trained for the speed comparison, comma-separated; '' for none "
+              "[bs-only,cut-only,random].")
 @click.option("--budgets", help="Leakage budgets of privacy-constrained plans (unit: privacy.metric), "
               "comma-separated; '' for none [30,20,12].")
 @click.option("--no-defenses", is_flag=True, help="Skip the defense sweep.")
 @click.option("--attacks", help="Attacks of every audit, comma-separated [rmle,inverse-network,label-direction].")
 @click.option("--images", type=int, help="Victim images per audited device [16].")
-@click.option("--attack-seeds", help="Attack seeds, comma-separated [0].")
+@click.option("--attack-seeds", help="Attack seeds of every audit, comma-separated [0].")
 @executor_options
 def eval_(config_file: str | None, overrides: tuple[str, ...], eval_config: str | None, name: str | None,
-          out: str | None, overwrite: bool, strategies: str | None, budgets: str | None, no_defenses: bool,
+          out: str | None, overwrite: bool, seeds: str | None, fleet_per_seed: bool | None, full: bool,
+          strategies: str | None, baselines: str | None, budgets: str | None, no_defenses: bool,
           attacks: str | None, images: int | None, attack_seeds: str | None, workers: int | None, threads: int,
           backend: str, address: str | None, fresh: bool, progress: bool | None, **options: Any) -> None:
     """Plan, train, attack and report: the whole question in one command.
@@ -78,8 +97,7 @@ def eval_(config_file: str | None, overrides: tuple[str, ...], eval_config: str 
         hasfl-sec eval --name big --workers 8 --backend ray --address auto
         hasfl-sec report reports/default          # re-render from the tables
     """
-    from ..errors import ConfigError
-    from ..evaluation import EvalFailed, load_settings, run_eval
+    from ..evaluation import EvalFailed, headline_text, load_settings, run_eval
     from ..fileio import check_folder_name
 
     if name is not None:
@@ -87,14 +105,11 @@ def eval_(config_file: str | None, overrides: tuple[str, ...], eval_config: str 
     executor = executor_config(workers, threads, backend, address)
     given = {k: v for k, v in options.items() if v is not None}
     config = build_config(config_file, overrides, given, defaults=EVAL_DEFAULTS)
-    seeds = _split(attack_seeds)
-    try:
-        seed_list = [int(s) for s in seeds] if seeds is not None else None
-    except ValueError:
-        raise ConfigError("--attack-seeds", attack_seeds, "a comma-separated list of integers") from None
-    settings = load_settings(eval_config, name=name, strategies=_split(strategies), budgets=_floats("--budgets", budgets),
+    settings = load_settings(eval_config, full=full, name=name, strategies=_split(strategies),
+                             baselines=_split(baselines), budgets=_floats("--budgets", budgets),
                              defenses=[] if no_defenses else None, attacks=_split(attacks), images=images,
-                             seeds=seed_list)
+                             seeds=_ints("--seeds", seeds), attack_seeds=_ints("--attack-seeds", attack_seeds),
+                             fleet_per_seed=fleet_per_seed)
     show = sys.stderr.isatty() if progress is None else progress
     try:
         result = run_eval(config, settings, out=out, overwrite=overwrite, progress=show, executor=executor,
@@ -102,9 +117,7 @@ def eval_(config_file: str | None, overrides: tuple[str, ...], eval_config: str 
     except EvalFailed as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(1)
-    cols = ["plan", "final_accuracy", "measured_time_to_target_s", "predicted_time_to_target_s", "max_leakage",
-            "strongest_attack"]
-    click.echo(result.summary[cols].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    click.echo(headline_text(result.summary, result.tables["comparisons"]))
     reused = f"; {len(result.reused)} of {len(result.reused) + len(result.computed)} cells reused" \
         if result.reused else ""
     click.echo(f"report: {result.out / 'report.html'} ({result.wall_time_s:.0f} s{reused})")

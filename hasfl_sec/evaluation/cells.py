@@ -1,9 +1,10 @@
 """Cells: the independent units an evaluation is made of (docs/design.md section 3.1).
 
-A cell is one arm of an evaluation (a plan, a privacy budget or a defense setting): it trains, audits
-the devices that represent each (cut, noise) of its plan, and writes its own run folder
-``runs/<arm>/``. It needs nothing from other cells but the shared bound constants, so cells run in
-any order, in any process or on any machine (:mod:`~hasfl_sec.evaluation.executors`).
+A cell is one arm of an evaluation (a plan, a privacy budget or a defense setting) at one training
+seed: it trains, audits the devices that represent each (cut, noise) of its plan, and writes its own
+run folder ``runs/<arm>.seed<seed>/``. It needs nothing from other cells but its seed's bound
+constants, so cells run in any order, in any process or on any machine
+(:mod:`~hasfl_sec.evaluation.executors`).
 
 A cell is identified by its *key*: a hash of everything that determines its result -- the arm,
 its resolved experiment config (seed included), the contents of the files the config points to
@@ -48,12 +49,12 @@ from ..defenses.build import describe_defenses
 from ..errors import HasflError
 from ..planning.bound import BoundConstants
 from ..planning.strategies import BOUND_STRATEGIES
-from ..results import atomic_write_text, package_versions
+from ..results import LEAKAGE_COLUMNS, atomic_write_text, package_versions
 from ..runs.training import train
 from .settings import Arm
 from .tables import device_leakage, plan_noise, plan_rows, representatives, summary_row
 
-__all__ = ["Cell", "CellRecord", "CELL_FILE", "code_version", "make_cell", "result_key", "referenced_files",
+__all__ = ["Cell", "CellRecord", "CELL_FILE", "cell_name", "code_version", "make_cell", "result_key", "referenced_files",
            "run_cell", "read_cell", "fail_cell",
            "torch_threads"]
 
@@ -90,6 +91,7 @@ class Cell:
     (None for planners without a bound) and its key."""
 
     arm: Arm
+    seed: int
     config: ExperimentConfig
     audit: AuditConfig
     threads: int
@@ -98,8 +100,13 @@ class Cell:
 
     @property
     def name(self) -> str:
-        """The arm's name: the run folder's name and the ``plan`` column of every table."""
-        return self.arm.name
+        """``<arm>.seed<seed>``: the run folder's name (the arm's name is the ``plan`` column)."""
+        return cell_name(self.arm.name, self.seed)
+
+
+def cell_name(arm: str, seed: int) -> str:
+    """The name (and run folder) of the cell of ``arm`` at training seed ``seed``."""
+    return f"{arm}.seed{seed}"
 
 
 def referenced_files(config: ExperimentConfig) -> dict[str, str]:
@@ -125,14 +132,14 @@ def result_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def make_cell(arm: Arm, config: ExperimentConfig, audit: AuditConfig, threads: int,
+def make_cell(arm: Arm, seed: int, config: ExperimentConfig, audit: AuditConfig, threads: int,
               bound: BoundConstants | None) -> Cell:
-    """The cell of ``arm``, with its key (see module doc). The bound enters the key only when the
-    arm's planner uses it."""
+    """The cell of ``arm`` at ``seed`` (``config`` is the arm's config at that seed), with its key
+    (see module doc). The bound enters the key only when the arm's planner uses it."""
     used = bound if config.plan.strategy in BOUND_STRATEGIES else None
-    key = result_key(dataclasses.asdict(arm), config.to_dict(), referenced_files(config), dataclasses.asdict(audit),
-                     used.to_dict() if used is not None else None, threads)
-    return Cell(arm, config, audit, threads, used, key)
+    key = result_key(dataclasses.asdict(arm), seed, config.to_dict(), referenced_files(config),
+                     dataclasses.asdict(audit), used.to_dict() if used is not None else None, threads)
+    return Cell(arm, seed, config, audit, threads, used, key)
 
 
 @dataclass
@@ -140,9 +147,9 @@ class CellRecord:
     """What ``cell.json`` holds: the cell's status and, when it finished, its rows of the tables.
 
     Attributes:
-        name, key: the cell's arm name and key.
+        name, key: the cell's name (``<arm>.seed<seed>``) and key.
         status: ``ok`` or ``failed``; ``reason`` is a failure's one line.
-        plans, summary: rows of ``plans.csv`` and ``summary.csv``.
+        plans, summary: rows of ``plans.csv`` and ``summary.csv`` (with the cell's ``seed``).
         rounds, leakage: the cell's parts of ``rounds.csv`` and ``leakage.csv`` (column names and rows).
         leaks: per device, the strongest attack's leakage at its cut (for the Pareto table).
         epsilon: the largest finite privacy loss a defense claims (NaN: none).
@@ -281,7 +288,8 @@ def run_cell(cell: Cell, run_dir: Path) -> CellRecord:
 
 def _compute(cell: Cell, run_dir: Path) -> CellRecord:
     """Train the cell's arm, audit the devices that represent each (cut, noise) of its plan on the
-    trained run in memory, and return its rows."""
+    trained run in memory (unless the arm is not audited), and return its rows, each with the
+    cell's seed."""
     arm, cfg = cell.arm, cell.config
     t0 = time.perf_counter()
     result = train(cfg, out_dir=run_dir, bound=cell.bound)
@@ -289,25 +297,30 @@ def _compute(cell: Cell, run_dir: Path) -> CellRecord:
     epsilon = _epsilon(result.trainer.defense.report())  # before the audit's replay advances it
     plan = result.plan
     reps = representatives(plan.cuts, plan_noise(plan))
-    t0 = time.perf_counter()
-    audited = audit_trained(result, dataclasses.replace(cell.audit, devices=sorted(set(reps.values()))))
-    write_audit(audited, run_dir / "audit")
-    timings["audit"] = time.perf_counter() - t0
-
-    leakage = audited.frame.copy()
-    leakage.insert(0, "plan", arm.name)
+    defense = describe_defenses(cfg.defense)
+    leakage = pd.DataFrame(columns=["plan", *LEAKAGE_COLUMNS])
+    if arm.audited:
+        t0 = time.perf_counter()
+        audited = audit_trained(result, dataclasses.replace(cell.audit, devices=sorted(set(reps.values()))))
+        write_audit(audited, run_dir / "audit")
+        timings["audit"] = time.perf_counter() - t0
+        defense = str(audited.meta.get("defense", defense))
+        leakage = audited.frame.copy()
+        leakage.insert(0, "plan", arm.name)
     per_device = device_leakage(leakage, reps, plan.cuts)
     cut_names = {cp.cut: cp.name for cp in result.profile.cuts}
-    summary = summary_row(arm, defense=str(audited.meta.get("defense", describe_defenses(cfg.defense))),
-                          budget_metric=cfg.privacy.metric, rounds=result.rounds, plan=plan,
+    summary = summary_row(arm, defense=defense, budget_metric=cfg.privacy.metric, rounds=result.rounds, plan=plan,
                           target=cfg.optimizer.target_accuracy or 0.9, leaks=per_device,
                           wall_time_s=result.wall_time_s)
     rounds = result.rounds[["round", "sim_time_s", "wall_time_s", "train_loss", "test_accuracy"]].copy()
     rounds.insert(0, "plan", arm.name)
+    plans = plan_rows(arm, plan, result.fleet, cut_names, cfg.privacy.metric, (plan.privacy or {}).get("leakage"))
+    for frame in (rounds, leakage):
+        frame.insert(1, "seed", cell.seed)
     return CellRecord(
-        cell.name, cell.key, plans=plan_rows(arm, plan, result.fleet, cut_names, cfg.privacy.metric,
-                                             (plan.privacy or {}).get("leakage")),
-        summary=summary, rounds=_table(rounds), leakage=_table(leakage),
+        cell.name, cell.key, plans=[{"seed": cell.seed, **row, "leakage": per_device[row["device"]][0]}
+                                    for row in plans],
+        summary={"seed": cell.seed, **summary}, rounds=_table(rounds), leakage=_table(leakage),
         leaks={str(d): float(v) for d, (v, _) in per_device.items()}, epsilon=epsilon, timings=timings)
 
 

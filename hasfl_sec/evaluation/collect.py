@@ -34,7 +34,8 @@ from ..report.render import build_report
 from ..results import EVAL_TABLES, LEAKAGE_COLUMNS, RunDir, package_versions
 from ..runs.files import read_run_file, read_run_file_with
 from .settings import Arm
-from .tables import device_leakage, pareto_table, plan_noise, plan_rows, representatives, summary_row
+from .aggregate import pareto_over_seeds
+from .tables import device_leakage, plan_noise, plan_rows, representatives, summary_row
 
 __all__ = ["collect_runs", "is_run_dir"]
 
@@ -117,19 +118,22 @@ def _leaks(r: _Run) -> dict[int, tuple[float, str]]:
 
 
 def _tables(runs: list[_Run]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """plans, summary and pareto of the collected runs, built as ``hasfl-sec eval`` builds them."""
-    plans, summary, leaks = [], [], {}
+    """plans, summary and pareto of the collected runs, built as ``hasfl-sec eval`` builds them
+    (each run at its own seed)."""
+    plans, summary = [], []
     for r in runs:
         arm, per_device = _arm(r), _leaks(r)
         metric = str((r.plan.privacy or {}).get("metric", ""))
-        plans += plan_rows(arm, r.plan, r.fleet, r.cut_names, metric, (r.plan.privacy or {}).get("leakage"))
+        plans += [{"seed": r.config.seed, **row, "leakage": per_device.get(row["device"], (math.nan, ""))[0]}
+                  for row in plan_rows(arm, r.plan, r.fleet, r.cut_names, metric,
+                                       (r.plan.privacy or {}).get("leakage"))]
         target = r.config.optimizer.target_accuracy
-        summary.append(summary_row(arm, defense=run_defense_label(r.config.defense, r.plan), budget_metric=metric,
-                                   rounds=r.rounds, plan=r.plan, target=math.nan if target is None else target,
-                                   leaks=per_device, wall_time_s=float(r.rounds["wall_time_s"].iloc[-1])))
-        leaks[r.name] = {d: v for d, (v, _) in per_device.items()}
+        summary.append({"seed": r.config.seed, **summary_row(
+            arm, defense=run_defense_label(r.config.defense, r.plan), budget_metric=metric, rounds=r.rounds,
+            plan=r.plan, target=math.nan if target is None else target, leaks=per_device,
+            wall_time_s=float(r.rounds["wall_time_s"].iloc[-1]))})
     plans_frame, summary_frame = pd.DataFrame(plans, columns=EVAL_TABLES["plans"]), pd.DataFrame(summary)
-    pareto = pareto_table(plans_frame, summary_frame, leaks) if any(r.leakage is not None for r in runs) else None
+    pareto = pareto_over_seeds(plans_frame, summary_frame) if any(r.leakage is not None for r in runs) else None
     return plans_frame, summary_frame, pareto if pareto is not None else pd.DataFrame(columns=EVAL_TABLES["pareto"])
 
 
@@ -163,8 +167,10 @@ def _notes(runs: list[_Run]) -> list[str]:
 
 def _write_tables(runs: list[_Run], tmp: Path, started: float, out_name: str) -> None:
     plans, summary, pareto = _tables(runs)
-    rounds = pd.concat([r.rounds.assign(plan=r.name)[EVAL_TABLES["rounds"]] for r in runs], ignore_index=True)
-    audited = [r.leakage.assign(plan=r.name)[EVAL_TABLES["leakage"]] for r in runs if r.leakage is not None]
+    rounds = pd.concat([r.rounds.assign(plan=r.name, seed=r.config.seed)[EVAL_TABLES["rounds"]] for r in runs],
+                       ignore_index=True)
+    audited = [r.leakage.assign(plan=r.name, seed=r.config.seed)[EVAL_TABLES["leakage"]]
+               for r in runs if r.leakage is not None]
     leakage = pd.concat(audited, ignore_index=True) if audited else pd.DataFrame(columns=EVAL_TABLES["leakage"])
     for name, frame in (("plans", plans), ("summary", summary), ("rounds", rounds), ("leakage", leakage),
                         ("pareto", pareto)):

@@ -46,10 +46,11 @@ from ..report.render import build_report
 from ..results import EVAL_TABLES, package_versions
 from ..runs.setup import config_dataset
 from ..typed import apply_overrides
-from .cells import Cell, CellRecord, code_version, fail_cell, make_cell, read_cell
+from .aggregate import class_table, comparisons, pareto_over_seeds, time_budget
+from .cells import Cell, CellRecord, cell_name, code_version, fail_cell, make_cell, read_cell
 from .executors import EXECUTORS, ExecutorConfig, Task, session
 from .settings import Arm, EvalSettings, build_arms
-from .tables import class_mean_ssim, defense_table, pareto_table
+from .tables import class_mean_ssim, defense_table
 from .workspace import claim_output, kept_work, reuse, shared_bound
 
 __all__ = ["EvalResult", "EvalFailed", "run_eval", "eval_out", "arm_configs", "Point", "plan_point", "prepare_point",
@@ -90,14 +91,22 @@ class EvalResult:
         return self.tables["failed"]
 
 
-def arm_configs(config: ExperimentConfig, arms: list[Arm]) -> dict[str, ExperimentConfig]:
-    """Every arm's experiment config, validated (errors name the arm's setting), including what a
-    privacy-constrained plan cannot honour (a second noise source, re-planning)."""
+def arm_configs(config: ExperimentConfig, arms: list[Arm], seeds: list[int],
+                fleet_per_seed: bool = False) -> dict[str, ExperimentConfig]:
+    """Every cell's experiment config (by cell name: arm and seed), validated (errors name the
+    arm's setting), including what a privacy-constrained plan cannot honour (a second noise
+    source, re-planning). Unless ``fleet_per_seed``, every seed gets the fleet of ``fleet.seed``
+    (else of the config's ``seed``)."""
     base = config.to_dict()
-    configs = {a.name: config_from_dict(apply_overrides(base, [*a.overrides, f"name={a.name}"])) for a in arms}
+    fleet_seed = [] if fleet_per_seed else [f"fleet.seed={config.fleet.seed if config.fleet.seed is not None else config.seed}"]
+    configs: dict[str, ExperimentConfig] = {}
     for a in arms:
+        for s in seeds:
+            name = cell_name(a.name, s)
+            configs[name] = config_from_dict(apply_overrides(base, [*a.overrides, f"name={name}", f"seed={s}",
+                                                                     *fleet_seed]))
         if a.kind == "private":
-            check_private_config(configs[a.name])
+            check_private_config(configs[cell_name(a.name, seeds[0])])
     return configs
 
 
@@ -154,22 +163,26 @@ class Point:
 
 
 def plan_point(config: ExperimentConfig, settings: EvalSettings) -> Point:
-    """An evaluation's arms and their validated configs (nothing is computed or written)."""
+    """An evaluation's arms and their cells' validated configs (nothing is computed or written)."""
     settings.validate()
     arms = build_arms(settings)
-    return Point(config, settings, arms, arm_configs(config, arms))
+    return Point(config, settings, arms, arm_configs(config, arms, list(settings.seeds), settings.fleet_per_seed))
 
 
 def prepare_point(point: Point, work: Path, threads: int, earlier: list[Path]) -> None:
-    """Give ``point`` its work folder, bound constants and cells, and the records of the cells
-    already finished in ``work`` or in an ``earlier`` output (see :func:`~.workspace.reuse`)."""
+    """Give ``point`` its work folder, each seed's bound constants, its cells (every arm at every
+    seed), and the records of the cells already finished in ``work`` or in an ``earlier`` output
+    (see :func:`~.workspace.reuse`)."""
     point.work = work
     work.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    bound = shared_bound(point.configs, work, threads, [work, *earlier])
-    point.bound_seconds = time.perf_counter() - t0
     template = _audit_template(point.settings)
-    point.cells = [make_cell(a, point.configs[a.name], template, threads, bound) for a in point.arms]
+    point.cells = []
+    t0 = time.perf_counter()
+    for seed in point.settings.seeds:
+        configs = {a.name: point.configs[cell_name(a.name, seed)] for a in point.arms}
+        bound = shared_bound(configs, work, threads, [work, *earlier], f"seed{seed}")
+        point.cells += [make_cell(a, seed, configs[a.name], template, threads, bound) for a in point.arms]
+    point.bound_seconds = time.perf_counter() - t0
     point.records, point.reused = reuse(point.cells, work / "runs", [work / "runs", *(e / "runs" for e in earlier)])
 
 
@@ -209,7 +222,7 @@ def run_eval(config: ExperimentConfig, settings: EvalSettings, *, out: str | Pat
 
 def _audit_template(settings: EvalSettings) -> AuditConfig:
     """The audit every arm gets (its devices are filled in per arm)."""
-    return AuditConfig(attacks=list(settings.attacks), images=settings.images, seeds=list(settings.seeds),
+    return AuditConfig(attacks=list(settings.attacks), images=settings.images, seeds=list(settings.attack_seeds),
                        preset=settings.preset, attack_params={k: dict(v) for k, v in settings.attack_params.items()})
 
 
@@ -247,46 +260,55 @@ class _Rows:
     summary: list[dict[str, Any]] = field(default_factory=list)
     rounds: list[pd.DataFrame] = field(default_factory=list)
     leakage: list[pd.DataFrame] = field(default_factory=list)
-    leaks: dict[str, dict[int, float]] = field(default_factory=dict)
-    epsilons: dict[str, float] = field(default_factory=dict)
+    epsilons: dict[tuple[str, int], float] = field(default_factory=dict)
     failed: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, arm: Arm, record: CellRecord) -> None:
+    def add(self, cell: Cell, record: CellRecord) -> None:
         if not record.ok:
-            self.failed.append({"plan": arm.name, "kind": arm.kind, "reason": record.reason})
+            self.failed.append({"plan": cell.arm.name, "seed": cell.seed, "kind": cell.arm.kind,
+                                "reason": record.reason})
             return
         self.plans += record.plans
         self.summary.append(record.summary)
         self.rounds.append(record.frame("rounds"))
         self.leakage.append(record.frame("leakage"))
-        self.leaks[arm.name] = record.device_leaks()
-        self.epsilons[arm.name] = record.epsilon
+        self.epsilons[(cell.arm.name, cell.seed)] = record.epsilon
 
-    def tables(self, arms: list[Arm]) -> dict[str, pd.DataFrame]:
-        """The evaluation's tables (:data:`~hasfl_sec.results.EVAL_TABLES`) from the rows."""
+    def tables(self, arms: list[Arm], budget_s: float | None) -> tuple[dict[str, pd.DataFrame], float]:
+        """The evaluation's tables (:data:`~hasfl_sec.results.EVAL_TABLES`) from the rows, and the
+        time budget at which plans' accuracies were compared."""
         tables = {"plans": pd.DataFrame(self.plans), "summary": pd.DataFrame(self.summary),
                   "rounds": pd.concat(self.rounds, ignore_index=True),
                   "leakage": pd.concat(self.leakage, ignore_index=True),
                   "failed": pd.DataFrame(self.failed, columns=EVAL_TABLES["failed"])}
-        finished = [a for a in arms if a.name in self.leaks]
-        has_reference = "sfl" in self.leaks
-        tables["defenses"] = (defense_table(finished, tables["summary"], tables["leakage"], self.epsilons)
-                              if has_reference and any(a.kind == "defense" for a in finished) else pd.DataFrame())
-        tables["pareto"] = pareto_table(tables["plans"], tables["summary"], self.leaks)
-        return tables
+        summary, leakage = tables["summary"], tables["leakage"]
+        defenses = []
+        for seed, part in summary.groupby("seed", sort=True):
+            finished = [a for a in arms if a.name in set(part["plan"])]
+            if "sfl" in set(part["plan"]) and any(a.kind == "defense" for a in finished):
+                eps = {name: e for (name, s), e in self.epsilons.items() if s == seed}
+                frame = defense_table(finished, part, leakage[leakage["seed"] == seed], eps)
+                frame.insert(1, "seed", seed)
+                defenses.append(frame)
+        tables["defenses"] = pd.concat(defenses, ignore_index=True) if defenses else pd.DataFrame()
+        tables["pareto"] = pareto_over_seeds(tables["plans"], summary)
+        tables["classes"] = class_table(tables["plans"])
+        budget = time_budget(summary, budget_s)
+        tables["comparisons"] = comparisons(summary, tables["rounds"], budget)
+        return tables, budget
 
 
 def finish_point(point: Point, name: str, start: float) -> EvalResult:
     """Tables, figures, ``eval.json`` and the report in ``point.work`` from the cells' records, in
-    arm order. Raises :class:`EvalFailed` when no cell finished."""
+    cell order. Raises :class:`EvalFailed` when no cell finished."""
     work, arms = point.work, point.arms
     rows = _Rows()
-    for arm in arms:
-        rows.add(arm, point.records[arm.name])
+    for cell in point.cells:
+        rows.add(cell, point.records[cell.name])
     if not rows.summary:
-        reasons = "; ".join(f"{f['plan']}: {f['reason']}" for f in rows.failed)
+        reasons = "; ".join(f"{f['plan']} (seed {f['seed']}): {f['reason']}" for f in rows.failed)
         raise EvalFailed(f"every cell of the evaluation failed ({reasons}); their folders are kept in {work}")
-    tables = rows.tables(arms)
+    tables, budget = rows.tables(arms, point.settings.time_budget_s)
     for table in EVAL_TABLES:
         path = work / f"{table}.csv"
         path.unlink(missing_ok=True)  # a continued evaluation's work folder may hold older tables
@@ -295,34 +317,50 @@ def finish_point(point: Point, name: str, start: float) -> EvalResult:
     figures = work / "figures"
     shutil.rmtree(figures, ignore_errors=True)
     figures.mkdir()
+    first_seed = point.settings.seeds[0]  # one seed's grids: the others look alike and would swell the report
     for arm in arms:
-        for grid in sorted((work / "runs" / arm.name / "audit").glob("reconstructions_*.png")):
+        for grid in sorted((work / "runs" / cell_name(arm.name, first_seed) / "audit").glob("reconstructions_*.png")):
             attack = grid.stem.removeprefix("reconstructions_")
             shutil.copyfile(grid, figures / f"reconstructions_{arm.name}_{attack}.png")
-    meta = _meta(point, name, start)
+    meta = _meta(point, name, start, budget)
     (work / "eval.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     build_report(work)
     computed = [c.name for c in point.cells if c.name not in point.reused]
     return EvalResult(work, tables, time.perf_counter() - start, computed, list(point.reused))
 
 
-def _meta(point: Point, name: str, start: float) -> dict[str, Any]:
+def _meta(point: Point, name: str, start: float, budget_s: float) -> dict[str, Any]:
     """``eval.json``: what ran, with which settings and versions, each cell's key, status and
     timings, how long the evaluation took since ``start`` (``time.perf_counter``; everything but
-    writing the report), and the notes."""
+    writing the report), the time budget of the accuracy comparison, and the notes."""
     config, settings, arms, cells, records = point.config, point.settings, point.arms, point.cells, point.records
     reference = class_mean_ssim(config_dataset(config), config.seed)
-    notes = [f"Label-only reference: the class-mean image of the auxiliary data scores SSIM {reference:.3f} "
+    seeds = ", ".join(str(s) for s in settings.seeds)
+    fleet = ("the fleet is drawn again for every seed" if settings.fleet_per_seed else
+             f"one fleet for every seed (fleet seed {config.fleet.seed if config.fleet.seed is not None else config.seed})")
+    notes = [f"Every arm ran at {len(settings.seeds)} training seed(s) ({seeds}): a seed sets the model's "
+             f"initialisation, the train/test split, the partition, sampling and every defense's and attack's "
+             f"randomness; {fleet}. Each plan's bound constants are estimated at its seed. Figures are means over "
+             f"seeds with 95% Student-t intervals; comparisons are paired over the seeds both arms finished.",
+             f"Accuracy at the time budget compares plans at {budget_s:.4g} s of simulated time"
+             + (" (set by eval.time_budget_s)." if settings.time_budget_s is not None else
+                ": the shortest simulated training time of any plan at any seed, so every plan is measured "
+                "within its own training."),
+             f"Label-only reference: the class-mean image of the auxiliary data scores SSIM {reference:.3f} "
              "against the victims' images. HASFL sends labels to the edge server, so it reconstructs at "
              "least this well without the smashed data; a defense that keeps accuracy cannot push the "
              "strongest (adaptive) attack far below it.",
              "Defense settings are trained on the sfl plan at plan.cut; their predicted time to target is "
              "the undefended plan's (the bound does not model these defenses)."]
+    if any(a.kind == "baseline" and not a.audited for a in arms):
+        notes.append("Baseline plans (" + ", ".join(a.name for a in arms if a.kind == "baseline")
+                     + ") are trained for the speed comparison and not audited (--full audits them).")
     failed = [r for r in records.values() if not r.ok]
     if failed:
         notes.append(f"{len(failed)} of {len(records)} cells failed and are missing from every table but "
                      "'Failed cells': " + ", ".join(r.name for r in failed) + ".")
-    if "sfl" not in {r.name for r in records.values() if r.ok} and any(a.kind == "defense" for a in arms):
+    finished = {c.arm.name for c in cells if records[c.name].ok}
+    if "sfl" not in finished and any(a.kind == "defense" for a in arms):
         notes.append("The defenses table is missing: its undefended reference, the sfl arm, did not finish.")
     timings = {"bound": point.bound_seconds,
                **{f"{step} {r.name}": float(s) for r in records.values() for step, s in r.timings.items()}}
@@ -330,5 +368,5 @@ def _meta(point: Point, name: str, start: float) -> dict[str, Any]:
             "config": config.to_dict(), "settings": settings.to_dict(), "arms": [vars(a) for a in arms],
             "cells": {c.name: {"key": c.key, "status": records[c.name].status, "reason": records[c.name].reason}
                       for c in cells},
-            "code": code_version(), "timings": timings, "wall_time_s": time.perf_counter() - start,
-            "versions": package_versions(), "notes": notes}
+            "code": code_version(), "timings": timings, "time_budget_s": budget_s,
+            "wall_time_s": time.perf_counter() - start, "versions": package_versions(), "notes": notes}

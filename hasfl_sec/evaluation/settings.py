@@ -1,11 +1,18 @@
 """What ``hasfl-sec eval`` runs: the arms (plans, privacy budgets, defense settings) and the audit.
 
-An *arm* is one training run plus its audit. The default evaluation has three kinds:
+An *arm* is one training run plus its audit, repeated for every training seed (one *cell* per arm
+and seed, :mod:`~hasfl_sec.evaluation.cells`). The default evaluation has four kinds:
 
-* ``plan`` arms -- one per unconstrained strategy (``hasfl`` and the ``sfl`` baseline);
+* ``plan`` arms -- one per audited strategy (``hasfl`` and the ``sfl`` baseline);
+* ``baseline`` arms -- the paper's other benchmarks (``bs-only``, ``cut-only``, ``random``): trained
+  for the time-to-target comparison, not audited unless ``full``;
 * ``private`` arms -- the privacy-constrained planner (``hasfl-private``) at each leakage budget;
 * ``defense`` arms -- the ``sfl`` plan (uniform batch, the config's ``plan.cut``: the default cut)
   trained under one defense setting each. The undefended reference is the ``sfl`` plan arm.
+
+The default grid is trimmed so that three seeds fit in ten minutes on two cores; ``full``
+(``hasfl-sec eval --full``) is :func:`full_settings`: every defense at two strengths, three budgets,
+audited baselines and the audit's full attack settings.
 
 Settings are plain dataclasses, read from a YAML/JSON/TOML file (``--eval-config``) with the same
 type checks as the experiment config, and saved into ``eval.json`` so a report can be reproduced.
@@ -30,7 +37,10 @@ from ..typed import build_dataclass
 DEFAULT_NAME = "default"
 
 __all__ = ["DEFAULT_NAME", "DefenseSweep", "EvalSettings", "Arm", "load_settings", "settings_from_mapping",
-           "default_sweeps"]
+           "default_sweeps", "full_sweeps", "full_settings", "ARM_KINDS"]
+
+#: The kinds of arm, in the order they run; only ``baseline`` arms may go unaudited.
+ARM_KINDS = ("plan", "baseline", "private", "defense")
 
 
 @dataclass
@@ -48,13 +58,24 @@ class DefenseSweep:
 
 
 def default_sweeps() -> list[DefenseSweep]:
-    """The default defense grid: a moderate and a strong setting of each defense family.
+    """The default defense grid: one setting of each defense family but DP-SGD (whose per-sample
+    gradients make its arm about five times as slow as the others; ``full`` adds it).
 
     Noise is in activation units (the default model's smashed data at cut 2 has an RMS of about
-    0.5-1 after GroupNorm+ReLU), DP-SGD at a claimed epsilon, NoPeek's dCor weight (its loss is
-    in [0, 1], the cross-entropy starts near 2.3), the kept fraction of top-k and the bits of
-    quantization.
+    0.5-1 after GroupNorm+ReLU), NoPeek's dCor weight (its loss is in [0, 1], the cross-entropy
+    starts near 2.3), the kept fraction of top-k and the bits of quantization.
     """
+    return [
+        DefenseSweep("noise", "sigma", [1.0]),
+        DefenseSweep("nopeek", "weight", [2.0]),
+        DefenseSweep("topk", "ratio", [0.1]),
+        DefenseSweep("quantize", "bits", [2]),
+    ]
+
+
+def full_sweeps() -> list[DefenseSweep]:
+    """The full defense grid (``--full``): a moderate and a strong setting of each family, and
+    DP-SGD at a claimed epsilon of 8."""
     return [
         DefenseSweep("noise", "sigma", [1.0, 4.0]),
         DefenseSweep("nopeek", "weight", [2.0, 10.0]),
@@ -82,7 +103,19 @@ class EvalSettings:
             inverse network, so the default evaluation fits in about ten minutes on two cores;
             ``full``: the audit's defaults).
         attack_params: per attack, overrides of its Params (win over the preset).
-        seeds: attack seeds of the audit.
+        seeds: training seeds; every arm runs once per seed (model initialisation, train/test
+            split, partition, sampling and every defense's and attack's randomness), and every
+            figure is a mean with a 95% interval over them (:mod:`hasfl_sec.stats`).
+        fleet_per_seed: draw the fleet again for every seed (a generated fleet or preset; a
+            fleet file is fixed). False (default): one fleet, drawn from ``fleet.seed`` or else the
+            config's ``seed``, for every seed: the question is about *these* devices.
+        baselines: planners trained for the time-to-target comparison with ``hasfl`` (the
+            paper's benchmarks); audited only when ``audit_baselines``.
+        audit_baselines: audit the baseline arms too.
+        time_budget_s: the simulated time at which every plan's accuracy is compared; None: the
+            shortest simulated training time of any finished plan arm and seed, so every arm is
+            measured within its own training.
+        attack_seeds: attack seeds of every audit (each re-runs every attack from a fresh start).
 
     Every audit attacks one device per distinct (cut, noise) of a plan: devices that share both
     send the same kind of smashed data from the same aggregated model.
@@ -90,20 +123,28 @@ class EvalSettings:
 
     name: Optional[str] = None
     strategies: list[str] = field(default_factory=lambda: ["hasfl", "sfl"])
-    budgets: list[float] = field(default_factory=lambda: [30.0, 20.0, 12.0])
+    baselines: list[str] = field(default_factory=lambda: ["bs-only", "cut-only", "random"])
+    audit_baselines: bool = False
+    budgets: list[float] = field(default_factory=lambda: [20.0, 12.0])
     defenses: list[DefenseSweep] = field(default_factory=default_sweeps)
     attacks: list[str] = field(default_factory=lambda: ["rmle", "inverse-network", "label-direction"])
     images: int = 16
     preset: str = "fast"
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    fleet_per_seed: bool = False
+    time_budget_s: Optional[float] = None
+    attack_seeds: list[int] = field(default_factory=lambda: [0])
 
     def validate(self) -> "EvalSettings":
         """Check names and ranges; returns self."""
         if self.name is not None:
             check_folder_name("eval.name", self.name)
-        for s in self.strategies:
+        for s in [*self.strategies, *self.baselines]:
             STRATEGIES.get(s)
+        both = sorted(set(self.strategies) & set(self.baselines))
+        check(not both, "eval.baselines", self.baselines, "strategies not also in eval.strategies",
+              f"{', '.join(both)} would be trained twice")
         for b in self.budgets:
             check(isinstance(b, (int, float)) and math.isfinite(b), "eval.budgets", self.budgets, "finite numbers")
         for sweep in self.defenses:
@@ -117,7 +158,12 @@ class EvalSettings:
             ATTACKS.get(a)
         check(self.images >= 1, "eval.images", self.images, "an integer >= 1")
         check(self.preset in PRESETS, "eval.preset", self.preset, sorted(PRESETS))
-        check(len(self.seeds) >= 1, "eval.seeds", self.seeds, "at least one seed")
+        check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "eval.seeds", self.seeds,
+              "at least one seed, none repeated")
+        check(all(0 <= s < 2**31 for s in self.seeds), "eval.seeds", self.seeds, "integers in [0, 2^31)")
+        check(len(self.attack_seeds) >= 1, "eval.attack_seeds", self.attack_seeds, "at least one seed")
+        check(self.time_budget_s is None or (math.isfinite(self.time_budget_s) and self.time_budget_s > 0),
+              "eval.time_budget_s", self.time_budget_s, "a finite number > 0, or null")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,9 +171,17 @@ class EvalSettings:
         return asdict(self)
 
 
-def load_settings(path: str | Path | None = None, **changes: Any) -> EvalSettings:
-    """Default settings, updated from a YAML/JSON/TOML file and then from keyword ``changes``."""
-    values: dict[str, Any] = {}
+def full_settings() -> dict[str, Any]:
+    """What ``--full`` changes in the defaults: the full defense grid, three budgets, audited
+    baselines and the audit's full attack settings (about an hour on two cores with 3 seeds)."""
+    return {"defenses": [asdict(d) for d in full_sweeps()], "budgets": [30.0, 20.0, 12.0],
+            "audit_baselines": True, "preset": "full"}
+
+
+def load_settings(path: str | Path | None = None, full: bool = False, **changes: Any) -> EvalSettings:
+    """Default settings (:func:`full_settings` with ``full``), updated from a YAML/JSON/TOML file
+    and then from keyword ``changes``."""
+    values: dict[str, Any] = full_settings() if full else {}
     if path is not None:
         loaded = read_structured(path, "--eval-config") or {}
         if not isinstance(loaded, dict):
@@ -151,8 +205,9 @@ class Arm:
     """One training run of the evaluation and what it stands for.
 
     Attributes:
-        name: unique, used as the run directory name and the ``plan`` column of every table.
-        kind: ``plan``, ``private`` or ``defense``.
+        name: unique, the ``plan`` column of every table (its cells' run folders are
+            ``runs/<name>.seed<seed>``).
+        kind: one of :data:`ARM_KINDS`.
         overrides: ``--set`` strings applied to the base experiment config.
         strategy: the planner; budget: the leakage budget (private arms).
         defense, param, strength: the defense setting (defense arms).
@@ -166,6 +221,7 @@ class Arm:
     defense: str = "none"
     param: str = ""
     strength: float = math.nan
+    audited: bool = True
 
     @property
     def setting(self) -> str:
@@ -180,6 +236,8 @@ def _yaml_value(value: Any) -> str:
 def build_arms(settings: EvalSettings) -> list[Arm]:
     """Every arm of an evaluation, in the order they run."""
     arms = [Arm(s, "plan", [f"plan.strategy={s}"], s) for s in settings.strategies]
+    arms += [Arm(s, "baseline", [f"plan.strategy={s}"], s, audited=settings.audit_baselines)
+             for s in settings.baselines]
     for b in settings.budgets:
         arms.append(Arm(f"private-{b:g}", "private", ["plan.strategy=hasfl-private", f"privacy.budget={b}"],
                         "hasfl-private", budget=float(b)))
@@ -196,7 +254,8 @@ def build_arms(settings: EvalSettings) -> list[Arm]:
     seen: dict[str, Arm] = {}
     for arm in arms:  # an arm's name is its run folder and its row: two arms may not share one
         if arm.name in seen:
-            field = {"plan": "eval.strategies", "private": "eval.budgets"}.get(arm.kind, f"eval.defenses.{arm.defense}")
+            field = {"plan": "eval.strategies", "baseline": "eval.baselines",
+                     "private": "eval.budgets"}.get(arm.kind, f"eval.defenses.{arm.defense}")
             raise ConfigError(field, arm.name, "settings that give every arm its own name",
                               "two values give the same name (a repeated value, or values equal to 6 significant "
                               "digits)")

@@ -2,17 +2,18 @@
 
 A grid file (YAML, TOML or JSON) names the axes and what every point shares::
 
-    name: fleets-and-seeds          # the output is reports/<name> (default: the file's stem)
+    name: fleets                    # the output is reports/<name> (default: the file's stem)
     set: [train.rounds=60]          # config overrides every point shares
     axes:                           # config keys and their values; the points are the product
       fleet.heterogeneity: [low, high]
-      seed: [0, 1, 2]
+      data.alpha: [0.1, 1.0]
     eval:                           # eval settings every point shares (as in --eval-config)
+      seeds: [0, 1, 2]              # every point runs every seed (seed is not an axis)
       budgets: [20]
       defenses: [{defense: noise, param: sigma, values: [1.0]}]
 
 Any config key can be an axis (``data.dataset``, ``model.name``, ``fleet.file``, ``plan.strategy``,
-``privacy.budget``, ``seed``, ...); strategies, budgets and defense settings inside ``eval`` become
+``privacy.budget``, ...; not ``seed``: every point runs the training seeds of ``eval.seeds``); strategies, budgets and defense settings inside ``eval`` become
 the arms of every point. Each point is one evaluation (its own bound estimate, arms and report in
 ``points/<id>/``); the cells of every point run together on one executor, so a study uses every
 worker. The study writes ``points.csv``, one tidy ``summary.csv`` with the axis values as columns,
@@ -88,6 +89,8 @@ def load_grid(path: str | Path) -> Grid:
     check(isinstance(axes, dict), "grid.axes", axes, "a mapping of config keys to lists of values")
     for key, options in axes.items():
         check(isinstance(options, list) and len(options) >= 1, f"grid.axes.{key}", options, "a non-empty list")
+        check(key != "seed", "grid.axes", key, "config keys other than seed",
+              "every point runs the training seeds of eval.seeds: set eval: {seeds: [...]} instead")
         check(key not in _TAKEN, "grid.axes", key, "config keys that are not summary columns",
               "the axis values become columns of summary.csv beside " + ", ".join(sorted(_TAKEN)))
     size = 1

@@ -1,4 +1,5 @@
-"""The evaluation's tables, built from finished arms: plans, summary, rounds, defenses, Pareto front.
+"""The evaluation's per-seed tables, built from finished cells: plans, summary, rounds, defenses
+(the tables over seeds are :mod:`~hasfl_sec.evaluation.aggregate`'s).
 
 Every function takes plain data (arms, run results as DataFrames) and returns rows or frames with
 the columns the report renders (:mod:`hasfl_sec.report`); nothing here trains or attacks.
@@ -17,11 +18,11 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import image_report
-from ..report.tables import device_classes, pareto_front, time_to_target
+from ..report.tables import device_classes, time_to_target
 from ..seeding import torch_generator
 from .settings import Arm
 
-__all__ = ["class_mean_ssim", "representatives", "plan_rows", "summary_row", "defense_table", "pareto_table", "device_leakage",
+__all__ = ["class_mean_ssim", "representatives", "plan_rows", "summary_row", "defense_table", "device_leakage",
            "plan_noise", "RECONSTRUCTION_METRIC"]
 
 #: The leakage figure of the defense table and the Pareto front.
@@ -54,11 +55,18 @@ def representatives(cuts: Sequence[int], noise: Sequence[float]) -> dict[int, in
     return {i: first.setdefault((int(c), float(s)), i) for i, (c, s) in enumerate(zip(cuts, noise))}
 
 
+def fleet_classes(fleet: Any) -> list[str]:
+    """Each device's class: the device class and link it was drawn from when the fleet says
+    (``Device.group``, docs/fleets.md), else its compute tertile (``slow``/``medium``/``fast``)."""
+    groups = [str(getattr(d, "group", "") or "") for d in fleet.devices]
+    return groups if all(groups) else device_classes(fleet.flops)
+
+
 def plan_rows(arm: Arm, plan: Any, fleet: Any, cut_names: Mapping[int, str], budget_metric: str,
               predicted_leakage: Sequence[float] | None) -> list[dict[str, Any]]:
     """``plans.csv`` rows of one arm: one per device (``cut_names``: cut -> the block it follows)."""
     noise = plan_noise(plan)
-    classes = device_classes(fleet.flops)
+    classes = fleet_classes(fleet)
     rows = []
     for i, (b, c) in enumerate(zip(plan.batch_sizes, plan.cuts)):
         rows.append({
@@ -136,31 +144,3 @@ def defense_table(arms: Sequence[Arm], summary: pd.DataFrame, leakage: pd.DataFr
                 "epsilon": float(epsilons.get(name, math.nan)),
             })
     return pd.DataFrame(rows)
-
-
-def pareto_table(plans: pd.DataFrame, summary: pd.DataFrame, device_leaks: dict[str, dict[int, float]],
-                 kinds: Sequence[str] = ("plan", "private")) -> pd.DataFrame:
-    """``pareto.csv``: per (plan, device class), the class's worst measured leakage against the
-    plan's time to target; ``on_front`` marks plans no other plan beats on both leakage and
-    measured time within that class (a plan that missed the target is never on it)."""
-    s = summary.set_index("plan")
-    rows = []
-    for name in s.index[s["kind"].isin(kinds)]:
-        sub = plans[plans["plan"] == name]
-        for cls, group in sub.groupby("device_class"):
-            values = [device_leaks[name].get(int(d), math.nan) for d in group["device"]]
-            values = [v for v in values if not math.isnan(v)]
-            rows.append({
-                "plan": name, "device_class": cls, "leakage": max(values) if values else math.nan,
-                "predicted_time_to_target_s": float(s.loc[name, "predicted_time_to_target_s"]),
-                "measured_time_to_target_s": float(s.loc[name, "measured_time_to_target_s"]),
-                "final_accuracy": float(s.loc[name, "final_accuracy"]),
-            })
-    frame = pd.DataFrame(rows)
-    if frame.empty:
-        return frame
-    frame["on_front"] = False
-    for _, group in frame.groupby("device_class"):
-        front = pareto_front(group["leakage"], group["measured_time_to_target_s"])
-        frame.loc[group.index, "on_front"] = front
-    return frame

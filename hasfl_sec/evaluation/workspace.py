@@ -86,29 +86,31 @@ def kept_work(out: Path, field: str, fresh: bool, kind: str = "eval") -> Iterato
 
 
 def shared_bound(configs: dict[str, ExperimentConfig], work: Path, threads: int,
-                  earlier: list[Path]) -> BoundConstants | None:
-    """The bound constants every bound-based planner of the evaluation shares, estimated once on the
-    first such arm's config (warm-up and calibration) with the cells' torch threads and saved as
-    ``bound.json``; reused from an ``earlier`` output whose ``bound.key`` matches. None if no arm
-    needs them."""
+                 earlier: list[Path], label: str = "") -> BoundConstants | None:
+    """The bound constants the bound-based planners of one seed share, estimated once on the first
+    such arm's config (warm-up and calibration at its seed) with the cells' torch threads and saved
+    as ``bound[.label].json``; reused from an ``earlier`` output whose ``bound[.label].key``
+    matches. None if no arm needs them."""
     first = next((c for c in configs.values() if c.plan.strategy in BOUND_STRATEGIES), None)
     if first is None:
         return None
-    key = result_key(first.to_dict(), referenced_files(first), threads)
+    stem = f"bound.{label}" if label else "bound"
+    # the bound does not depend on the arm's name, only on what it trains
+    key = result_key({**first.to_dict(), "name": ""}, referenced_files(first), threads)
     for folder in earlier:
         try:
-            if (folder / "bound.key").read_text().strip() == key:
-                bound = BoundConstants.load(folder / "bound.json")
-                logger.info("eval: bound constants reused from %s", folder)
+            if (folder / f"{stem}.key").read_text().strip() == key:
+                bound = BoundConstants.load(folder / f"{stem}.json")
+                logger.info("eval: bound constants %s reused from %s", label, folder)
                 break
         except (OSError, ValueError, KeyError, TypeError):
             continue
     else:
-        logger.info("eval: bound constants (warm-up and calibration)")
+        logger.info("eval: bound constants %s (warm-up and calibration)", label)
         with torch_threads(threads):
             bound = prepare(first).context.bound()
-    bound.save(work / "bound.json")
-    (work / "bound.key").write_text(key + "\n")
+    bound.save(work / f"{stem}.json")
+    (work / f"{stem}.key").write_text(key + "\n")
     return bound
 
 

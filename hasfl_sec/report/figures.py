@@ -24,6 +24,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from ..stats import mean_ci  # noqa: E402
 from .tables import EvalData, leakage_frame  # noqa: E402
 
 __all__ = ["FIGURES", "draw_figures", "accuracy_vs_time", "leakage_vs_cut", "defense_tradeoff", "pareto"]
@@ -53,18 +54,35 @@ def _markers(names: list[str]) -> dict[str, str]:
     return {name: _MARKERS[i % len(_MARKERS)] for i, name in enumerate(names)}
 
 
+def _step_mean(part: Any, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean accuracy over seeds on ``grid`` (each seed's accuracy at t = its last evaluation by t)
+    and its 95% interval; NaN where fewer than one seed (no interval: fewer than two) has a value."""
+    curves = []
+    for _, seed in part.groupby("seed", sort=True):
+        seed = seed.sort_values("sim_time_s")
+        idx = np.searchsorted(seed["sim_time_s"].to_numpy(float), grid, side="right") - 1
+        acc = seed["test_accuracy"].to_numpy(float)
+        curves.append(np.where(idx >= 0, acc[np.clip(idx, 0, None)], np.nan))
+    stats = [mean_ci(col) for col in np.array(curves).T]
+    return (np.array([s.mean for s in stats]), np.array([s.low for s in stats]), np.array([s.high for s in stats]))
+
+
 def accuracy_vs_time(data: EvalData, path: Path) -> bool:
-    """Test accuracy against simulated training time, one line per plan; the target as a line."""
+    """Test accuracy against simulated training time, one line per plan (the mean over seeds, its
+    95% interval as a band); the target as a line."""
     rounds = data.table("rounds")
     rounds = rounds[rounds["test_accuracy"].notna()]
     if rounds.empty:
         return False
+    rounds = rounds if "seed" in rounds.columns else rounds.assign(seed=0)
     fig = Figure(figsize=(6.0, 3.6))
     ax = fig.subplots()
     marks = _markers(data.plans())
     for plan, part in rounds.groupby("plan", sort=False):
-        part = part.sort_values("round")
-        ax.plot(part["sim_time_s"], part["test_accuracy"], marker=marks.get(plan, "o"), markersize=3, label=plan)
+        grid = np.linspace(0.0, float(part["sim_time_s"].max()), 120)
+        mean, low, high = _step_mean(part, grid)
+        line, = ax.plot(grid, mean, marker=marks.get(plan, "o"), markevery=20, markersize=3, label=plan)
+        ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
     targets = data.table("summary")["target_accuracy"].astype(float).dropna().unique()
     for target in sorted(targets):
         ax.axhline(target, color="0.4", linestyle=":", linewidth=1)
@@ -72,15 +90,15 @@ def accuracy_vs_time(data: EvalData, path: Path) -> bool:
                     color="0.3", xytext=(3, 2), textcoords="offset points")
     ax.set_xlabel("simulated time (s, latency model)")
     ax.set_ylabel("test accuracy")
-    ax.set_title("Accuracy against simulated training time")
-    ax.legend(loc="lower right")
+    ax.set_title("Accuracy against simulated training time (mean over seeds, 95% band)")
+    ax.legend(loc="lower right", ncols=2)
     _save(fig, path)
     return True
 
 
 def leakage_vs_cut(data: EvalData, path: Path) -> bool:
-    """SSIM of each attack's reconstructions against the cut, a colour per attack, a marker per plan;
-    the line joins the per-cut means over plans and devices."""
+    """SSIM of each attack's reconstructions against the cut, a colour per attack, a marker per plan
+    (its mean over seeds); the line joins the per-cut means over seeds, with 95% error bars."""
     rows = leakage_frame(data.table("leakage"), "ssim")
     if rows.empty:
         return False
@@ -89,11 +107,16 @@ def leakage_vs_cut(data: EvalData, path: Path) -> bool:
     ax = fig.subplots()
     marks = _markers(data.plans())
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    rows = rows if "seed" in rows.columns else rows.assign(seed=0)
     for k, (attack, part) in enumerate(rows.groupby("attack", sort=True)):
         color = colors[k % len(colors)]
-        mean = part.groupby("cut")["value"].mean()
-        ax.plot(mean.index, mean.values, color=color, linewidth=1.2, label=attack)
-        for plan, pts in part.groupby("plan", sort=False):
+        by_seed = part.groupby(["cut", "seed"])["value"].mean().reset_index()
+        stats = {cut: mean_ci(g["value"]) for cut, g in by_seed.groupby("cut")}
+        cuts = np.array(sorted(stats))
+        mean = np.array([stats[c].mean for c in cuts])
+        err = np.array([stats[c].half_width for c in cuts])
+        ax.errorbar(cuts, mean, yerr=np.nan_to_num(err), color=color, linewidth=1.2, capsize=3, label=attack)
+        for plan, pts in part.groupby(["plan", "cut"], sort=False)["value"].mean().reset_index().groupby("plan"):
             ax.scatter(pts["cut"], pts["value"], color=color, marker=marks.get(plan, "o"), s=22, zorder=3)
     for plan, marker in marks.items():
         if plan in set(rows["plan"]):
@@ -107,11 +130,25 @@ def leakage_vs_cut(data: EvalData, path: Path) -> bool:
     return True
 
 
+def _defense_points(sub: Any) -> dict[str, np.ndarray]:
+    """Per strength: the strongest attack's SSIM and the accuracy drop, means over seeds with the
+    half-widths of their 95% intervals."""
+    per_seed = (sub.groupby(["strength", "seed"], as_index=False, dropna=False)
+                .agg(ssim=("ssim", "max"), drop=("accuracy_drop", "first")))
+    out: dict[str, list[float]] = {"strength": [], "ssim": [], "ssim_err": [], "drop": [], "drop_err": []}
+    for strength, g in per_seed.groupby("strength", dropna=False, sort=True):
+        ssim, drop = mean_ci(g["ssim"]), mean_ci(g["drop"])
+        for key, value in (("strength", strength), ("ssim", ssim.mean), ("ssim_err", ssim.half_width),
+                           ("drop", drop.mean), ("drop_err", drop.half_width)):
+            out[key].append(float(value))
+    return {k: np.asarray(v, dtype=float) for k, v in out.items()}
+
+
 def defense_tradeoff(data: EvalData, path: Path) -> bool:
-    """Accuracy drop against the strongest attack's SSIM for each defense setting: hollow markers
-    and dashed lines for attackers unaware of the defense, filled markers and solid lines for an
-    attacker who knows it (the strongest of every variant, adaptive or not: knowing the defense, it
-    may still pick an unaware attack)."""
+    """Accuracy drop against the strongest attack's SSIM for each defense setting (means over seeds,
+    95% error bars): hollow markers and dashed lines for attackers unaware of the defense, filled
+    markers and solid lines for an attacker who knows it (the strongest of every variant, adaptive or
+    not: knowing the defense, it may still pick an unaware attack)."""
     table = data.table("defenses")
     table = table[table["ssim"].notna()]
     if table.empty:
@@ -119,24 +156,25 @@ def defense_tradeoff(data: EvalData, path: Path) -> bool:
     fig = Figure(figsize=(6.0, 3.8))
     ax = fig.subplots()
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    table = table if "seed" in table.columns else table.assign(seed=0)
     reference = table["defense"].isin(["none", ""])
     if reference.any():
-        ref = table[reference]
-        ax.scatter([ref["ssim"].max()], [ref["accuracy_drop"].iloc[0]], color="black", marker="*", s=90, zorder=4,
-                   label="undefended")
+        ref = table[reference].groupby("seed").agg(ssim=("ssim", "max"), accuracy_drop=("accuracy_drop", "first"))
+        ssim, drop = mean_ci(ref["ssim"]), mean_ci(ref["accuracy_drop"])
+        ax.errorbar([ssim.mean], [drop.mean], xerr=np.nan_to_num([ssim.half_width]), color="black", marker="*",
+                    markersize=10, capsize=3, zorder=4, label="undefended")
     for k, (defense, part) in enumerate(table[~reference].groupby("defense", sort=True)):
         color = colors[k % len(colors)]
         for adaptive in (False, True):
             sub = part if adaptive else part[~part["adaptive"].astype(bool)]
             if adaptive and not part["adaptive"].astype(bool).any():
                 continue  # no adaptive variant: the unaware line is the whole story
-            sub = (sub.groupby("strength", as_index=False, dropna=False)
-                   .agg(ssim=("ssim", "max"), accuracy_drop=("accuracy_drop", "first"))
-                   .sort_values("strength", na_position="first"))
+            points = _defense_points(sub)
             kind = "adaptive" if adaptive else "unaware"
-            ax.plot(sub["ssim"], sub["accuracy_drop"], color=color, linestyle="-" if adaptive else "--",
-                    marker="o", markerfacecolor=color if adaptive else "white", markersize=5,
-                    label=f"{defense} ({kind})")
+            ax.errorbar(points["ssim"], points["drop"], xerr=np.nan_to_num(points["ssim_err"]),
+                        yerr=np.nan_to_num(points["drop_err"]), color=color, linestyle="-" if adaptive else "--",
+                        marker="o", markerfacecolor=color if adaptive else "white", markersize=5, capsize=2,
+                        label=f"{defense} ({kind})")
     ax.set_xlabel("strongest attack's SSIM (lower = less leakage)")
     ax.set_ylabel("accuracy drop (points vs undefended)")
     ax.set_title("Defenses: accuracy cost against leakage")
@@ -145,9 +183,27 @@ def defense_tradeoff(data: EvalData, path: Path) -> bool:
     return True
 
 
+def _class_markers(classes: list[str]) -> dict[str, str]:
+    """A marker per device class: the compute tertiles keep theirs, named classes take the others."""
+    free = [m for m in _MARKERS if m not in _CLASS_MARKERS.values()]
+    named = [c for c in classes if c not in _CLASS_MARKERS]
+    out = {c: _CLASS_MARKERS[c] for c in classes if c in _CLASS_MARKERS}
+    out.update({c: free[i % len(free)] for i, c in enumerate(named)})
+    return out
+
+
+def _half(row: Any, column: str) -> list[float] | None:
+    """The half-width of a Pareto point's 95% interval in ``column`` (None without one)."""
+    low, high = row.get(f"{column}_low", np.nan), row.get(f"{column}_high", np.nan)
+    if low is None or high is None or not np.isfinite(float(low)) or not np.isfinite(float(high)):
+        return None
+    return [(float(high) - float(low)) / 2.0]
+
+
 def pareto(data: EvalData, path: Path) -> bool:
     """Leakage against measured (left) and predicted (right) time to target, a marker per device
-    class; plans on the measured front are ringed and joined by a step line."""
+    class, each point a mean over seeds with 95% error bars; plans on the measured front (computed
+    on the means) are ringed and joined by a step line."""
     table = data.table("pareto")
     table = table[table["leakage"].notna()]
     times = ("measured_time_to_target_s", "predicted_time_to_target_s")
@@ -158,14 +214,17 @@ def pareto(data: EvalData, path: Path) -> bool:
     axes = fig.subplots(1, 2, sharey=True)
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     plan_color = {p: colors[i % len(colors)] for i, p in enumerate(data.plans())}
+    class_marker = _class_markers(sorted(set(table["device_class"].astype(str))))
     for ax, column, title in ((axes[0], "measured_time_to_target_s", "measured"),
                               (axes[1], "predicted_time_to_target_s", "predicted")):
         for _, row in table.iterrows():
             x = float(row[column])
             if not np.isfinite(x):
                 continue
-            marker = _CLASS_MARKERS.get(str(row["device_class"]), "o")
-            ax.scatter([x], [row["leakage"]], color=plan_color.get(row["plan"], "0.3"), marker=marker, s=30, zorder=3)
+            marker = class_marker.get(str(row["device_class"]), "o")
+            color = plan_color.get(row["plan"], "0.3")
+            ax.errorbar([x], [row["leakage"]], xerr=_half(row, column), yerr=_half(row, "leakage"), color=color,
+                        marker=marker, markersize=5, capsize=2, linewidth=0.8, zorder=3)
             if row["on_front"]:
                 ax.scatter([x], [row["leakage"]], facecolors="none", edgecolors="crimson", s=110, linewidths=1.4,
                            zorder=4)
@@ -183,9 +242,8 @@ def pareto(data: EvalData, path: Path) -> bool:
     for plan, color in plan_color.items():
         if plan in set(table["plan"]):
             axes[1].scatter([], [], color=color, marker="s", s=22, label=plan)
-    for cls, marker in _CLASS_MARKERS.items():
-        if cls in set(table["device_class"]):
-            axes[1].scatter([], [], color="0.4", marker=marker, s=22, label=f"{cls} devices")
+    for cls, marker in class_marker.items():
+        axes[1].scatter([], [], color="0.4", marker=marker, s=22, label=f"{cls} devices")
     axes[1].scatter([], [], facecolors="none", edgecolors="crimson", s=60, label="on the front")
     axes[1].legend(loc="best")
     _save(fig, path)

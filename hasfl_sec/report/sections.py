@@ -1,9 +1,13 @@
 """The report's content: one :class:`~hasfl_sec.report.doc.Section` per topic, from an eval's tables.
 
 Sections, in order (a section whose tables are absent or empty is left out, and the lead says so
-in one line):
+in one line). Every figure is a mean over training seeds ± the half-width of its 95% interval
+(:mod:`~hasfl_sec.report.seeds`):
 
-1. Plans -- per plan, the per-device batch size, cut, noise and predicted leakage.
+0. Headline -- paired comparisons over seeds: HASFL's speed-up over each baseline, private plans
+   against HASFL, defenses against the undefended plan; whether each interval excludes no effect.
+1. Plans -- per plan and device class, the batch sizes, cuts, noise and measured leakage; then per
+   device.
 2. Training -- summary per plan, predicted against measured time to target, accuracy figure.
 3. Leakage per split -- per plan, cut and attack: SSIM/PSNR/MSE or label accuracy, each attack's
    threat model beside its numbers; attack-independent dependence figures.
@@ -20,13 +24,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..stats import METHOD
 from .doc import Block, Document, Figure, Heading, Items, Section, Table, Text, fmt, table
+from .seeds import ci_legend, ci_table, ci_text, over_seeds, seed_count
 from .tables import EvalData
 
 __all__ = ["SECTIONS", "build_document", "CONFIG_SUMMARY"]
 
 #: section key -> title, in report order.
 SECTIONS = {
+    "headline": "Headline: paired comparisons over seeds",
     "plans": "Plans",
     "training": "Training",
     "leakage": "Leakage per split",
@@ -49,7 +56,7 @@ CONFIG_SUMMARY = {
 
 _RECON = ["ssim", "psnr", "mse", "identifiability", "label_accuracy", "label_auc"]
 _INDEPENDENT = ["dcor", "nhsic", "ksg", "dfil", "dfil_mse_bound"]
-_ABSENT_REASON = {"plans": ["plans"], "training": ["summary", "rounds"], "leakage": ["leakage"],
+_ABSENT_REASON = {"headline": ["comparisons"], "plans": ["plans"], "training": ["summary", "rounds"], "leakage": ["leakage"],
                   "defenses": ["defenses"], "pareto": ["pareto"]}
 
 
@@ -76,6 +83,9 @@ def _lead(data: EvalData, absent: list[str]) -> list[Block]:
         if value is None or value == []:
             continue
         rows.append([label, _plain(value)])
+    seeds = (meta.get("settings") or {}).get("seeds")
+    if isinstance(seeds, list) and seeds:
+        rows.append(["training seeds", _plain(seeds)])
     if rows:
         blocks.append(Table(["setting", "value"], rows, [False, False], "Configuration summary"))
     if absent:
@@ -83,19 +93,74 @@ def _lead(data: EvalData, absent: list[str]) -> list[Block]:
     return blocks
 
 
+_COMPARISON_TITLES = {"speed": "HASFL against the other plans (speed-up = the other's time to target / HASFL's)",
+                      "privacy": "Privacy-constrained plans against HASFL",
+                      "defense": "Defense settings against the undefended sfl plan"}
+_METRIC_LABELS = {"speedup_time_to_target": "speed-up in time to target (×)",
+                  "accuracy_at_budget_points": "accuracy at the time budget (points)",
+                  "final_accuracy_points": "final accuracy (points)",
+                  "max_leakage_ssim": "strongest attack's SSIM",
+                  "time_to_target_ratio": "time to target (×)"}
+
+
+def _estimate(row: pd.Series) -> str:
+    """``4.21× [3.10, 5.72]`` for a ratio, ``+1.2 [-0.3, 2.7]`` for a difference."""
+    est, low, high = float(row["estimate"]), float(row["low"]), float(row["high"])
+    if np.isnan(est):
+        return "–"
+    value = f"{fmt(est)}×" if row["scale"] == "ratio" else f"{est:+.3g}"
+    return value if np.isnan(low) else f"{value} [{fmt(low)}, {fmt(high)}]"
+
+
+def _headline(data: EvalData) -> list[Block]:
+    comp = data.table("comparisons").copy()
+    comp["value"] = [_estimate(r) for _, r in comp.iterrows()]
+    comp["metric_label"] = comp["metric"].map(lambda m: _METRIC_LABELS.get(m, m))
+    blocks: list[Block] = []
+    for kind, part in comp.groupby("comparison", sort=False):
+        blocks.append(table(part, {"plan": "plan", "reference": "against", "metric_label": "measure",
+                                   "value": "estimate [95% CI]", "pairs": "seeds paired",
+                                   "significant": "interval excludes no effect"},
+                            _COMPARISON_TITLES.get(kind, kind)))
+    real = [f"{r.plan} vs {r.reference}: {_METRIC_LABELS.get(r.metric, r.metric)} {_estimate(r)}"
+            for r in comp.itertuples() if bool(r.significant)]
+    blocks.append(Text(f"Each estimate is paired over the seeds both arms finished ({METHOD}; ratios on the "
+                       "log scale, as geometric means). A difference whose interval excludes 0 (a ratio's, 1) "
+                       "is called real; with one paired seed there is no interval and nothing is called real. "
+                       "A time to target counts only seeds where both plans reached the target."))
+    blocks.append(Items(real) if real else Text("No difference's interval excludes no effect."))
+    return blocks
+
+
+def _classes(data: EvalData) -> list[Block]:
+    c = data.table("classes").copy()
+    if c.empty:
+        return []
+    for col in ("batch", "noise_sigma", "leakage"):
+        c[col] = [ci_text(m, lo, hi, col) for m, lo, hi in zip(c[col], c[f"{col}_low"], c[f"{col}_high"])]
+    return [ci_table(c, {"plan": "plan", "device_class": "device class", "devices": "devices", "batch": "mean batch",
+                         "cuts": "cuts (cut×devices)", "noise_sigma": "mean noise σ", "leakage": "worst leakage (SSIM)"},
+                     "Plans per device class", ["batch", "noise_sigma", "leakage"])]
+
+
 def _plans(data: EvalData) -> list[Block]:
     plans = data.table("plans")
-    blocks: list[Block] = []
+    blocks: list[Block] = _classes(data)
+    numbers = ["batch", "noise_sigma", "predicted_leakage", "leakage", "compute_flops", "uplink_bps"]
     cols = {"device": "device", "device_class": "class", "batch": "batch", "cut": "cut", "cut_name": "cut block",
-            "noise_sigma": "noise σ", "predicted_leakage": "predicted leakage", "compute_flops": "compute (FLOP/s)",
-            "uplink_bps": "uplink (bit/s)"}
+            "noise_sigma": "noise σ", "predicted_leakage": "predicted leakage", "leakage": "measured leakage",
+            "compute_flops": "compute (FLOP/s)", "uplink_bps": "uplink (bit/s)"}
     for plan, part in plans.groupby("plan", sort=False):
         first = part.iloc[0]
         label = f"{plan} (strategy {first['strategy'] or '–'}"
         if first["budget_metric"]:
             label += f", budget {first['budget_metric']} ≤ {fmt(first['budget'])}"
         blocks.append(Heading(label + ")"))
-        blocks.append(table(part.sort_values("device"), cols))
+        wide = over_seeds(part, ["device", "device_class"], numbers, ["cut", "cut_name"]).sort_values("device")
+        blocks.append(ci_table(wide, cols, "", numbers))
+    blocks.append(Text(ci_legend(seed_count(plans)) + " A cut that differs across seeds lists each seed's, "
+                       "joined with /. Measured leakage: the strongest attack's SSIM at the device that "
+                       "represents the device's (cut, noise) in the audit."))
     return blocks
 
 
@@ -103,29 +168,43 @@ def _training(data: EvalData, figures: list[str]) -> list[Block]:
     blocks: list[Block] = []
     summary = data.table("summary")
     if not summary.empty:
-        blocks.append(table(summary, {
-            "plan": "plan", "strategy": "strategy", "defense": "defense", "final_accuracy": "final accuracy",
-            "rounds": "rounds", "sim_time_s": "simulated time (s)", "wall_time_s": "wall time (s)",
-            "max_leakage": "max leakage (SSIM)", "strongest_attack": "strongest attack"}, "Summary per plan"))
+        numbers = ["final_accuracy", "rounds", "sim_time_s", "wall_time_s", "max_leakage"]
+        wide = over_seeds(summary, ["plan"], numbers, ["strategy", "defense", "strongest_attack"])
+        blocks.append(ci_table(wide, {
+            "plan": "plan", "strategy": "strategy", "defense": "defense", "seeds": "seeds",
+            "final_accuracy": "final accuracy", "rounds": "rounds", "sim_time_s": "simulated time (s)",
+            "wall_time_s": "wall time (s)", "max_leakage": "max leakage (SSIM)",
+            "strongest_attack": "strongest attack"}, "Summary per plan", numbers))
         tt = summary.copy()
         pred, meas = tt["predicted_time_to_target_s"].astype(float), tt["measured_time_to_target_s"].astype(float)
         tt["relative_error"] = (pred - meas) / meas
-        blocks.append(table(tt, {
-            "plan": "plan", "target_accuracy": "target accuracy", "predicted_rounds": "predicted rounds",
-            "predicted_time_to_target_s": "predicted time to target (s)",
+        tt["reached"] = meas.notna().astype(float)
+        numbers = ["predicted_rounds", "predicted_time_to_target_s", "measured_rounds", "measured_time_to_target_s",
+                   "relative_error"]
+        wide = over_seeds(tt, ["plan"], numbers, ["target_accuracy"])
+        reached = tt.groupby("plan", sort=False)["reached"].agg(["sum", "count"])
+        wide["reached"] = [f"{int(reached.loc[p, 'sum'])}/{int(reached.loc[p, 'count'])}" for p in wide["plan"]]
+        blocks.append(ci_table(wide, {
+            "plan": "plan", "target_accuracy": "target accuracy", "reached": "seeds at target",
+            "predicted_rounds": "predicted rounds", "predicted_time_to_target_s": "predicted time to target (s)",
             "measured_rounds": "measured rounds", "measured_time_to_target_s": "measured time to target (s)",
             "relative_error": "relative error"},
-            "Predicted against measured time to target (simulated clock)"))
-        blocks.append(Text("Relative error = (predicted − measured) / measured; – where the plan has no "
-                           "prediction or never reached the target."))
+            "Predicted against measured time to target (simulated clock)", numbers))
+        blocks.append(Text(ci_legend(seed_count(summary)) + " Relative error = (predicted − measured) / measured, "
+                           "per seed; – where the plan has no prediction or never reached the target; measured "
+                           "times are over the seeds that reached it."))
     if "accuracy_vs_time.png" in figures:
-        blocks.append(Figure("figures/accuracy_vs_time.png", "Test accuracy against simulated training time."))
+        blocks.append(Figure("figures/accuracy_vs_time.png",
+                             "Test accuracy against simulated training time (mean over seeds, 95% band)."))
     return blocks
 
 
 def _pivot(part: pd.DataFrame, metrics: list[str], index: list[str]) -> pd.DataFrame:
+    """One row per ``index``, one column per metric: the mean over seeds (each seed's value the
+    mean over its rows: devices, images and attack seeds) ± its 95% interval."""
     part = part.assign(value=part["value"].astype(float))
-    wide = part.groupby([*index, "metric"], dropna=False, sort=True)["value"].mean().unstack("metric")
+    long = over_seeds(part[part["metric"].isin(metrics)], [*index, "metric"], ["value"])
+    wide = long.pivot_table(index=index, columns="metric", values="value", aggfunc="first", dropna=False)
     order = [m for m in metrics if m in wide.columns]
     return wide[order].reset_index()
 
@@ -138,7 +217,7 @@ def _leakage(data: EvalData, figures: list[str]) -> list[Block]:
     if not attacks.empty:
         blocks.append(table(attacks.sort_values("attack"), {"attack": "attack", "threat_model": "threat model"},
                             "Threat models of the attacks"))
-    index = ["cut", "device", "batch", "attack"]
+    index = ["cut", "attack"]
     if leak["defense"].nunique() > 1:
         index.append("defense")
     for plan, part in leak.groupby("plan", sort=False):
@@ -148,15 +227,19 @@ def _leakage(data: EvalData, figures: list[str]) -> list[Block]:
             wide = _pivot(attacked, _RECON, index)
             wide = wide.merge(attacks, on="attack", how="left")
             metric_cols = [m for m in _RECON if m in wide.columns]
-            blocks.append(table(wide, {**{c: c for c in [*index, *metric_cols]}, "threat_model": "threat model"},
-                                f"Attacks on plan {plan} (means over images and seeds)"))
+            blocks.append(ci_table(wide, {**{c: c for c in [*index, *metric_cols]}, "threat_model": "threat model"},
+                                   f"Attacks on plan {plan} (per seed: means over images and attack seeds)",
+                                   metric_cols))
         independent = part[part["attack"] == "none"]
         if not independent.empty:
             wide = _pivot(independent, _INDEPENDENT, [c for c in index if c != "attack"])
-            blocks.append(table(wide, list(wide.columns),
-                                f"Attack-independent dependence on plan {plan} (dCor, nHSIC, KSG MI, dFIL bound)"))
+            blocks.append(ci_table(wide, {c: c for c in wide.columns},
+                                   f"Attack-independent dependence on plan {plan} (dCor, nHSIC, KSG MI, dFIL bound)",
+                                   _INDEPENDENT))
+    blocks.append(Text(ci_legend(seed_count(leak))))
     if "leakage_vs_cut.png" in figures:
-        blocks.append(Figure("figures/leakage_vs_cut.png", "SSIM against cut depth per attack; markers are plans."))
+        blocks.append(Figure("figures/leakage_vs_cut.png", "SSIM against cut depth per attack (means over seeds, "
+                                                           "95% error bars); markers are plans."))
     return blocks
 
 
@@ -176,41 +259,55 @@ def _reconstructions(data: EvalData, grids: list[str]) -> list[Block]:
 
 def _defenses(data: EvalData, figures: list[str]) -> list[Block]:
     d = data.table("defenses").copy()
+    d = d if "seed" in d.columns else d.assign(seed=0)
     d["base_attack"] = d["attack"].str.removesuffix("+adaptive")
     d["attacker"] = np.where(d["adaptive"], "adaptive", "unaware")
-    base = (d[d["defense"].isin(["none", ""])].groupby(["base_attack", "cut"], as_index=False)["ssim"].mean()
+    base = (d[d["defense"].isin(["none", ""])].groupby(["seed", "base_attack", "cut"], as_index=False)["ssim"].mean()
             .rename(columns={"ssim": "ssim_undefended"}))
-    d = d.merge(base, on=["base_attack", "cut"], how="left")
+    d = d.merge(base, on=["seed", "base_attack", "cut"], how="left")
     d["ssim_reduction"] = d["ssim_undefended"].astype(float) - d["ssim"].astype(float)
-    d = d.sort_values(["defense", "strength", "attack", "adaptive"], kind="stable")
-    blocks: list[Block] = [table(d, {
+    numbers = ["accuracy", "accuracy_drop", "ssim", "ssim_reduction", "psnr", "mse", "epsilon"]
+    wide = over_seeds(d, ["defense", "setting", "strength", "cut", "attack", "attacker"], numbers)
+    wide = wide.sort_values(["defense", "strength", "attack", "attacker"], kind="stable")
+    blocks: list[Block] = [ci_table(wide, {
         "defense": "defense", "setting": "setting", "cut": "cut", "accuracy": "accuracy",
         "accuracy_drop": "accuracy drop (points)", "attack": "attack", "attacker": "attacker", "ssim": "SSIM",
         "ssim_reduction": "SSIM reduction", "psnr": "PSNR", "mse": "MSE", "epsilon": "ε"},
-        "Accuracy cost against leakage reduction")]
-    blocks.append(Text("SSIM reduction is relative to the undefended model (defense none) under the same "
-                       "attack and cut; an adaptive attacker is trained on defended data, an unaware one is not."))
+        "Accuracy cost against leakage reduction", numbers)]
+    blocks.append(Text(ci_legend(seed_count(d)) + " SSIM reduction is relative to the undefended model (defense "
+                       "none) under the same attack and cut at the same seed; an adaptive attacker is trained on "
+                       "defended data, an unaware one is not. The headline's defense rows say which changes are "
+                       "real."))
     if "defenses.png" in figures:
-        blocks.append(Figure("figures/defenses.png", "Accuracy drop against SSIM per defense."))
+        blocks.append(Figure("figures/defenses.png", "Accuracy drop against SSIM per defense (means over seeds, "
+                                                     "95% error bars)."))
     return blocks
 
 
 def _pareto(data: EvalData, figures: list[str]) -> list[Block]:
-    p = data.table("pareto").sort_values(["device_class", "leakage"], kind="stable")
-    blocks: list[Block] = [table(p, {
-        "plan": "plan", "device_class": "device class", "leakage": "leakage (SSIM)",
+    p = data.table("pareto").sort_values(["device_class", "leakage"], kind="stable").copy()
+    numbers = ["leakage", "measured_time_to_target_s", "predicted_time_to_target_s", "final_accuracy"]
+    for col in numbers:
+        low, high = f"{col}_low", f"{col}_high"
+        if low in p.columns and high in p.columns:
+            p[col] = [ci_text(m, lo, hi, col) for m, lo, hi in zip(p[col], p[low], p[high])]
+    blocks: list[Block] = [ci_table(p, {
+        "plan": "plan", "device_class": "device class", "seeds": "seeds", "leakage": "leakage (SSIM)",
         "measured_time_to_target_s": "measured time to target (s)",
         "predicted_time_to_target_s": "predicted time to target (s)", "final_accuracy": "final accuracy",
-        "on_front": "on front"}, "Leakage against time to target per device class")]
-    blocks.append(Text("On front: no other plan has both lower-or-equal leakage and lower-or-equal measured "
-                       "time to target (one strictly lower) for that device class."))
+        "on_front": "on front"}, "Leakage against time to target per device class", numbers)]
+    blocks.append(Text("Means over seeds ± 95% interval half-widths. On front (computed on the means): no other "
+                       "plan has both lower-or-equal mean leakage and lower-or-equal mean measured time to target "
+                       "(one strictly lower) for that device class; a plan that missed the target at any seed is "
+                       "never on it. Overlapping intervals mean the ranking between two plans is not settled."))
     if "pareto.png" in figures:
-        blocks.append(Figure("figures/pareto.png", "Pareto front of leakage against time to target."))
+        blocks.append(Figure("figures/pareto.png", "Pareto front of leakage against time to target (95% error "
+                                                   "bars over seeds)."))
     return blocks
 
 
 def _failed(data: EvalData) -> list[Block]:
-    return [table(data.table("failed"), {"plan": "cell", "kind": "kind", "reason": "reason"},
+    return [table(data.table("failed"), {"plan": "arm", "seed": "seed", "kind": "kind", "reason": "reason"},
                   "Cells that did not finish (missing from every other table)"),
             Text("Run the same evaluation again into the same output (with --overwrite) to compute just "
                  "these: finished cells are reused.")]
@@ -246,11 +343,11 @@ def _notes(data: EvalData) -> list[Block]:
 def build_document(data: EvalData, figures: list[str], grids: list[str]) -> Document:
     """The report of ``data``; ``figures`` are the generated figure files, ``grids`` the
     ``reconstructions_*.png`` files (both names inside ``figures/``)."""
-    have = {"plans": data.has("plans"), "training": data.has("summary") or data.has("rounds"),
+    have = {"headline": data.has("comparisons"), "plans": data.has("plans"), "training": data.has("summary") or data.has("rounds"),
             "leakage": data.has("leakage"), "reconstructions": bool(grids), "defenses": data.has("defenses"),
             "pareto": data.has("pareto"), "failed": data.has("failed"), "notes": True}
     builders = {
-        "plans": lambda: _plans(data), "training": lambda: _training(data, figures),
+        "headline": lambda: _headline(data), "plans": lambda: _plans(data), "training": lambda: _training(data, figures),
         "leakage": lambda: _leakage(data, figures), "reconstructions": lambda: _reconstructions(data, grids),
         "defenses": lambda: _defenses(data, figures), "pareto": lambda: _pareto(data, figures),
         "failed": lambda: _failed(data), "notes": lambda: _notes(data),

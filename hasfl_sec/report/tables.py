@@ -31,6 +31,8 @@ __all__ = ["REQUIRED", "EvalData", "is_eval_dir", "load_eval", "read_table",
 #: columns without which a table cannot be rendered; the other columns of :data:`EVAL_TABLES` are
 #: filled with empty values (and a warning) when a table lacks them.
 REQUIRED: dict[str, list[str]] = {
+    "comparisons": ["comparison", "plan", "reference", "metric", "estimate"],
+    "classes": ["plan", "device_class"],
     "plans": ["plan", "device", "batch", "cut"],
     "summary": ["plan"],
     "rounds": ["plan", "round", "sim_time_s", "test_accuracy"],
@@ -42,8 +44,9 @@ REQUIRED: dict[str, list[str]] = {
 
 #: columns read as text whatever they look like (empty cells become "").
 _TEXT = {"plan", "strategy", "kind", "budget_metric", "device_class", "cut_name", "defense", "strongest_attack",
-         "setting", "attack", "run_id", "phase", "metric", "seeds", "source", "threat_model", "params", "reason"}
-_BOOL = {"adaptive", "on_front"}
+         "setting", "attack", "run_id", "phase", "metric", "seeds", "source", "threat_model", "params", "reason",
+         "comparison", "reference", "scale", "method", "cuts"}
+_BOOL = {"adaptive", "on_front", "significant"}
 
 
 @dataclass

@@ -114,7 +114,8 @@ class Setup:
 
 def make_fleet(cfg: ExperimentConfig) -> Fleet:
     """The fleet a config names: a preset, a fleet file, or a generated fleet."""
-    f, fleet_seed = cfg.fleet, derive_seed(cfg.seed, "fleet")
+    f = cfg.fleet
+    fleet_seed = derive_seed(cfg.seed if f.seed is None else f.seed, "fleet")
     if f.file and f.file in FLEETS:
         return FLEETS.get(f.file)(f.num_devices, fleet_seed)
     if f.file:
