@@ -105,19 +105,19 @@ def paired_ratio(a: Mapping[int, float], b: Mapping[int, float]) -> Interval:
                     math.exp(d.high) if d.n > 1 else math.nan, d.n, 1.0)
 
 
-def summarize(frame: pd.DataFrame, by: Sequence[str], columns: Sequence[str]) -> pd.DataFrame:
-    """Per group of ``by``: for each numeric column ``c``, its mean ``c``, interval ``c_low`` /
-    ``c_high`` and count ``c_n`` of finite values over the group's rows (one row per seed), plus
-    ``seeds``: the number of rows. Text columns among ``columns`` keep their value when it is the
-    same in every row and are joined with ``/`` otherwise (e.g. a cut that differs across seeds)."""
+def summarize(frame: pd.DataFrame, by: Sequence[str], columns: Sequence[str],
+              text: Sequence[str] = ()) -> pd.DataFrame:
+    """Per group of ``by``: for each column ``c`` of ``columns``, its mean ``c``, interval ``c_low``
+    / ``c_high`` and count ``c_n`` of finite values over the group's rows (one row per seed), plus
+    ``seeds``: the number of rows. Each column of ``text`` (e.g. a cut: a label, not a quantity to
+    average) keeps its value when it is the same in every row and is joined with ``/`` otherwise."""
     rows = []
     for key, group in frame.groupby(list(by), sort=False, dropna=False):
         row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
         row["seeds"] = len(group)
-        for c in columns:
-            numbers = pd.to_numeric(group[c], errors="coerce")
-            if numbers.notna().any() or group[c].isna().all():
-                ci = mean_ci(numbers)
+        for c in [*columns, *text]:
+            if c not in text:
+                ci = mean_ci(pd.to_numeric(group[c], errors="coerce"))
                 row.update({c: ci.mean, f"{c}_low": ci.low, f"{c}_high": ci.high, f"{c}_n": ci.n})
             else:
                 values = list(dict.fromkeys(str(v) for v in group[c]))

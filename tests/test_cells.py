@@ -26,7 +26,7 @@ TINY = ["train.rounds=6", "fleet.num_devices=4", "data.image_size=8", "optimizer
 TINY_ARGS = [a for o in TINY for a in ("--set", o)]
 #: Four cells: two plans, one privacy budget, one defense setting.
 SETTINGS = dict(budgets=[20.0], attacks=["rmle", "label-direction"], images=2,
-                attack_params={"rmle": {"steps": 5}})
+                attack_params={"rmle": {"steps": 5}}, seeds=[0], baselines=[])
 DEFENSES = "defenses:\n  - {defense: noise, param: sigma, values: [1.0]}\n"
 #: Columns that hold this machine's wall-clock times: the only ones that may differ between runs.
 WALL = {"wall_time_s"}
@@ -66,7 +66,8 @@ def sequential(tmp_path_factory: pytest.TempPathFactory):
 
 def test_sequential_path_runs_every_cell_in_order(sequential) -> None:
     assert list(sequential.summary["plan"]) == ["hasfl", "sfl", "private-20", "noise-sigma=1"]
-    assert sequential.computed == ["hasfl", "sfl", "private-20", "noise-sigma=1"] and sequential.reused == []
+    assert sequential.computed == ["hasfl.seed0", "sfl.seed0", "private-20.seed0", "noise-sigma=1.seed0"]
+    assert sequential.reused == []
     assert sequential.failed.empty
     meta = json.loads((sequential.out / "eval.json").read_text())
     for name, cell in meta["cells"].items():
@@ -104,13 +105,13 @@ def test_a_changed_setting_recomputes_exactly_the_cells_it_changes(sequential, t
 
     shutil.copytree(sequential.out, out)
     # A damaged file makes its cell unfinished: it is computed again too.
-    damaged = out / "runs" / "private-20" / "rounds.csv"
+    damaged = out / "runs" / "private-20.seed0" / "rounds.csv"
     damaged.write_text(damaged.read_text()[:-10])
     result = run_eval(load_config(overrides=TINY), _settings(tmp_path, sigma=2.0), out=out, overwrite=True,
                       executor=ExecutorConfig(workers=1))
-    assert sorted(result.computed) == ["noise-sigma=2", "private-20"]
-    assert sorted(result.reused) == ["hasfl", "sfl"]
-    assert not (out / "runs" / "noise-sigma=1").exists()
+    assert sorted(result.computed) == ["noise-sigma=2.seed0", "private-20.seed0"]
+    assert sorted(result.reused) == ["hasfl.seed0", "sfl.seed0"]
+    assert not (out / "runs" / "noise-sigma=1.seed0").exists()
     same = _tables(sequential.out)["summary"].set_index("plan").loc[["hasfl", "sfl", "private-20"]]
     pd.testing.assert_frame_equal(_tables(out)["summary"].set_index("plan").loc[["hasfl", "sfl", "private-20"]], same)
     # --fresh reuses nothing.
@@ -121,7 +122,8 @@ def test_a_changed_setting_recomputes_exactly_the_cells_it_changes(sequential, t
 
 def _eval_cmd(out: Path, *extra: str) -> list[str]:
     return [str(Path(sys.executable).with_name("hasfl-sec")), "eval", *TINY_ARGS, "--budgets", "20", "--no-defenses",
-            "--images", "2", "--attacks", "rmle,label-direction", "--no-progress", "--out", str(out), *extra]
+            "--images", "2", "--attacks", "rmle,label-direction", "--no-progress", "--seeds", "0", "--baselines", "",
+            "--out", str(out), *extra]
 
 
 def _wait_for(predicate, timeout: float = 120.0) -> None:
@@ -143,7 +145,8 @@ def test_a_killed_evaluation_continues_and_computes_only_the_missing_cells(tmp_p
     finished = sorted(p.parent.name for p in runs.glob(f"*/{CELL_FILE}"))
     assert finished and len(finished) < 3, proc.stderr.read().decode()[-2000:]
     assert not out.exists()
-    settings = load_settings(budgets=[20.0], defenses=[], attacks=["rmle", "label-direction"], images=2)
+    settings = load_settings(budgets=[20.0], defenses=[], attacks=["rmle", "label-direction"], images=2, seeds=[0],
+                             baselines=[])
     result = run_eval(load_config(overrides=[*TINY, "train.eval_every=1"]), settings, out=out,
                       executor=ExecutorConfig(workers=1))
     assert sorted(result.reused) == finished
@@ -157,14 +160,14 @@ def test_a_failing_cell_leaves_the_others_and_the_report(tmp_path: Path) -> None
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["eval", *TINY_ARGS, "--budgets", "20,-50", "--no-defenses", "--images", "2",
                                       "--attacks", "label-direction", "--no-progress", "--out", str(out),
-                                      "--workers", "2"])
+                                      "--workers", "2", "--seeds", "0", "--baselines", ""])
     assert result.exit_code == 1, result.output
     failed = pd.read_csv(out / "failed.csv")
     assert list(failed["plan"]) == ["private--50"] and failed["reason"].str.len().gt(0).all()
     assert list(pd.read_csv(out / "summary.csv")["plan"]) == ["hasfl", "sfl", "private-20"]
     assert "Failed cells" in (out / "report.md").read_text()
     assert "--overwrite" in result.output and str(out) in result.output
-    assert (out / "runs" / "private--50" / CELL_FILE).is_file()
+    assert (out / "runs" / "private--50.seed0" / CELL_FILE).is_file()
 
 
 def test_a_killed_worker_fails_only_its_cell(tmp_path: Path) -> None:
@@ -242,8 +245,8 @@ def test_a_cell_key_covers_the_contents_of_the_files_its_config_names(tmp_path: 
     fleet.write_text("devices:\n  - {flops: 1.0e12, uplink_bps: 1.0e8, downlink_bps: 1.0e8, memory_bytes: 4.0e9}\n")
     config = load_config(overrides=[f"fleet.file={fleet}"])
     arm = build_arms(load_settings(strategies=["fixed"], budgets=[], defenses=[]))[0]
-    before = make_cell(arm, config, AuditConfig(), 1, None).key
-    assert make_cell(arm, config, AuditConfig(), 1, None).key == before
+    before = make_cell(arm, 0, config, AuditConfig(), 1, None).key
+    assert make_cell(arm, 0, config, AuditConfig(), 1, None).key == before
     fleet.write_text(fleet.read_text().replace("1.0e12", "2.0e12"))  # the same name, another fleet
-    assert make_cell(arm, config, AuditConfig(), 1, None).key != before
-    assert make_cell(arm, config, AuditConfig(), 2, None).key != make_cell(arm, config, AuditConfig(), 1, None).key
+    assert make_cell(arm, 0, config, AuditConfig(), 1, None).key != before
+    assert make_cell(arm, 0, config, AuditConfig(), 2, None).key != make_cell(arm, 0, config, AuditConfig(), 1, None).key

@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from hasfl_sec.cli.app import cli
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.evaluation import DefenseSweep, build_arms, load_settings
-from hasfl_sec.evaluation.tables import device_leakage, pareto_table, representatives
+from hasfl_sec.evaluation.aggregate import class_table, comparisons, pareto_over_seeds
+from hasfl_sec.evaluation.tables import device_leakage, representatives
 
 TINY = ["train.rounds=12", "fleet.num_devices=4", "data.image_size=8", "optimizer.pilot_rounds=60",
         "optimizer.target_accuracy=0.5",
@@ -62,7 +63,7 @@ def tiny_eval(tmp_path_factory: pytest.TempPathFactory):
         "defenses:\n  - {defense: noise, param: sigma, values: [1.0]}\n"
     )
     result = CliRunner().invoke(cli, ["eval", *TINY_ARGS, *LIGHT, "--eval-config", str(settings), "--budgets", "20",
-                                      "--out", str(out)])
+                                      "--seeds", "0,1", "--baselines", "random", "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -70,14 +71,30 @@ def tiny_eval(tmp_path_factory: pytest.TempPathFactory):
 def test_eval_writes_every_table_figure_and_report(tiny_eval):
     out, output = tiny_eval
     assert "report:" in output
-    for name in ("plans", "summary", "rounds", "leakage", "defenses", "pareto"):
+    for name in ("comparisons", "plans", "classes", "summary", "rounds", "leakage", "defenses", "pareto"):
         frame = pd.read_csv(out / f"{name}.csv")
         assert not frame.empty, name
     summary = pd.read_csv(out / "summary.csv")
-    assert list(summary["plan"]) == ["hasfl", "sfl", "private-20", "noise-sigma=1"]
+    arms = ["hasfl", "sfl", "random", "private-20", "noise-sigma=1"]
+    assert list(summary["plan"]) == arms * 2 and list(summary["seed"]) == [0] * 5 + [1] * 5
     assert summary["final_accuracy"].between(0, 1).all() and (summary["rounds"] == 12).all()
     rounds = pd.read_csv(out / "rounds.csv")
-    assert rounds.groupby("plan").size().to_dict() == {"hasfl": 12, "sfl": 12, "private-20": 12, "noise-sigma=1": 12}
+    assert rounds.groupby(["plan", "seed"]).size().eq(12).all() and len(rounds) == 12 * 10
+    # one fleet for both seeds (the default), different training draws
+    plans = pd.read_csv(out / "plans.csv")
+    flops = plans[plans["plan"] == "sfl"].pivot(index="device", columns="seed", values="compute_flops")
+    assert (flops[0] == flops[1]).all()
+    assert not rounds[rounds["seed"] == 0]["train_loss"].equals(rounds[rounds["seed"] == 1]["train_loss"])
+    comp = pd.read_csv(out / "comparisons.csv")
+    assert {("speed", "sfl"), ("speed", "random"), ("privacy", "hasfl"), ("defense", "sfl")} <= set(
+        zip(comp["comparison"], comp["reference"]))
+    assert (comp["pairs"] <= 2).all() and comp["method"].str.contains("Student t").all()
+    # why hasfl took its cuts: each class at its own cut is the plan itself (ratio 1), at every seed
+    cuts = pd.read_csv(out / "cuts.csv")
+    assert set(cuts["plan"]) == {"hasfl"} and set(cuts["seed"]) == {0, 1}
+    assert cuts.loc[cuts["chosen"], "time_ratio"].eq(1.0).all()
+    assert (cuts["time_ratio"] == cuts["rounds_ratio"] * cuts["round_s_ratio"]).all() or \
+        ((cuts["time_ratio"] - cuts["rounds_ratio"] * cuts["round_s_ratio"]).abs() < 1e-9).all()
     plans = pd.read_csv(out / "plans.csv")
     private = plans[plans["plan"] == "private-20"]
     assert (private["noise_sigma"] > 0).all() and (private["predicted_leakage"] <= 20).all()
@@ -86,8 +103,10 @@ def test_eval_writes_every_table_figure_and_report(tiny_eval):
     meta = json.loads((out / "eval.json").read_text())
     assert meta["settings"]["defenses"][0]["defense"] == "noise" and meta["wall_time_s"] > 0
     assert any(note.startswith("Label-only reference: the class-mean image") for note in meta["notes"])
-    for run in summary["plan"]:
-        assert (out / "runs" / run / "audit" / "leakage.csv").is_file()
+    for run, seed in zip(summary["plan"], summary["seed"]):
+        audited = (out / "runs" / f"{run}.seed{seed}" / "audit" / "leakage.csv").is_file()
+        assert audited == (run != "random"), run  # baselines are trained, not audited, by default
+    assert "Headline" in (out / "report.md").read_text() and "training seeds" in (out / "report.md").read_text()
     html = (out / "report.html").read_text()
     parser = _Tags()
     parser.feed(html)
@@ -162,7 +181,7 @@ def test_existing_output_needs_overwrite(tmp_path):
 
 def test_arms_and_sweep_overrides():
     s = load_settings(budgets=[20.0], defenses=[{"defense": "noise", "param": "sigma", "values": [0.5, 1]}],
-                      strategies=["hasfl"])
+                      strategies=["hasfl"], baselines=[])
     arms = build_arms(s)
     assert [a.name for a in arms] == ["hasfl", "sfl", "private-20", "noise-sigma=0.5", "noise-sigma=1"]
     assert "defense.noise.sigma=0.5" in arms[3].overrides and arms[3].setting == "sigma=0.5"
@@ -180,9 +199,34 @@ def test_table_helpers():
                          "metric": ["ssim"] * 5, "value": [0.4, 0.9, 0.2, float("nan"), 0.99]})
     reps = representatives([2, 3, 2], [0.0, 0.0, 0.0])
     assert device_leakage(leak, reps, [2, 3, 2]) == {0: (0.9, "inv"), 1: (0.2, "rmle"), 2: (0.9, "inv")}
-    plans = pd.DataFrame({"plan": ["a", "b", "c"], "device": [0, 0, 0], "device_class": ["slow"] * 3})
-    summary = pd.DataFrame({"plan": ["a", "b", "c"], "kind": ["plan"] * 3, "final_accuracy": [0.9] * 3,
-                            "predicted_time_to_target_s": [1.0] * 3, "measured_time_to_target_s": [1.0, 2.0, 3.0]})
-    # c is dominated by b (more leakage, slower); a and b trade leakage against time
-    front = pareto_table(plans, summary, {"a": {0: 0.9}, "b": {0: 0.5}, "c": {0: 0.6}}).set_index("plan")
-    assert front["on_front"].to_dict() == {"a": True, "b": True, "c": False}
+    # two seeds; c is dominated by b (more leakage, slower); a and b trade leakage against time;
+    # d is fastest and least leaky on average but missed the target at seed 1: never on the front
+    names = ["a", "b", "c", "d"]
+    plans = pd.DataFrame({"plan": names * 2, "seed": [0] * 4 + [1] * 4, "device": 0, "device_class": "slow",
+                          "batch": 8, "cut": 2, "noise_sigma": 0.0, "compute_s": 0.5, "comm_s": 0.25,
+                          "leakage": [0.9, 0.5, 0.6, 0.1, 0.8, 0.5, 0.7, 0.1]})
+    summary = pd.DataFrame({"plan": names * 2, "seed": [0] * 4 + [1] * 4, "kind": "plan", "final_accuracy": 0.9,
+                            "predicted_time_to_target_s": 1.0,
+                            "measured_time_to_target_s": [1.0, 2.0, 3.0, 0.5, 1.2, 2.2, 3.1, float("nan")]})
+    front = pareto_over_seeds(plans, summary).set_index("plan")
+    assert front["on_front"].to_dict() == {"a": True, "b": True, "c": False, "d": False}
+    assert front.loc["a", "leakage"] == pytest.approx(0.85) and front.loc["a", "seeds"] == 2
+    assert front.loc["a", "leakage_low"] < 0.85 < front.loc["a", "leakage_high"]
+    classes = class_table(plans).set_index("plan")
+    assert classes.loc["a", "cuts"] == "2×1" and classes.loc["a", "batch"] == 8
+
+
+def test_comparisons_are_paired_and_flag_only_real_differences():
+    # hasfl is 4x faster than sfl at every seed (a real speed-up); random is as fast as hasfl on
+    # average but scatters around it (not real); seed 2 of random missed the target (2 pairs)
+    summary = pd.DataFrame({
+        "plan": ["hasfl", "sfl", "random"] * 3, "seed": [0, 0, 0, 1, 1, 1, 2, 2, 2], "kind": ["plan", "plan", "baseline"] * 3,
+        "final_accuracy": [0.9, 0.9, 0.9] * 3, "max_leakage": [0.5] * 9, "sim_time_s": [10.0] * 9,
+        "measured_time_to_target_s": [1.0, 4.0, 2.0, 2.0, 8.1, 1.0, 1.5, 5.9, float("nan")]})
+    rounds = pd.DataFrame({"plan": summary["plan"], "seed": summary["seed"], "sim_time_s": 5.0, "test_accuracy": 0.8})
+    comp = comparisons(summary, rounds, 6.0).set_index(["reference", "metric"])
+    fast = comp.loc[("sfl", "speedup_time_to_target")]
+    assert fast["estimate"] == pytest.approx(4.0, rel=0.02) and fast["significant"] and fast["pairs"] == 3
+    scattered = comp.loc[("random", "speedup_time_to_target")]
+    assert scattered["pairs"] == 2 and not scattered["significant"]
+    assert comp.loc[("sfl", "accuracy_at_budget_points"), "estimate"] == pytest.approx(0.0)

@@ -65,11 +65,14 @@ def full(collected, tmp_path) -> Path:
             ("noise", "sigma=0.5", 0.5, 0.75, 5.0, "rmle+adaptive", True, 0.45, 0.060, 12.5, 8.0),
             ("noise", "sigma=1", 1.0, 0.70, 10.0, "rmle", False, 0.20, 0.100, 10.0, 3.0),
             ("noise", "sigma=1", 1.0, 0.70, 10.0, "rmle+adaptive", True, 0.40, 0.070, 11.5, 3.0)]
-    frame = pd.DataFrame([(d, s, st, 2, a, ad, at, adp, ss, m, p, e) for d, s, st, a, ad, at, adp, ss, m, p, e in rows],
+    frame = pd.DataFrame([(d, 0, s, st, 2, a, ad, at, adp, ss, m, p, e) for d, s, st, a, ad, at, adp, ss, m, p, e in rows],
                          columns=EVAL_TABLES["defenses"])
     frame.to_csv(path / "defenses.csv", index=False)
-    pd.DataFrame([("private-5", "private", "privacy.budget: got 5.0; expected a budget >= 9.2")],
+    pd.DataFrame([("private-5", 0, "private", "privacy.budget: got 5.0; expected a budget >= 9.2")],
                  columns=EVAL_TABLES["failed"]).to_csv(path / "failed.csv", index=False)
+    pd.DataFrame([("speed", "hetero", "uniform", "speedup_time_to_target", "ratio", 2.0, 1.5, 2.7, 3, True,
+                   "paired, Student t, 95%, log scale")],
+                 columns=EVAL_TABLES["comparisons"]).to_csv(path / "comparisons.csv", index=False)
     build_report(path)
     return path
 
@@ -130,7 +133,7 @@ def test_collect_writes_the_eval_tables_from_the_runs(runs, collected):
     plans = pd.read_csv(collected / "plans.csv")
     summary = pd.read_csv(collected / "summary.csv").set_index("plan")
     leakage = pd.read_csv(collected / "leakage.csv")
-    assert list(leakage.columns) == ["plan", *LEAKAGE_COLUMNS]
+    assert list(leakage.columns) == ["plan", "seed", *LEAKAGE_COLUMNS]
     for run in runs:
         plan = json.loads((run / "plan.json").read_text())
         rows = plans[plans.plan == run.name].sort_values("device")
@@ -180,13 +183,13 @@ def test_report_has_every_section_table_and_embedded_figure(full):
                        ("Cells that did not finish (missing from every other table)", 1), ("Predicted against measured time to target (simulated clock)", 2),
                        ("Threat models of the attacks", 1), ("Accuracy cost against leakage reduction", 5),
                        ("Leakage against time to target per device class", len(pd.read_csv(full / "pareto.csv"))),
-                       ("Attacks on plan hetero (means over images and seeds)", 4),
-                       ("Attacks on plan uniform (means over images and seeds)", 1)):
+                       ("Attacks on plan hetero (per seed: means over images and attack seeds)", 4),
+                       ("Attacks on plan uniform (per seed: means over images and attack seeds)", 1)):
         assert len(tables[caption]) == n, caption
     device_tables = [rows for key, rows in tables.items() if key.startswith("#") and rows and "noise σ" in rows[0]]
     assert [len(t) for t in device_tables] == [4, 4]
     assert [r["cut"] for r in device_tables[0]] == [str(c) for c in plans[plans.plan == "hetero"].cut]
-    attacks = tables["Attacks on plan hetero (means over images and seeds)"]
+    attacks = tables["Attacks on plan hetero (per seed: means over images and attack seeds)"]
     assert [r["cut"] for r in attacks] == ["1", "2", "3", "4"]
     assert all(r["threat model"].startswith("edge-server") and r["ssim"] not in ("", "–") for r in attacks)
     defended = {(r["setting"], r["attacker"]): r for r in tables["Accuracy cost against leakage reduction"]}

@@ -21,8 +21,10 @@ name: tiny-study
 set: [fleet.num_devices=4]
 axes:
   fleet.heterogeneity: [low, high]
-  seed: [0, 1]
+  data.alpha: [0.5, 1.0]
 eval:
+  seeds: [0]
+  baselines: []
   strategies: [hasfl, sfl]
   budgets: []
   defenses: []
@@ -47,17 +49,17 @@ def test_a_sweep_writes_one_tidy_table_and_a_report_per_point(study) -> None:
     out = tmp / "study"
     points = pd.read_csv(out / "points.csv")
     assert list(points["fleet.heterogeneity"]) == ["low", "low", "high", "high"]
-    assert list(points["seed"]) == [0, 1, 0, 1]
+    assert list(points["data.alpha"]) == [0.5, 1.0, 0.5, 1.0]
     assert points["finished"].all() and (points["cells"] == 2).all()
     summary = pd.read_csv(out / "summary.csv")
-    assert list(summary.columns[:3]) == ["point", "fleet.heterogeneity", "seed"]
+    assert list(summary.columns[:3]) == ["point", "fleet.heterogeneity", "data.alpha"]
     assert len(summary) == 8 and set(summary["plan"]) == {"hasfl", "sfl"}
     for point in points["point"]:
         assert (out / "points" / point / "report.html").is_file()
-        assert (out / "points" / point / "runs" / "hasfl" / "cell.json").is_file()
-    for point, seed, level in zip(points["point"], points["seed"], points["fleet.heterogeneity"]):
+        assert (out / "points" / point / "runs" / "hasfl.seed0" / "cell.json").is_file()
+    for point, alpha, level in zip(points["point"], points["data.alpha"], points["fleet.heterogeneity"]):
         config = json.loads((out / "points" / point / "eval.json").read_text())["config"]
-        assert config["seed"] == seed and config["fleet"]["heterogeneity"] == level
+        assert config["data"]["alpha"] == alpha and config["fleet"]["heterogeneity"] == level
     assert "Summary per point and plan" in (out / "report.md").read_text()
 
 
@@ -83,11 +85,12 @@ def test_grid_points_are_the_product_of_the_axes() -> None:
 
 
 @pytest.mark.parametrize("text, field", [
-    ("axes: {seed: [0]}\nextra: 1\n", "GRID"),
-    ("axes: {seed: []}\n", "grid.axes.seed"),
+    ("axes: {data.alpha: [1]}\nextra: 1\n", "GRID"),
+    ("axes: {data.alpha: []}\n", "grid.axes.data.alpha"),
     ("axes: {model.name: [nope]}\n", "model.name"),
-    ("axes: {seed: [0]}\neval: {budgets: [abc]}\n", "grid.eval"),
-    ("name: ../x\naxes: {seed: [0]}\n", "grid.name"),
+    ("axes: {data.alpha: [1]}\neval: {budgets: [abc]}\n", "grid.eval"),
+    ("name: ../x\naxes: {data.alpha: [1]}\n", "grid.name"),
+    ("axes: {seed: [0, 1]}\n", "eval.seeds"),  # seeds are every point's, not an axis
 ])
 def test_bad_grids_fail_before_anything_is_written(tmp_path: Path, text: str, field: str) -> None:
     (tmp_path / "grid.yaml").write_text(text)
@@ -102,9 +105,9 @@ def test_a_grown_grid_keeps_its_points_and_computes_only_the_new_ones(study, tmp
     tmp, _ = study
     out = shutil.copytree(tmp / "study", tmp_path / "study")
     grid = load_grid(tmp / "grid.yaml")
-    grid.axes["seed"] = [0, 1, 2]
+    grid.axes["data.alpha"] = [0.5, 1.0, 2.0]
     result = run_sweep(load_config(overrides=[*TINY, "fleet.num_devices=4"]), grid, out=out, overwrite=True,
                        executor=ExecutorConfig(workers=1))
-    assert len(result.reused) == 8 and sorted(c.split("/")[1] for c in result.computed) == ["hasfl", "hasfl", "sfl",
-                                                                                             "sfl"]
-    assert all("seed=2" in c for c in result.computed) and len(result.points) == 6
+    assert len(result.reused) == 8 and sorted(c.split("/")[1] for c in result.computed) == [
+        "hasfl.seed0", "hasfl.seed0", "sfl.seed0", "sfl.seed0"]
+    assert all("alpha=2" in c for c in result.computed) and len(result.points) == 6

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..report.tables import pareto_front
+from ..results import EVAL_TABLES
 from ..stats import METHOD, Interval, mean_ci, paired_difference, paired_ratio, summarize
 
 __all__ = ["class_table", "pareto_over_seeds", "comparisons", "accuracy_at", "time_budget", "headline_text",
@@ -43,20 +44,24 @@ def _per_seed_classes(plans: pd.DataFrame) -> pd.DataFrame:
         rows.append({"plan": plan, "seed": seed, "device_class": cls, "devices": len(g),
                      "batch": float(g["batch"].mean()), "cuts": _cuts(g["cut"]),
                      "noise_sigma": float(g["noise_sigma"].mean()),
+                     "compute_s": float(pd.to_numeric(g["compute_s"], errors="coerce").mean()),
+                     "comm_s": float(pd.to_numeric(g["comm_s"], errors="coerce").mean()),
                      "leakage": float(leak.max()) if leak.notna().any() else math.nan})
     return pd.DataFrame(rows)
 
 
 def class_table(plans: pd.DataFrame) -> pd.DataFrame:
-    """``classes.csv``: per plan and device class, the number of devices, the mean batch size and
-    noise (each a mean over seeds of the class's mean, with its interval), the cuts its devices take
-    (``cut×devices``; seeds that differ are joined with ``/``) and the worst measured leakage."""
+    """``classes.csv``: per plan and device class, the number of devices, the mean batch size,
+    noise and per-round compute and communication seconds (each a mean over seeds of the class's
+    mean, with its interval), the cuts its devices take (``cut×devices``; seeds that differ are
+    joined with ``/``) and the worst measured leakage."""
     per_seed = _per_seed_classes(plans)
     if per_seed.empty:
         return per_seed
-    out = summarize(per_seed, ["plan", "device_class"], ["devices", "batch", "cuts", "noise_sigma", "leakage"])
+    out = summarize(per_seed, ["plan", "device_class"], ["devices", "batch", "noise_sigma", "compute_s", "comm_s",
+                                                                 "leakage"], ["cuts"])
     out["devices"] = out["devices"].round().astype(int)
-    return out.drop(columns=[c for c in out.columns if c.startswith("devices_") or c.endswith("_n")])
+    return out[EVAL_TABLES["classes"]]
 
 
 def pareto_over_seeds(plans: pd.DataFrame, summary: pd.DataFrame,
@@ -79,7 +84,7 @@ def pareto_over_seeds(plans: pd.DataFrame, summary: pd.DataFrame,
     for _, group in out.groupby("device_class"):
         time = group["measured_time_to_target_s"].where(complete[group.index])
         out.loc[group.index, "on_front"] = pareto_front(group["leakage"], time)
-    return out
+    return out[EVAL_TABLES["pareto"]]
 
 
 def time_budget(summary: pd.DataFrame, given: float | None,

@@ -49,10 +49,11 @@ from ..defenses.build import describe_defenses
 from ..errors import HasflError
 from ..planning.bound import BoundConstants
 from ..planning.strategies import BOUND_STRATEGIES
-from ..results import LEAKAGE_COLUMNS, atomic_write_text, package_versions
+from ..results import EVAL_TABLES, LEAKAGE_COLUMNS, atomic_write_text, package_versions
 from ..runs.training import train
 from .settings import Arm
-from .tables import device_leakage, plan_noise, plan_rows, representatives, summary_row
+from .sensitivity import cut_sensitivity
+from .tables import device_leakage, fleet_classes, plan_noise, plan_rows, representatives, summary_row
 
 __all__ = ["Cell", "CellRecord", "CELL_FILE", "cell_name", "code_version", "make_cell", "result_key", "referenced_files",
            "run_cell", "read_cell", "fail_cell",
@@ -152,6 +153,8 @@ class CellRecord:
         plans, summary: rows of ``plans.csv`` and ``summary.csv`` (with the cell's ``seed``).
         rounds, leakage: the cell's parts of ``rounds.csv`` and ``leakage.csv`` (column names and rows).
         leaks: per device, the strongest attack's leakage at its cut (for the Pareto table).
+        cuts: the cell's part of ``cuts.csv`` (plans of :data:`EXPLAINED` only,
+            :mod:`~hasfl_sec.evaluation.sensitivity`).
         epsilon: the largest finite privacy loss a defense claims (NaN: none).
         timings: wall-clock seconds of ``train`` and ``audit``.
         files: every file of the run folder and its size, to verify the folder is complete.
@@ -167,6 +170,7 @@ class CellRecord:
     rounds: dict[str, list] = field(default_factory=dict)
     leakage: dict[str, list] = field(default_factory=dict)
     leaks: dict[str, float] = field(default_factory=dict)
+    cuts: dict[str, list] = field(default_factory=dict)
     epsilon: float = math.nan
     timings: dict[str, float] = field(default_factory=dict)
     files: dict[str, int] = field(default_factory=dict)
@@ -179,7 +183,7 @@ class CellRecord:
         return self.status == "ok"
 
     def frame(self, part: str) -> pd.DataFrame:
-        """``rounds`` or ``leakage`` as a DataFrame."""
+        """``rounds``, ``leakage`` or ``cuts`` as a DataFrame."""
         table = getattr(self, part)
         return pd.DataFrame(table.get("data", []), columns=table.get("columns", []))
 
@@ -297,8 +301,9 @@ def _compute(cell: Cell, run_dir: Path) -> CellRecord:
     epsilon = _epsilon(result.trainer.defense.report())  # before the audit's replay advances it
     plan = result.plan
     reps = representatives(plan.cuts, plan_noise(plan))
+    cuts = _why_cuts(cell, result)  # before the audit, which releases the training setup
     defense = describe_defenses(cfg.defense)
-    leakage = pd.DataFrame(columns=["plan", *LEAKAGE_COLUMNS])
+    leakage = pd.DataFrame(columns=LEAKAGE_COLUMNS)
     if arm.audited:
         t0 = time.perf_counter()
         audited = audit_trained(result, dataclasses.replace(cell.audit, devices=sorted(set(reps.values()))))
@@ -306,22 +311,37 @@ def _compute(cell: Cell, run_dir: Path) -> CellRecord:
         timings["audit"] = time.perf_counter() - t0
         defense = str(audited.meta.get("defense", defense))
         leakage = audited.frame.copy()
-        leakage.insert(0, "plan", arm.name)
     per_device = device_leakage(leakage, reps, plan.cuts)
-    cut_names = {cp.cut: cp.name for cp in result.profile.cuts}
     summary = summary_row(arm, defense=defense, budget_metric=cfg.privacy.metric, rounds=result.rounds, plan=plan,
                           target=cfg.optimizer.target_accuracy or 0.9, leaks=per_device,
                           wall_time_s=result.wall_time_s)
     rounds = result.rounds[["round", "sim_time_s", "wall_time_s", "train_loss", "test_accuracy"]].copy()
-    rounds.insert(0, "plan", arm.name)
-    plans = plan_rows(arm, plan, result.fleet, cut_names, cfg.privacy.metric, (plan.privacy or {}).get("leakage"))
-    for frame in (rounds, leakage):
+    plans = plan_rows(arm, plan, result.fleet, result.profile, cfg.privacy.metric,
+                      (plan.privacy or {}).get("leakage"))
+    for frame in (rounds, leakage, cuts):
+        frame.insert(0, "plan", arm.name)
         frame.insert(1, "seed", cell.seed)
     return CellRecord(
-        cell.name, cell.key, plans=[{"seed": cell.seed, **row, "leakage": per_device[row["device"]][0]}
+        cell.name, cell.key, plans=[{"plan": arm.name, "seed": cell.seed, **row, "leakage": per_device[row["device"]][0]}
                                     for row in plans],
-        summary={"seed": cell.seed, **summary}, rounds=_table(rounds), leakage=_table(leakage),
+        summary={"plan": arm.name, "seed": cell.seed, **summary}, rounds=_table(rounds), leakage=_table(leakage),
+        cuts=_table(cuts),
         leaks={str(d): float(v) for d, (v, _) in per_device.items()}, epsilon=epsilon, timings=timings)
+
+
+#: Planners whose cuts the evaluation explains (``cuts.csv``): those that choose cuts from the bound.
+EXPLAINED = ("hasfl",)
+
+
+def _why_cuts(cell: Cell, result: Any) -> pd.DataFrame:
+    """The cut-sensitivity rows of a plan of :data:`EXPLAINED` (empty for other arms): why its device
+    classes took their cuts (:func:`~hasfl_sec.evaluation.sensitivity.cut_sensitivity`)."""
+    columns = [c for c in EVAL_TABLES["cuts"] if c not in ("plan", "seed")]
+    if cell.config.plan.strategy not in EXPLAINED or result.setup is None:
+        return pd.DataFrame(columns=columns)
+    plan = result.plan
+    rows = cut_sensitivity(result.setup.context.problem(), plan.batch_sizes, plan.cuts, fleet_classes(result.fleet))
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _epsilon(report: dict[str, float]) -> float:

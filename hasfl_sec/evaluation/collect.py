@@ -13,6 +13,7 @@ every input is read and checked before anything is written, and a failure leaves
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -30,11 +31,12 @@ from ..defenses.build import run_defense_label
 from ..errors import ConfigError
 from ..fileio import check_out, publish_dir, read_structured, work_dir
 from ..locks import lock_folder
+from ..models import CutProfile, ModelProfile
 from ..report.render import build_report
 from ..results import EVAL_TABLES, LEAKAGE_COLUMNS, RunDir, package_versions
 from ..runs.files import read_run_file, read_run_file_with
 from .settings import Arm
-from .aggregate import pareto_over_seeds
+from .aggregate import class_table, pareto_over_seeds
 from .tables import device_leakage, plan_noise, plan_rows, representatives, summary_row
 
 __all__ = ["collect_runs", "is_run_dir"]
@@ -55,7 +57,7 @@ class _Run:
     fleet: Any
     plan: Any
     rounds: pd.DataFrame
-    cut_names: dict[int, str]
+    profile: ModelProfile | None
     leakage: pd.DataFrame | None = None
     audit_seconds: float = float("nan")
     grids: list[Path] = field(default_factory=list)
@@ -76,17 +78,20 @@ def _read_run(path: Path, field_name: str) -> _Run:
         raise ConfigError(field_name, str(path), "a finished run (status ok in manifest.json)",
                           f"its status is {manifest.get('status')!r}")
     rounds = read_run_file_with(run, "rounds.csv", pd.read_csv, field_name)
-    missing = [c for c in EVAL_TABLES["rounds"][1:] if c not in rounds.columns]
+    missing = [c for c in EVAL_TABLES["rounds"] if c not in rounds.columns and c not in ("plan", "seed")]
     if missing:
         raise ConfigError(field_name, str(run.file("rounds.csv")), "the rounds table of hasfl-sec train",
                           f"missing column(s): {', '.join(missing)}")
-    cut_names: dict[int, str] = {}
+    profile = None
     if run.file("profile.csv").is_file():
-        profile = read_run_file_with(run, "profile.csv", pd.read_csv, field_name)
-        if {"cut", "name"} <= set(profile.columns):
-            cut_names = {int(c): str(n) for c, n in zip(profile["cut"], profile["name"])}
+        frame = read_run_file_with(run, "profile.csv", pd.read_csv, field_name)
+        names = [f.name for f in dataclasses.fields(CutProfile)]
+        if set(names) <= set(frame.columns):  # the latency model needs every cost of every cut
+            cuts = tuple(CutProfile(**{k: (str(v) if k == "name" else int(v)) for k, v in row.items()})
+                         for row in frame[names].to_dict("records"))
+            profile = ModelProfile("", (0, 0, 0), (), cuts)
     out = _Run(path.name, path, manifest, read_run_file(run, "config.yaml", field_name), read_run_file(run, "fleet.yaml", field_name),
-               read_run_file(run, "plan.json", field_name), rounds, cut_names, replanned=run.file("plans.json").is_file())
+               read_run_file(run, "plan.json", field_name), rounds, profile, replanned=run.file("plans.json").is_file())
     if run.file("audit/leakage.csv").is_file():
         leakage = read_run_file_with(run, "audit/leakage.csv", pd.read_csv, field_name)
         missing = [c for c in LEAKAGE_COLUMNS if c not in leakage.columns]
@@ -124,11 +129,11 @@ def _tables(runs: list[_Run]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
     for r in runs:
         arm, per_device = _arm(r), _leaks(r)
         metric = str((r.plan.privacy or {}).get("metric", ""))
-        plans += [{"seed": r.config.seed, **row, "leakage": per_device.get(row["device"], (math.nan, ""))[0]}
-                  for row in plan_rows(arm, r.plan, r.fleet, r.cut_names, metric,
+        plans += [{"plan": r.name, "seed": r.config.seed, **row, "leakage": per_device.get(row["device"], (math.nan, ""))[0]}
+                  for row in plan_rows(arm, r.plan, r.fleet, r.profile, metric,
                                        (r.plan.privacy or {}).get("leakage"))]
         target = r.config.optimizer.target_accuracy
-        summary.append({"seed": r.config.seed, **summary_row(
+        summary.append({"plan": r.name, "seed": r.config.seed, **summary_row(
             arm, defense=run_defense_label(r.config.defense, r.plan), budget_metric=metric, rounds=r.rounds,
             plan=r.plan, target=math.nan if target is None else target, leaks=per_device,
             wall_time_s=float(r.rounds["wall_time_s"].iloc[-1]))})
@@ -172,8 +177,8 @@ def _write_tables(runs: list[_Run], tmp: Path, started: float, out_name: str) ->
     audited = [r.leakage.assign(plan=r.name, seed=r.config.seed)[EVAL_TABLES["leakage"]]
                for r in runs if r.leakage is not None]
     leakage = pd.concat(audited, ignore_index=True) if audited else pd.DataFrame(columns=EVAL_TABLES["leakage"])
-    for name, frame in (("plans", plans), ("summary", summary), ("rounds", rounds), ("leakage", leakage),
-                        ("pareto", pareto)):
+    for name, frame in (("plans", plans), ("classes", class_table(plans)), ("summary", summary), ("rounds", rounds),
+                        ("leakage", leakage), ("pareto", pareto)):
         if name in ("plans", "summary", "rounds") or not frame.empty:
             frame.to_csv(tmp / f"{name}.csv", index=False)
     (tmp / "figures").mkdir()

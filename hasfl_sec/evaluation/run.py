@@ -260,6 +260,7 @@ class _Rows:
     summary: list[dict[str, Any]] = field(default_factory=list)
     rounds: list[pd.DataFrame] = field(default_factory=list)
     leakage: list[pd.DataFrame] = field(default_factory=list)
+    cuts: list[pd.DataFrame] = field(default_factory=list)
     epsilons: dict[tuple[str, int], float] = field(default_factory=dict)
     failed: list[dict[str, Any]] = field(default_factory=list)
 
@@ -272,6 +273,7 @@ class _Rows:
         self.summary.append(record.summary)
         self.rounds.append(record.frame("rounds"))
         self.leakage.append(record.frame("leakage"))
+        self.cuts.append(record.frame("cuts"))
         self.epsilons[(cell.arm.name, cell.seed)] = record.epsilon
 
     def tables(self, arms: list[Arm], budget_s: float | None) -> tuple[dict[str, pd.DataFrame], float]:
@@ -280,6 +282,7 @@ class _Rows:
         tables = {"plans": pd.DataFrame(self.plans), "summary": pd.DataFrame(self.summary),
                   "rounds": pd.concat(self.rounds, ignore_index=True),
                   "leakage": pd.concat(self.leakage, ignore_index=True),
+                  "cuts": pd.concat([c for c in self.cuts if not c.empty] or [pd.DataFrame()], ignore_index=True),
                   "failed": pd.DataFrame(self.failed, columns=EVAL_TABLES["failed"])}
         summary, leakage = tables["summary"], tables["leakage"]
         defenses = []

@@ -12,6 +12,7 @@ of smashed data from the same aggregated model, so one audited device per pair s
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -20,6 +21,8 @@ import pandas as pd
 from ..metrics import image_report
 from ..report.tables import device_classes, time_to_target
 from ..seeding import torch_generator
+from ..sfl.clock import plan_costs
+from ..sfl.latency import stage_latencies
 from .settings import Arm
 
 __all__ = ["class_mean_ssim", "representatives", "plan_rows", "summary_row", "defense_table", "device_leakage",
@@ -62,11 +65,18 @@ def fleet_classes(fleet: Any) -> list[str]:
     return groups if all(groups) else device_classes(fleet.flops)
 
 
-def plan_rows(arm: Arm, plan: Any, fleet: Any, cut_names: Mapping[int, str], budget_metric: str,
+def plan_rows(arm: Arm, plan: Any, fleet: Any, profile: Any, budget_metric: str,
               predicted_leakage: Sequence[float] | None) -> list[dict[str, Any]]:
-    """``plans.csv`` rows of one arm: one per device (``cut_names``: cut -> the block it follows)."""
+    """``plans.csv`` rows of one arm: one per device, with its per-round latency split into
+    ``compute_s`` (client forward and backward) and ``comm_s`` (smashed data up, its gradient down)
+    from the latency model (docs/hasfl.md section 2.1) at the fleet's rates (NaN without a
+    ``profile``)."""
     noise = plan_noise(plan)
     classes = fleet_classes(fleet)
+    cut_names = {cp.cut: cp.name for cp in profile.cuts} if profile is not None else {}
+    nan = np.full(len(plan.cuts), math.nan)
+    stages = (stage_latencies(fleet, plan.batch_sizes, plan_costs(profile, plan)) if profile is not None
+              else SimpleNamespace(client_fwd=nan, client_bwd=nan, uplink=nan, downlink=nan))
     rows = []
     for i, (b, c) in enumerate(zip(plan.batch_sizes, plan.cuts)):
         rows.append({
@@ -75,6 +85,8 @@ def plan_rows(arm: Arm, plan: Any, fleet: Any, cut_names: Mapping[int, str], bud
             "cut_name": cut_names.get(int(c), ""), "noise_sigma": float(noise[i]),
             "predicted_leakage": float(predicted_leakage[i]) if predicted_leakage is not None else math.nan,
             "compute_flops": float(fleet.flops[i]), "uplink_bps": float(fleet.uplink_bps[i]),
+            "compute_s": float(stages.client_fwd[i] + stages.client_bwd[i]),
+            "comm_s": float(stages.uplink[i] + stages.downlink[i]),
         })
     return rows
 

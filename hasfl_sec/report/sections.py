@@ -122,8 +122,8 @@ def _headline(data: EvalData) -> list[Block]:
                                    "value": "estimate [95% CI]", "pairs": "seeds paired",
                                    "significant": "interval excludes no effect"},
                             _COMPARISON_TITLES.get(kind, kind)))
-    real = [f"{r.plan} vs {r.reference}: {_METRIC_LABELS.get(r.metric, r.metric)} {_estimate(r)}"
-            for r in comp.itertuples() if bool(r.significant)]
+    real = [f"{r['plan']} vs {r['reference']}: {r['metric_label']} {r['value']}"
+            for _, r in comp.iterrows() if bool(r["significant"])]
     blocks.append(Text(f"Each estimate is paired over the seeds both arms finished ({METHOD}; ratios on the "
                        "log scale, as geometric means). A difference whose interval excludes 0 (a ratio's, 1) "
                        "is called real; with one paired seed there is no interval and nothing is called real. "
@@ -136,20 +136,55 @@ def _classes(data: EvalData) -> list[Block]:
     c = data.table("classes").copy()
     if c.empty:
         return []
-    for col in ("batch", "noise_sigma", "leakage"):
+    numbers = ["batch", "noise_sigma", "compute_s", "comm_s", "leakage"]
+    for col in numbers:
         c[col] = [ci_text(m, lo, hi, col) for m, lo, hi in zip(c[col], c[f"{col}_low"], c[f"{col}_high"])]
     return [ci_table(c, {"plan": "plan", "device_class": "device class", "devices": "devices", "batch": "mean batch",
-                         "cuts": "cuts (cut×devices)", "noise_sigma": "mean noise σ", "leakage": "worst leakage (SSIM)"},
-                     "Plans per device class", ["batch", "noise_sigma", "leakage"])]
+                         "cuts": "cuts (cut×devices)", "noise_sigma": "mean noise σ",
+                         "compute_s": "compute per round (s)", "comm_s": "communication per round (s)",
+                         "leakage": "worst leakage (SSIM)"}, "Plans per device class", numbers),
+            Text("Compute per round: the device's forward and backward pass at its batch and cut; communication "
+                 "per round: its smashed data up and their gradient down (the latency model at the fleet's "
+                 "rates). Cuts list each cut and how many of the class's devices take it.")]
+
+
+def _why_cuts(data: EvalData) -> list[Block]:
+    """Per bound-based plan: device classes × cuts, the predicted time to target if the class moved
+    to that cut, against the plan (and the rounds × latency factors it splits into)."""
+    cuts = data.table("cuts")
+    if cuts.empty:
+        return []
+    blocks: list[Block] = []
+    for plan, part in cuts.groupby("plan", sort=False):
+        wide = over_seeds(part, ["device_class", "cut"], ["time_ratio"], ["chosen"])
+        means = part.groupby(["device_class", "cut"], sort=False)[["rounds_ratio", "round_s_ratio"]].mean()
+        wide["cell"] = [t + (" ← plan" if "True" in str(ch) else "") for t, ch in zip(wide["time_ratio"], wide["chosen"])]
+        wide["split"] = [f"{fmt(means.loc[(k, c), 'rounds_ratio'])} × {fmt(means.loc[(k, c), 'round_s_ratio'])}"
+                         for k, c in zip(wide["device_class"], wide["cut"])]
+        for value, caption in (("cell", f"Why plan {plan} took its cuts: predicted time to target if one device "
+                                        "class moved to each cut, × the plan's"),
+                               ("split", f"The same, split: rounds × round latency, each × the plan's ({plan})")):
+            grid = wide.pivot(index="device_class", columns="cut", values=value).reset_index()
+            grid.columns = [str(c) for c in grid.columns]
+            columns = {"device_class": "device class", **{c: f"cut {c}" for c in grid.columns if c != "device_class"}}
+            blocks.append(table(grid, columns, caption))
+    blocks.append(Text("Each cell moves one device class to that cut (batch sizes kept, clipped to memory), every "
+                       "other device keeping its plan, and asks the optimizer's own model: time to target = "
+                       "rounds (the calibrated convergence bound) × round latency (the latency model). Above 1: "
+                       "slower than the plan. A deeper cut sends less and computes more on the device; it also "
+                       "puts more layers under periodic aggregation, which the bound charges in rounds."))
+    return blocks
 
 
 def _plans(data: EvalData) -> list[Block]:
     plans = data.table("plans")
-    blocks: list[Block] = _classes(data)
-    numbers = ["batch", "noise_sigma", "predicted_leakage", "leakage", "compute_flops", "uplink_bps"]
+    blocks: list[Block] = _classes(data) + _why_cuts(data)
+    numbers = ["batch", "noise_sigma", "predicted_leakage", "leakage", "compute_flops", "uplink_bps", "compute_s",
+               "comm_s"]
     cols = {"device": "device", "device_class": "class", "batch": "batch", "cut": "cut", "cut_name": "cut block",
             "noise_sigma": "noise σ", "predicted_leakage": "predicted leakage", "leakage": "measured leakage",
-            "compute_flops": "compute (FLOP/s)", "uplink_bps": "uplink (bit/s)"}
+            "compute_flops": "compute (FLOP/s)", "uplink_bps": "uplink (bit/s)", "compute_s": "compute/round (s)",
+            "comm_s": "comm./round (s)"}
     for plan, part in plans.groupby("plan", sort=False):
         first = part.iloc[0]
         label = f"{plan} (strategy {first['strategy'] or '–'}"

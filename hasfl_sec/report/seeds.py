@@ -27,7 +27,9 @@ def ci_text(mean: float, low: float, high: float, column: str = "") -> str:
     if low is None or high is None or math.isnan(float(low)) or math.isnan(float(high)):
         return fmt(float(mean), column)
     half = (float(high) - float(low)) / 2.0
-    return fmt(float(mean), column) if half == 0 else f"{fmt(float(mean), column)} ± {fmt(half)}"
+    if half <= 1e-9 * abs(float(mean)):  # every seed gave the same value (up to float rounding)
+        return fmt(float(mean), column)
+    return f"{fmt(float(mean), column)} ± {fmt(half)}"
 
 
 def _with_seed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -53,7 +55,7 @@ def over_seeds(frame: pd.DataFrame, by: Sequence[str], numbers: Sequence[str],
     per_seed = frame.groupby(keys, sort=False, dropna=False).agg(
         {**{c: (lambda s: pd.to_numeric(s, errors="coerce").mean()) for c in numbers},
          **{c: (lambda s: "/".join(dict.fromkeys(str(v) for v in s))) for c in text}}).reset_index()
-    out = summarize(per_seed, list(by), [*numbers, *text])
+    out = summarize(per_seed, list(by), numbers, text)
     for c in numbers:
         out[c] = [ci_text(m, lo, hi, c) for m, lo, hi in zip(out[c], out[f"{c}_low"], out[f"{c}_high"])]
     return out

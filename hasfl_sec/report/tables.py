@@ -33,6 +33,7 @@ __all__ = ["REQUIRED", "EvalData", "is_eval_dir", "load_eval", "read_table",
 REQUIRED: dict[str, list[str]] = {
     "comparisons": ["comparison", "plan", "reference", "metric", "estimate"],
     "classes": ["plan", "device_class"],
+    "cuts": ["plan", "device_class", "cut", "time_ratio"],
     "plans": ["plan", "device", "batch", "cut"],
     "summary": ["plan"],
     "rounds": ["plan", "round", "sim_time_s", "test_accuracy"],
@@ -46,7 +47,7 @@ REQUIRED: dict[str, list[str]] = {
 _TEXT = {"plan", "strategy", "kind", "budget_metric", "device_class", "cut_name", "defense", "strongest_attack",
          "setting", "attack", "run_id", "phase", "metric", "seeds", "source", "threat_model", "params", "reason",
          "comparison", "reference", "scale", "method", "cuts"}
-_BOOL = {"adaptive", "on_front", "significant"}
+_BOOL = {"adaptive", "on_front", "significant", "chosen"}
 
 
 @dataclass
@@ -111,6 +112,8 @@ def read_table(eval_dir: str | Path, name: str, field_name: str = "DIR") -> pd.D
     if absent:
         raise ConfigError(field_name, str(path), f"a CSV table with columns {', '.join(columns)}",
                           f"missing column(s): {', '.join(absent)}")
+    if "seed" in columns and "seed" not in frame.columns:  # written before training seeds: one seed
+        frame["seed"] = 0
     filled = [c for c in columns if c not in frame.columns]
     if filled:
         logger.warning("%s lacks column(s) %s; shown as empty", path, ", ".join(filled))
