@@ -182,7 +182,8 @@ def test_default_fleet_ranges_and_shannon_rates():
 
 
 def test_fleet_presets():
-    assert set(FLEETS.names()) == {"paper-default", "homogeneous", "mild", "medium"}
+    assert {"paper-default", "homogeneous", "mild", "medium", "edge-mix", "phones-mixed", "iot-boards"} <= set(
+        FLEETS.names())
     for name in FLEETS.names():
         assert FLEETS.describe(name)
         fleet = FLEETS.get(name)(5, 0)

@@ -7,14 +7,16 @@ import click
 __all__ = ["list_", "LISTS"]
 
 
-LISTS = ("models", "datasets", "fleets", "strategies", "partitions", "heterogeneity", "channels", "attacks", "metrics",
+LISTS = ("models", "datasets", "fleets", "device-classes", "link-classes", "server-classes", "strategies", "partitions", "heterogeneity", "channels", "attacks", "metrics",
          "defenses", "executions", "backends")
 
 
 @click.command(name="list")
 @click.argument("what", type=click.Choice(LISTS), default="models")
 def list_(what: str) -> None:
-    """List what can be chosen: models, datasets, fleets, strategies, partitions, heterogeneity
+    """List what can be chosen: models, datasets, fleets (presets), the device, link and server
+    classes real-device presets and ``compose:`` fleet files draw from (with their sources),
+    strategies, partitions, heterogeneity
     levels, channels, attacks (with their threat models), metrics, defenses (``defense.use``),
     executions (``train.execution``) and backends (``eval --backend``)."""
     from ..attacks.registry import ATTACKS
@@ -22,14 +24,15 @@ def list_(what: str) -> None:
     from ..data.partitioning import PARTITIONS
     from ..defenses.registry import DEFENSES
     from ..evaluation.executors import EXECUTORS
-    from ..fleet import FLEETS, HETEROGENEITY
+    from ..fleet import DEVICE_CLASSES, FLEETS, HETEROGENEITY, LINK_CLASSES, SERVER_CLASSES
     from ..fleet.channel import CHANNELS
     from ..metrics import METRICS
     from ..models import MODELS
     from ..planning.strategies import STRATEGIES
     from ..sfl.trainer import EXECUTIONS
 
-    registry = {"models": MODELS, "datasets": DATASETS, "fleets": FLEETS, "strategies": STRATEGIES,
+    registry = {"models": MODELS, "datasets": DATASETS, "fleets": FLEETS, "device-classes": DEVICE_CLASSES,
+                "link-classes": LINK_CLASSES, "server-classes": SERVER_CLASSES, "strategies": STRATEGIES,
                 "partitions": PARTITIONS, "heterogeneity": HETEROGENEITY, "channels": CHANNELS,
                 "attacks": ATTACKS, "metrics": METRICS, "defenses": DEFENSES, "executions": EXECUTIONS,
                 "backends": EXECUTORS}[what]

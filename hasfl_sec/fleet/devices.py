@@ -77,6 +77,7 @@ def _check_device(dev: "Device", prefix: str) -> None:
     if dev.channel_gain is not None:
         positive_number(dev.channel_gain, f"{prefix}.channel_gain")
     check(isinstance(dev.name, str), f"{prefix}.name", dev.name, "a string")
+    check(isinstance(dev.group, str), f"{prefix}.group", dev.group, "a string")
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,8 @@ class Device:
         tx_power_dbm: transmit power (descriptive; used only to derive the uplink rate).
         channel_gain: average channel gain (descriptive; used only to derive the rates).
         name: a label.
+        group: the device and link class it was drawn from (``phone-mid/lte``, docs/fleets.md);
+            reports group devices by it. Empty for devices that belong to no class.
     """
 
     flops: float
@@ -100,6 +103,7 @@ class Device:
     tx_power_dbm: float | None = None
     channel_gain: float | None = None
     name: str = ""
+    group: str = ""
 
     def __post_init__(self) -> None:
         _check_device(self, "device")
@@ -107,6 +111,8 @@ class Device:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict; optional fields that are unset are left out."""
         out: dict[str, Any] = {"name": self.name} if self.name else {}
+        if self.group:
+            out["group"] = self.group
         out.update({k: float(getattr(self, k)) for k in POSITIVE_FIELDS})
         for key in ("tx_power_dbm", "channel_gain"):
             if getattr(self, key) is not None:
@@ -173,8 +179,9 @@ class Fleet:
                 "devices": [d.to_dict() for d in self.devices]}
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per device: name, flops, uplink_bps, downlink_bps, memory_bytes, tx_power_dbm, channel_gain."""
-        cols = ("name",) + POSITIVE_FIELDS + ("tx_power_dbm", "channel_gain")
+        """One row per device: name, group, flops, uplink_bps, downlink_bps, memory_bytes, tx_power_dbm,
+        channel_gain."""
+        cols = ("name", "group") + POSITIVE_FIELDS + ("tx_power_dbm", "channel_gain")
         frame = pd.DataFrame({c: [getattr(d, c) for d in self.devices] for c in cols})
         frame.index.name = "device"
         return frame

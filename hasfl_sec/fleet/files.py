@@ -15,15 +15,16 @@ from typing import Any, Mapping
 from ..errors import ConfigError, check
 from ..fileio import read_structured
 from .devices import POSITIVE_FIELDS, Device, Fleet, dbm_number, dbm_to_watts, positive_number, shannon_rate
+from .compose import compose_fleet, groups_from_entries, server_from_entry
 from .generate import FleetSpec
 
 __all__ = ["load_fleet", "fleet_from_dict"]
 
 log = logging.getLogger(__name__)
 
-_DEVICE_KEYS = POSITIVE_FIELDS + ("name", "tx_power_dbm", "channel_gain")
+_DEVICE_KEYS = POSITIVE_FIELDS + ("name", "group", "tx_power_dbm", "channel_gain")
 _PHYSICAL_KEYS = ("uplink_bandwidth_hz", "downlink_bandwidth_hz", "server_power_dbm", "noise_psd")
-_FLEET_KEYS = ("name", "server_flops", "devices") + _PHYSICAL_KEYS
+_FLEET_KEYS = ("name", "server_flops", "server", "devices", "compose", "seed") + _PHYSICAL_KEYS
 
 
 def fleet_from_dict(data: Mapping[str, Any], *, default_name: str = "custom") -> Fleet:
@@ -37,20 +38,37 @@ def fleet_from_dict(data: Mapping[str, Any], *, default_name: str = "custom") ->
         if key not in _FLEET_KEYS:
             raise ConfigError(f"fleet.{key}", data[key], "a known key: " + ", ".join(_FLEET_KEYS),
                               "unknown fleet-file key")
-    check("server_flops" in data, "fleet.server_flops", None, "a finite number > 0", "missing")
+    composed = _composed(data)
+    if composed is None:
+        check("server_flops" in data, "fleet.server_flops", None, "a finite number > 0", "missing")
     devices_raw = [] if data.get("devices") is None else data["devices"]
     check(isinstance(devices_raw, (list, tuple)), "fleet.devices", devices_raw, "a list of device entries")
-    check(len(devices_raw) >= 1, "fleet.num_devices", 0, "at least 1 device")
+    check(len(devices_raw) >= 1 or composed is not None, "fleet.num_devices", 0,
+          "at least 1 device (devices, or compose)")
     spec = FleetSpec()
     phys = {key: getattr(spec, key) for key in _PHYSICAL_KEYS}  # defaults for physical entries
     for key in _PHYSICAL_KEYS:
         if key in data:
             phys[key] = (dbm_number if key == "server_power_dbm" else positive_number)(data[key], f"fleet.{key}")
-    devices = [_device_from_dict(entry, i, phys) for i, entry in enumerate(devices_raw)]
+    offset = composed.num_devices if composed is not None else 0
+    devices = [_device_from_dict(entry, offset + i, phys) for i, entry in enumerate(devices_raw)]
     name = data.get("name", default_name)
     check(isinstance(name, str), "fleet.name", name, "a string")
+    if composed is not None:
+        return Fleet(devices=composed.devices + tuple(devices), server_flops=composed.server_flops, name=name)
     return Fleet(devices=tuple(devices), server_flops=positive_number(data["server_flops"], "fleet.server_flops"),
                name=name)
+
+
+def _composed(data: Mapping[str, Any]) -> Fleet | None:
+    """The devices a ``compose:`` list draws (docs/fleets.md), with the file's server; None without one."""
+    if data.get("compose") is None:
+        check("server" not in data and "seed" not in data, "fleet.compose", None,
+              "a compose list when fleet.server or fleet.seed is given", "missing")
+        return None
+    seed = data.get("seed", 0)
+    check(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "fleet.seed", seed, "an integer >= 0")
+    return compose_fleet(groups_from_entries(data["compose"]), server_from_entry(data), seed=seed)
 
 
 def _device_from_dict(entry: Any, i: int, phys: Mapping[str, float]) -> Device:
@@ -76,10 +94,11 @@ def _device_from_dict(entry: Any, i: int, phys: Mapping[str, float]) -> Device:
               "a rate in bit/s > 0, or channel_gain to compute it", "missing")
         values["downlink_bps"] = shannon_rate(phys["downlink_bandwidth_hz"], dbm_to_watts(phys["server_power_dbm"]),
                                               gain, phys["noise_psd"])
-    name = entry.get("name", "")
+    name, group = entry.get("name", ""), entry.get("group", "")
     check(isinstance(name, str), f"{prefix}.name", name, "a string")
+    check(isinstance(group, str), f"{prefix}.group", group, "a string")
     try:
-        return Device(tx_power_dbm=power, channel_gain=gain, name=name, **values)
+        return Device(tx_power_dbm=power, channel_gain=gain, name=name, group=group, **values)
     except ConfigError as exc:  # re-label "device.x" with the index
         raise ConfigError(exc.field.replace("device", prefix, 1), exc.value, exc.valid) from None
 
@@ -94,6 +113,17 @@ def load_fleet(path: str | Path) -> Fleet:
         devices:
           - {flops: 1e12, uplink_bps: 2e8, downlink_bps: 4e8, memory_bytes: 4.3e9, name: jetson-1}
           - {flops: 5e11, memory_bytes: 8e9, tx_power_dbm: 23, channel_gain: 5e-7}   # physical
+
+    or composed from device and link classes (docs/fleets.md; ``hasfl-sec list device-classes``)::
+
+        name: lab
+        server: edge-gpu             # a server class (or server_flops)
+        seed: 0                      # the draw within the classes' ranges (default 0)
+        compose:
+          - {device: phone-mid, link: lte, count: 6}
+          - {device: raspberry-pi, link: wifi, count: 4}
+
+    Listed ``devices`` follow the composed ones.
 
     A physical entry gets its rates from :func:`~hasfl_sec.fleet.shannon_rate` with the optional
     top-level ``uplink_bandwidth_hz``, ``downlink_bandwidth_hz``, ``server_power_dbm`` and
