@@ -307,7 +307,6 @@ def test_partition_summary(digits):
         ({"alpha": -1.0}, "data.alpha"),
         ({"alpha": float("nan")}, "data.alpha"),
         ({"alpha": float("inf")}, "data.alpha"),
-        ({"alpha": 0.01, "num_devices": 50, "min_size": 20}, "data.alpha"),  # no draw can satisfy it
         ({"min_size": 0}, "data.min_samples_per_device"),
         ({"scheme": "shards"}, "data.partition"),
     ],
@@ -320,3 +319,92 @@ def test_bad_partition_arguments(digits, kwargs, field):
     assert message.startswith(field + ":"), message
     if field == "data.partition":
         assert all(name in message for name in PARTITIONS.names())
+
+
+def test_an_impossible_dirichlet_draw_is_topped_up_not_refused(digits, caplog):
+    # no Dir(0.01) draw gives 50 devices 20 samples each: the best draw is repaired, with a warning
+    y = digits.y_train
+    with caplog.at_level("WARNING"):
+        parts = partition(y, 50, scheme="dirichlet", alpha=0.01, seed=0, min_size=20)
+    assert min(len(p) for p in parts) >= 20 and "moved" in caplog.text
+    assert_exact_cover(parts, len(y))
+    assert all(np.array_equal(a, b) for a, b in zip(parts, partition(y, 50, scheme="dirichlet", alpha=0.01,
+                                                                         seed=0, min_size=20)))
+
+
+def test_draws_that_met_the_minimum_are_unchanged():
+    """Partitions computed by the code before the top-up existed (hashes of the index arrays)."""
+    import hashlib
+
+    from sklearn.datasets import load_digits as sk_digits
+
+    def digest(parts):
+        return hashlib.sha256(b"".join(p.astype(np.int64).tobytes() + b"|" for p in parts)).hexdigest()[:16]
+
+    full = sk_digits().target
+    assert digest(partition(full, 7, scheme="dirichlet", alpha=0.5, seed=11, min_size=8)) == "822985577d57a647"
+    assert digest(partition(full, 20, scheme="dirichlet", alpha=0.3, seed=0, min_size=30)) == "fb04b6eeb5a3e1d8"
+    assert digest(partition(full, 20, scheme="dirichlet", alpha=0.5, seed=0, min_size=8)) == "189a4af8291f554a"
+
+
+def test_lfw_partitions_with_the_defaults():
+    from hasfl_sec.config import load_config
+    from hasfl_sec.runs.setup import config_dataset
+
+    cfg = load_config(overrides=["data.dataset=lfw"])
+    data = config_dataset(cfg)
+    d = cfg.data
+    parts = partition(data.y_train, cfg.fleet.num_devices, scheme=d.partition, alpha=d.alpha, seed=cfg.seed,
+                      min_size=d.min_samples_per_device)
+    assert len(parts) == 20 and min(len(p) for p in parts) >= d.min_samples_per_device
+    assert_exact_cover(parts, len(data.y_train))
+
+
+def _png_tree(root, classes=("cat", "dog", "owl"), per_class=5):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for k in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (10, 12, 3), dtype=np.uint8)).save(root / c / f"{k}.png")
+    return root
+
+
+def test_a_plain_imagefolder_tree_is_split_stratified_and_seeded(tmp_path):
+    root = _png_tree(tmp_path / "plain")
+    data = load_dataset("imagefolder", data_root=str(root), image_size=8, seed=3, test_fraction=0.2)
+    assert data.class_names == ("cat", "dog", "owl") and data.x_train.shape[1:] == (3, 8, 8)
+    assert len(data.y_train) == 12 and len(data.y_test) == 3
+    assert np.bincount(data.y_test.numpy()).tolist() == [1, 1, 1]  # stratified
+    again = load_dataset("imagefolder", data_root=str(root), image_size=8, seed=3, test_fraction=0.2)
+    assert torch.equal(again.x_test, data.x_test)
+    other = load_dataset("imagefolder", data_root=str(root), image_size=8, seed=4, test_fraction=0.2)
+    assert not torch.equal(other.x_test, data.x_test)
+
+
+@pytest.mark.parametrize("layout", ["empty", "no-images", "half-split"])
+def test_unreadable_imagefolder_trees_are_one_line_errors(tmp_path, layout):
+    root = tmp_path / "r"
+    root.mkdir()
+    if layout == "no-images":
+        (root / "cat").mkdir()
+    if layout == "half-split":
+        _png_tree(root / "train")
+    with pytest.raises(ConfigError) as info:
+        load_dataset("imagefolder", data_root=str(root), image_size=8, seed=0, test_fraction=0.2)
+    assert config_error(info).startswith("data.data_root:")
+
+
+def test_lfw_and_a_plain_imagefolder_train_through_the_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from hasfl_sec.cli.app import cli
+
+    root = _png_tree(tmp_path / "plain", per_class=15)  # 36 training images: 4 devices x 8
+    small = ["--set", "train.rounds=2", "--set", "fleet.num_devices=4", "--image-size", "16"]
+    for args in (["--dataset", "lfw"], ["--dataset", "imagefolder", "--data-root", str(root), "--model", "hecnn"]):
+        out = tmp_path / args[1]
+        result = CliRunner().invoke(cli, ["train", *args, *small, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert (out / "manifest.json").is_file()

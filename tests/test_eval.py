@@ -7,6 +7,7 @@ import json
 import re
 from html.parser import HTMLParser
 
+import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -230,3 +231,24 @@ def test_comparisons_are_paired_and_flag_only_real_differences():
     scattered = comp.loc[("random", "speedup_time_to_target")]
     assert scattered["pairs"] == 2 and not scattered["significant"]
     assert comp.loc[("sfl", "accuracy_at_budget_points"), "estimate"] == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("dataset", ["lfw", "imagefolder"])
+def test_bundled_faces_and_a_plain_image_folder_run_a_tiny_evaluation(tmp_path, dataset):
+    from PIL import Image
+
+    extra = ["--dataset", dataset]
+    if dataset == "imagefolder":  # torchvision's convention: one folder per class, split here
+        rng = np.random.default_rng(0)
+        for c in ("a", "b"):
+            (tmp_path / "img" / c).mkdir(parents=True)
+            for k in range(25):
+                Image.fromarray(rng.integers(0, 255, (9, 9, 3), dtype=np.uint8)).save(tmp_path / "img" / c / f"{k}.png")
+        extra += ["--data-root", str(tmp_path / "img")]
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["eval", *TINY_ARGS, *extra, "--images", "2", "--attacks", "label-direction",
+                                      "--no-progress", "--threads", "1", "--seeds", "0,1", "--baselines", "",
+                                      "--budgets", "", "--no-defenses", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 4 and json.loads((out / "eval.json").read_text())["config"]["data"]["dataset"] == dataset

@@ -267,28 +267,51 @@ def load_cifar10(*, data_root: str | None, image_size: int | None, seed: int, te
 # ----------------------------------------------------------------------------------- image folder
 
 
-_FOLDER_LAYOUT = "data_root/train/<class>/*.png and data_root/test/<class>/*.png"
+_FOLDER_LAYOUT = ("data_root/<class>/*.png (split here, stratified by data.test_fraction), or "
+                  "data_root/train/<class>/*.png and data_root/test/<class>/*.png")
 
 
 @DATASETS.register("imagefolder",
-                   help="your own images: data_root/train/<class>/*.png and data_root/test/<class>/*.png, as RGB")
+                   help="your own images, as RGB: data_root/<class>/* (seeded stratified split) or "
+                        "data_root/train/<class>/* + data_root/test/<class>/*")
 def load_imagefolder(*, data_root: str | None, image_size: int | None, seed: int,
                      test_fraction: float) -> ImageDataset:
-    """torchvision ImageFolder layout with ``train/`` and ``test/``; every image becomes RGB and is
+    """torchvision's ImageFolder convention: one folder per class under ``data_root`` (split into
+    train and test here, seeded and stratified, ``test_fraction`` of each class in test), or
+    ``train/`` and ``test/`` folders that each hold one folder per class. The layout is read off the
+    disk: ``train/`` and ``test/`` both present means the second. Every image becomes RGB and is
     resized (stretched if not square) to ``image_size`` (default 32)."""
+    size = 32 if image_size is None else image_size
+    root = _check_root(data_root, _FOLDER_LAYOUT, "a folder of class folders, or of train/ and test/")
+    has = [os.path.isdir(os.path.join(root, split)) for split in ("train", "test")]
+    if all(has):
+        return _split_folders(root, data_root, size)
+    if any(has):  # one of the two: a half-copied split, not a class called "train"
+        raise ConfigError("data.data_root", data_root, _FOLDER_LAYOUT,
+                          f"it has {'train' if has[0] else 'test'}/ but no {'test' if has[0] else 'train'}/")
+    folder = _image_folder(root, data_root, ".")
+    logger.info("imagefolder %s: one folder per class (%d classes, %d images); seeded stratified split, "
+                "%g of each class to test", root, len(folder.classes), len(folder.samples), test_fraction)
+    images = torch.stack([_read_image(path, size, data_root) for path, _ in folder.samples]).numpy()
+    labels = np.asarray([target for _, target in folder.samples], dtype=np.int64)
+    return _stratified_split("imagefolder", images, labels, folder.classes, image_size=None, seed=seed,
+                             test_fraction=test_fraction)
+
+
+def _image_folder(path: str, data_root: str | None, label: str) -> Any:
+    """torchvision's ImageFolder of ``path`` (its class folders and their images), or a one-line
+    error naming what is wrong (no class folders, a class folder without images)."""
     from torchvision.datasets import ImageFolder
 
-    size = 32 if image_size is None else image_size
-    root = _check_root(data_root, _FOLDER_LAYOUT, "a folder with train/ and test/ subfolders")
-    folders = {}
-    for split in ("train", "test"):
-        path = os.path.join(root, split)
-        if not os.path.isdir(path):
-            raise ConfigError("data.data_root", data_root, _FOLDER_LAYOUT, f"missing {split}/ folder")
-        try:
-            folders[split] = ImageFolder(path)
-        except _READ_ERRORS as exc:
-            raise ConfigError("data.data_root", data_root, _FOLDER_LAYOUT, f"{split}/: {exc}") from exc
+    try:
+        return ImageFolder(path)
+    except _READ_ERRORS as exc:
+        raise ConfigError("data.data_root", data_root, _FOLDER_LAYOUT, f"{label}/: {exc}") from exc
+
+
+def _split_folders(root: str, data_root: str | None, size: int) -> ImageDataset:
+    """The ``train/`` + ``test/`` layout: the official split the user made."""
+    folders = {split: _image_folder(os.path.join(root, split), data_root, split) for split in ("train", "test")}
     classes = folders["train"].classes
     unknown = sorted(set(folders["test"].classes) - set(classes))
     if unknown:
