@@ -55,7 +55,8 @@ def _classes(frame: pd.DataFrame) -> str:
         lines.append(f"| {r.plan} | {r.device_class} | {r.devices} | {_pm(r.batch, r.batch_low, r.batch_high)} | "
                      f"{r.cuts} | {_pm(r.noise_sigma, r.noise_sigma_low, r.noise_sigma_high)} | "
                      f"{_pm(r.compute_s, r.compute_s_low, r.compute_s_high)} | "
-                     f"{_pm(r.comm_s, r.comm_s_low, r.comm_s_high)} | {_pm(r.leakage, r.leakage_low, r.leakage_high)} |")
+                     f"{_pm(r.comm_s, r.comm_s_low, r.comm_s_high)} | "
+                     f"{_pm(r.leakage, r.leakage_low, r.leakage_high)} |")
     return "\n".join(lines)
 
 
@@ -63,9 +64,9 @@ def _pareto(frame: pd.DataFrame) -> str:
     lines = ["| plan | device class | SSIM | measured time to target (s) | seeds at target | on front |",
              "| --- | --- | ---: | ---: | ---: | --- |"]
     for r in frame.sort_values(["device_class", "leakage"]).itertuples():
-        lines.append(f"| {r.plan} | {r.device_class} | {_pm(r.leakage, r.leakage_low, r.leakage_high)} | "
-                     f"{_pm(r.measured_time_to_target_s, r.measured_time_to_target_s_low, r.measured_time_to_target_s_high)}"
-                     f" | {r.measured_time_to_target_s_n}/{r.seeds} | {'yes' if r.on_front else 'no'} |")
+        time = _pm(r.measured_time_to_target_s, r.measured_time_to_target_s_low, r.measured_time_to_target_s_high)
+        lines.append(f"| {r.plan} | {r.device_class} | {_pm(r.leakage, r.leakage_low, r.leakage_high)} | {time} | "
+                     f"{r.measured_time_to_target_s_n}/{r.seeds} | {'yes' if r.on_front else 'no'} |")
     return "\n".join(lines)
 
 

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from hasfl_sec import load_config
 from hasfl_sec.cli.app import cli
+from hasfl_sec.cli.eval import EVAL_DEFAULTS
 from hasfl_sec.evaluation import ExecutorConfig, build_arms, load_settings, run_eval
 from hasfl_sec.evaluation.cells import CELL_FILE, read_cell
 from hasfl_sec.results import EVAL_TABLES
@@ -147,7 +148,8 @@ def test_a_killed_evaluation_continues_and_computes_only_the_missing_cells(tmp_p
     assert not out.exists()
     settings = load_settings(budgets=[20.0], defenses=[], attacks=["rmle", "label-direction"], images=2, seeds=[0],
                              baselines=[])
-    result = run_eval(load_config(overrides=[*TINY, "train.eval_every=1"]), settings, out=out,
+    # the same config the command built: its own defaults (EVAL_DEFAULTS), then --set
+    result = run_eval(load_config(overrides=[*EVAL_DEFAULTS, *TINY]), settings, out=out,
                       executor=ExecutorConfig(workers=1))
     assert sorted(result.reused) == finished
     assert len(result.computed) == 3 - len(finished) and not set(result.computed) & set(finished)
@@ -249,4 +251,5 @@ def test_a_cell_key_covers_the_contents_of_the_files_its_config_names(tmp_path: 
     assert make_cell(arm, 0, config, AuditConfig(), 1, None).key == before
     fleet.write_text(fleet.read_text().replace("1.0e12", "2.0e12"))  # the same name, another fleet
     assert make_cell(arm, 0, config, AuditConfig(), 1, None).key != before
-    assert make_cell(arm, 0, config, AuditConfig(), 2, None).key != make_cell(arm, 0, config, AuditConfig(), 1, None).key
+    two_threads = make_cell(arm, 0, config, AuditConfig(), 2, None).key
+    assert two_threads != make_cell(arm, 0, config, AuditConfig(), 1, None).key

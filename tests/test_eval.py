@@ -196,7 +196,8 @@ def test_table_helpers():
     assert representatives([1, 2, 1, 2], [0.0, 0.0, 0.0, 0.5]) == {0: 0, 1: 1, 2: 0, 3: 3}
     # a device's leakage is its representative's, at its own cut; simulated rows at other cuts
     # (labelled device 0) and all-NaN scores do not count
-    leak = pd.DataFrame({"device": [0, 0, 1, 1, 0], "cut": [2, 2, 3, 3, 6], "attack": ["rmle", "inv", "rmle", "inv", "rmle"],
+    leak = pd.DataFrame({"device": [0, 0, 1, 1, 0], "cut": [2, 2, 3, 3, 6],
+                         "attack": ["rmle", "inv", "rmle", "inv", "rmle"],
                          "metric": ["ssim"] * 5, "value": [0.4, 0.9, 0.2, float("nan"), 0.99]})
     reps = representatives([2, 3, 2], [0.0, 0.0, 0.0])
     assert device_leakage(leak, reps, [2, 3, 2]) == {0: (0.9, "inv"), 1: (0.2, "rmle"), 2: (0.9, "inv")}
@@ -221,7 +222,8 @@ def test_comparisons_are_paired_and_flag_only_real_differences():
     # hasfl is 4x faster than sfl at every seed (a real speed-up); random is as fast as hasfl on
     # average but scatters around it (not real); seed 2 of random missed the target (2 pairs)
     summary = pd.DataFrame({
-        "plan": ["hasfl", "sfl", "random"] * 3, "seed": [0, 0, 0, 1, 1, 1, 2, 2, 2], "kind": ["plan", "plan", "baseline"] * 3,
+        "plan": ["hasfl", "sfl", "random"] * 3, "seed": [0, 0, 0, 1, 1, 1, 2, 2, 2],
+        "kind": ["plan", "plan", "baseline"] * 3,
         "final_accuracy": [0.9, 0.9, 0.9] * 3, "max_leakage": [0.5] * 9, "sim_time_s": [10.0] * 9,
         "measured_time_to_target_s": [1.0, 4.0, 2.0, 2.0, 8.1, 1.0, 1.5, 5.9, float("nan")]})
     rounds = pd.DataFrame({"plan": summary["plan"], "seed": summary["seed"], "sim_time_s": 5.0, "test_accuracy": 0.8})

@@ -8,8 +8,17 @@ from click.testing import CliRunner
 
 from hasfl_sec.cli.app import cli
 from hasfl_sec.errors import ConfigError
-from hasfl_sec.fleet import (DEVICE_CLASSES, FLEETS, LINK_CLASSES, SERVER_CLASSES, Group, apportion, compose_fleet,
-                             fleet_from_dict, load_fleet)
+from hasfl_sec.fleet import (
+    DEVICE_CLASSES,
+    FLEETS,
+    LINK_CLASSES,
+    SERVER_CLASSES,
+    Group,
+    apportion,
+    compose_fleet,
+    fleet_from_dict,
+    load_fleet,
+)
 from hasfl_sec.fleet.compose import MIXED_PRESETS
 
 

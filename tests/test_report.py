@@ -65,7 +65,8 @@ def full(collected, tmp_path) -> Path:
             ("noise", "sigma=0.5", 0.5, 0.75, 5.0, "rmle+adaptive", True, 0.45, 0.060, 12.5, 8.0),
             ("noise", "sigma=1", 1.0, 0.70, 10.0, "rmle", False, 0.20, 0.100, 10.0, 3.0),
             ("noise", "sigma=1", 1.0, 0.70, 10.0, "rmle+adaptive", True, 0.40, 0.070, 11.5, 3.0)]
-    frame = pd.DataFrame([(d, 0, s, st, 2, a, ad, at, adp, ss, m, p, e) for d, s, st, a, ad, at, adp, ss, m, p, e in rows],
+    frame = pd.DataFrame([(d, 0, s, st, 2, a, ad, at, adp, ss, m, p, e)
+                          for d, s, st, a, ad, at, adp, ss, m, p, e in rows],
                          columns=EVAL_TABLES["defenses"])
     frame.to_csv(path / "defenses.csv", index=False)
     pd.DataFrame([("private-5", 0, "private", "privacy.budget: got 5.0; expected a budget >= 9.2")],

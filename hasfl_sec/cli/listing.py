@@ -7,7 +7,8 @@ import click
 __all__ = ["list_", "LISTS"]
 
 
-LISTS = ("models", "datasets", "fleets", "device-classes", "link-classes", "server-classes", "strategies", "partitions", "heterogeneity", "channels", "attacks", "metrics",
+LISTS = ("models", "datasets", "fleets", "device-classes", "link-classes", "server-classes", "strategies",
+         "partitions", "heterogeneity", "channels", "attacks", "metrics",
          "defenses", "executions", "backends")
 
 

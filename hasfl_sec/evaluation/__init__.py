@@ -23,5 +23,6 @@ from .executors import EXECUTORS, ExecutorConfig
 from .run import EvalFailed, EvalResult, arm_configs, run_eval
 from .settings import Arm, DefenseSweep, EvalSettings, build_arms, default_sweeps, load_settings
 
-__all__ = ["headline_text", "run_eval", "EvalResult", "EvalFailed", "ExecutorConfig", "EXECUTORS", "arm_configs", "EvalSettings",
+__all__ = ["headline_text",
+           "run_eval", "EvalResult", "EvalFailed", "ExecutorConfig", "EXECUTORS", "arm_configs", "EvalSettings",
            "DefenseSweep", "Arm", "build_arms", "default_sweeps", "load_settings", "collect_runs", "is_run_dir"]

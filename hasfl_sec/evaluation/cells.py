@@ -51,11 +51,12 @@ from ..planning.bound import BoundConstants
 from ..planning.strategies import BOUND_STRATEGIES
 from ..results import EVAL_TABLES, LEAKAGE_COLUMNS, atomic_write_text, package_versions
 from ..runs.training import train
-from .settings import Arm
 from .sensitivity import cut_sensitivity
+from .settings import Arm
 from .tables import device_leakage, fleet_classes, plan_noise, plan_rows, representatives, summary_row
 
-__all__ = ["Cell", "CellRecord", "CELL_FILE", "cell_name", "code_version", "make_cell", "result_key", "referenced_files",
+__all__ = ["Cell", "CellRecord", "CELL_FILE", "cell_name", "code_version", "make_cell", "result_key",
+           "referenced_files",
            "run_cell", "read_cell", "fail_cell",
            "torch_threads"]
 
@@ -322,8 +323,8 @@ def _compute(cell: Cell, run_dir: Path) -> CellRecord:
         frame.insert(0, "plan", arm.name)
         frame.insert(1, "seed", cell.seed)
     return CellRecord(
-        cell.name, cell.key, plans=[{"plan": arm.name, "seed": cell.seed, **row, "leakage": per_device[row["device"]][0]}
-                                    for row in plans],
+        cell.name, cell.key,
+        plans=[{"plan": arm.name, "seed": cell.seed, **row, "leakage": per_device[row["device"]][0]} for row in plans],
         summary={"plan": arm.name, "seed": cell.seed, **summary}, rounds=_table(rounds), leakage=_table(leakage),
         cuts=_table(cuts),
         leaks={str(d): float(v) for d, (v, _) in per_device.items()}, epsilon=epsilon, timings=timings)

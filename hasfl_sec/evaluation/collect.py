@@ -35,8 +35,8 @@ from ..models import CutProfile, ModelProfile
 from ..report.render import build_report
 from ..results import EVAL_TABLES, LEAKAGE_COLUMNS, RunDir, package_versions
 from ..runs.files import read_run_file, read_run_file_with
-from .settings import Arm
 from .aggregate import class_table, pareto_over_seeds
+from .settings import Arm
 from .tables import device_leakage, plan_noise, plan_rows, representatives, summary_row
 
 __all__ = ["collect_runs", "is_run_dir"]
@@ -90,8 +90,9 @@ def _read_run(path: Path, field_name: str) -> _Run:
             cuts = tuple(CutProfile(**{k: (str(v) if k == "name" else int(v)) for k, v in row.items()})
                          for row in frame[names].to_dict("records"))
             profile = ModelProfile("", (0, 0, 0), (), cuts)
-    out = _Run(path.name, path, manifest, read_run_file(run, "config.yaml", field_name), read_run_file(run, "fleet.yaml", field_name),
-               read_run_file(run, "plan.json", field_name), rounds, profile, replanned=run.file("plans.json").is_file())
+    out = _Run(path.name, path, manifest, read_run_file(run, "config.yaml", field_name),
+               read_run_file(run, "fleet.yaml", field_name), read_run_file(run, "plan.json", field_name), rounds,
+               profile, replanned=run.file("plans.json").is_file())
     if run.file("audit/leakage.csv").is_file():
         leakage = read_run_file_with(run, "audit/leakage.csv", pd.read_csv, field_name)
         missing = [c for c in LEAKAGE_COLUMNS if c not in leakage.columns]
@@ -129,7 +130,8 @@ def _tables(runs: list[_Run]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
     for r in runs:
         arm, per_device = _arm(r), _leaks(r)
         metric = str((r.plan.privacy or {}).get("metric", ""))
-        plans += [{"plan": r.name, "seed": r.config.seed, **row, "leakage": per_device.get(row["device"], (math.nan, ""))[0]}
+        plans += [{"plan": r.name, "seed": r.config.seed, **row,
+                   "leakage": per_device.get(row["device"], (math.nan, ""))[0]}
                   for row in plan_rows(arm, r.plan, r.fleet, r.profile, metric,
                                        (r.plan.privacy or {}).get("leakage"))]
         target = r.config.optimizer.target_accuracy

@@ -91,6 +91,11 @@ class EvalResult:
         return self.tables["failed"]
 
 
+def fixed_fleet_seed(config: ExperimentConfig) -> int:
+    """The seed every training seed's fleet is drawn from unless the fleet is drawn per seed."""
+    return config.fleet.seed if config.fleet.seed is not None else config.seed
+
+
 def arm_configs(config: ExperimentConfig, arms: list[Arm], seeds: list[int],
                 fleet_per_seed: bool = False) -> dict[str, ExperimentConfig]:
     """Every cell's experiment config (by cell name: arm and seed), validated (errors name the
@@ -98,7 +103,7 @@ def arm_configs(config: ExperimentConfig, arms: list[Arm], seeds: list[int],
     source, re-planning). Unless ``fleet_per_seed``, every seed gets the fleet of ``fleet.seed``
     (else of the config's ``seed``)."""
     base = config.to_dict()
-    fleet_seed = [] if fleet_per_seed else [f"fleet.seed={config.fleet.seed if config.fleet.seed is not None else config.seed}"]
+    fleet_seed = [] if fleet_per_seed else [f"fleet.seed={fixed_fleet_seed(config)}"]
     configs: dict[str, ExperimentConfig] = {}
     for a in arms:
         for s in seeds:
@@ -340,7 +345,7 @@ def _meta(point: Point, name: str, start: float, budget_s: float) -> dict[str, A
     reference = class_mean_ssim(config_dataset(config), config.seed)
     seeds = ", ".join(str(s) for s in settings.seeds)
     fleet = ("the fleet is drawn again for every seed" if settings.fleet_per_seed else
-             f"one fleet for every seed (fleet seed {config.fleet.seed if config.fleet.seed is not None else config.seed})")
+             f"one fleet for every seed (fleet seed {fixed_fleet_seed(config)})")
     notes = [f"Every arm ran at {len(settings.seeds)} training seed(s) ({seeds}): a seed sets the model's "
              f"initialisation, the train/test split, the partition, sampling and every defense's and attack's "
              f"randomness; {fleet}. Each plan's bound constants are estimated at its seed. Figures are means over "

@@ -13,7 +13,8 @@ A grid file (YAML, TOML or JSON) names the axes and what every point shares::
       defenses: [{defense: noise, param: sigma, values: [1.0]}]
 
 Any config key can be an axis (``data.dataset``, ``model.name``, ``fleet.file``, ``plan.strategy``,
-``privacy.budget``, ...; not ``seed``: every point runs the training seeds of ``eval.seeds``); strategies, budgets and defense settings inside ``eval`` become
+``privacy.budget``, ...; not ``seed``: every point runs the training seeds of ``eval.seeds``);
+strategies, budgets and defense settings inside ``eval`` become
 the arms of every point. Each point is one evaluation (its own bound estimate, arms and report in
 ``points/<id>/``); the cells of every point run together on one executor, so a study uses every
 worker. The study writes ``points.csv``, one tidy ``summary.csv`` with the axis values as columns,

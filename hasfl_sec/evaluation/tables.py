@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from types import SimpleNamespace
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd

@@ -78,7 +78,8 @@ def _link(name: str, up: Range, down: Range, source: str) -> None:
 
 
 def _server(name: str, flops: float, source: str) -> None:
-    SERVER_CLASSES.register(name, help=f"{flops / 1e12:g} TFLOP/s sustained. {source}")(ServerClass(name, flops, source))
+    SERVER_CLASSES.register(name, help=f"{flops / 1e12:g} TFLOP/s sustained. {source}")(
+        ServerClass(name, flops, source))
 
 
 def _bytes(x: float) -> str:

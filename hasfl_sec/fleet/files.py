@@ -14,8 +14,8 @@ from typing import Any, Mapping
 
 from ..errors import ConfigError, check
 from ..fileio import read_structured
-from .devices import POSITIVE_FIELDS, Device, Fleet, dbm_number, dbm_to_watts, positive_number, shannon_rate
 from .compose import compose_fleet, groups_from_entries, server_from_entry
+from .devices import POSITIVE_FIELDS, Device, Fleet, dbm_number, dbm_to_watts, positive_number, shannon_rate
 from .generate import FleetSpec
 
 __all__ = ["load_fleet", "fleet_from_dict"]

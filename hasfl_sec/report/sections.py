@@ -56,7 +56,8 @@ CONFIG_SUMMARY = {
 
 _RECON = ["ssim", "psnr", "mse", "identifiability", "label_accuracy", "label_auc"]
 _INDEPENDENT = ["dcor", "nhsic", "ksg", "dfil", "dfil_mse_bound"]
-_ABSENT_REASON = {"headline": ["comparisons"], "plans": ["plans"], "training": ["summary", "rounds"], "leakage": ["leakage"],
+_ABSENT_REASON = {"headline": ["comparisons"], "plans": ["plans"], "training": ["summary", "rounds"],
+                  "leakage": ["leakage"],
                   "defenses": ["defenses"], "pareto": ["pareto"]}
 
 
@@ -158,7 +159,8 @@ def _why_cuts(data: EvalData) -> list[Block]:
     for plan, part in cuts.groupby("plan", sort=False):
         wide = over_seeds(part, ["device_class", "cut"], ["time_ratio"], ["chosen"])
         means = part.groupby(["device_class", "cut"], sort=False)[["rounds_ratio", "round_s_ratio"]].mean()
-        wide["cell"] = [t + (" ← plan" if "True" in str(ch) else "") for t, ch in zip(wide["time_ratio"], wide["chosen"])]
+        wide["cell"] = [t + (" ← plan" if "True" in str(ch) else "")
+                        for t, ch in zip(wide["time_ratio"], wide["chosen"])]
         wide["split"] = [f"{fmt(means.loc[(k, c), 'rounds_ratio'])} × {fmt(means.loc[(k, c), 'round_s_ratio'])}"
                          for k, c in zip(wide["device_class"], wide["cut"])]
         for value, caption in (("cell", f"Why plan {plan} took its cuts: predicted time to target if one device "
@@ -378,11 +380,13 @@ def _notes(data: EvalData) -> list[Block]:
 def build_document(data: EvalData, figures: list[str], grids: list[str]) -> Document:
     """The report of ``data``; ``figures`` are the generated figure files, ``grids`` the
     ``reconstructions_*.png`` files (both names inside ``figures/``)."""
-    have = {"headline": data.has("comparisons"), "plans": data.has("plans"), "training": data.has("summary") or data.has("rounds"),
+    have = {"headline": data.has("comparisons"), "plans": data.has("plans"),
+            "training": data.has("summary") or data.has("rounds"),
             "leakage": data.has("leakage"), "reconstructions": bool(grids), "defenses": data.has("defenses"),
             "pareto": data.has("pareto"), "failed": data.has("failed"), "notes": True}
     builders = {
-        "headline": lambda: _headline(data), "plans": lambda: _plans(data), "training": lambda: _training(data, figures),
+        "headline": lambda: _headline(data), "plans": lambda: _plans(data),
+        "training": lambda: _training(data, figures),
         "leakage": lambda: _leakage(data, figures), "reconstructions": lambda: _reconstructions(data, grids),
         "defenses": lambda: _defenses(data, figures), "pareto": lambda: _pareto(data, figures),
         "failed": lambda: _failed(data), "notes": lambda: _notes(data),
