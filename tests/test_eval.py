@@ -107,7 +107,9 @@ def test_eval_writes_every_table_figure_and_report(tiny_eval):
     for run, seed in zip(summary["plan"], summary["seed"]):
         audited = (out / "runs" / f"{run}.seed{seed}" / "audit" / "leakage.csv").is_file()
         assert audited == (run != "random"), run  # baselines are trained, not audited, by default
-    assert "Headline" in (out / "report.md").read_text() and "training seeds" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "Headline" in md and "training seeds" in md and "Plans per device class" in md
+    assert "Why plan hasfl took its cuts" in md  # the explanation of its cuts, whether they differ or not
     html = (out / "report.html").read_text()
     parser = _Tags()
     parser.feed(html)

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from hasfl_sec import load_config
 from hasfl_sec.cli.app import cli
+from hasfl_sec.cli.eval import EVAL_DEFAULTS
 from hasfl_sec.evaluation import ExecutorConfig
 from hasfl_sec.evaluation.study import Grid, grid_points, load_grid, run_sweep
 
@@ -67,7 +68,8 @@ def test_a_sweep_run_again_reuses_every_finished_cell(study) -> None:
     tmp, _ = study
     grid = load_grid(tmp / "grid.yaml")
     before = pd.read_csv(tmp / "study" / "summary.csv")
-    result = run_sweep(load_config(overrides=[*TINY, "fleet.num_devices=4"]), grid, out=tmp / "study",
+    config = load_config(overrides=[*EVAL_DEFAULTS, *TINY, "fleet.num_devices=4"])  # what the command built
+    result = run_sweep(config, grid, out=tmp / "study",
                        overwrite=True, executor=ExecutorConfig(workers=1))
     assert result.computed == [] and len(result.reused) == 8
     pd.testing.assert_frame_equal(before, pd.read_csv(tmp / "study" / "summary.csv"))
@@ -106,7 +108,8 @@ def test_a_grown_grid_keeps_its_points_and_computes_only_the_new_ones(study, tmp
     out = shutil.copytree(tmp / "study", tmp_path / "study")
     grid = load_grid(tmp / "grid.yaml")
     grid.axes["data.alpha"] = [0.5, 1.0, 2.0]
-    result = run_sweep(load_config(overrides=[*TINY, "fleet.num_devices=4"]), grid, out=out, overwrite=True,
+    config = load_config(overrides=[*EVAL_DEFAULTS, *TINY, "fleet.num_devices=4"])
+    result = run_sweep(config, grid, out=out, overwrite=True,
                        executor=ExecutorConfig(workers=1))
     assert len(result.reused) == 8 and sorted(c.split("/")[1] for c in result.computed) == [
         "hasfl.seed0", "hasfl.seed0", "sfl.seed0", "sfl.seed0"]
