@@ -69,7 +69,8 @@ def _step_mean(part: Any, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
 
 def accuracy_vs_time(data: EvalData, path: Path) -> bool:
     """Test accuracy against simulated training time, one line per plan (the mean over seeds, its
-    95% interval as a band); the target as a line."""
+    95% interval as a band, clipped to [0, 1]); the target as a line. The time axis is logarithmic
+    when the plans' times span more than a factor of 20."""
     rounds = data.table("rounds")
     rounds = rounds[rounds["test_accuracy"].notna()]
     if rounds.empty:
@@ -78,11 +79,21 @@ def accuracy_vs_time(data: EvalData, path: Path) -> bool:
     fig = Figure(figsize=(6.0, 3.6))
     ax = fig.subplots()
     marks = _markers(data.plans())
+    positive = rounds.loc[rounds["sim_time_s"] > 0, "sim_time_s"]
+    log_x = not positive.empty and float(positive.max()) > 20 * float(positive.min())
     for plan, part in rounds.groupby("plan", sort=False):
-        grid = np.linspace(0.0, float(part["sim_time_s"].max()), 120)
+        times = part.loc[part["sim_time_s"] > 0, "sim_time_s"] if log_x else part["sim_time_s"]
+        if times.empty:
+            continue
+        lo, hi = float(times.min()), float(times.max())
+        grid = np.geomspace(lo, hi, 120) if log_x and hi > lo else np.linspace(0.0, hi, 120)
         mean, low, high = _step_mean(part, grid)
         line, = ax.plot(grid, mean, marker=marks.get(plan, "o"), markevery=20, markersize=3, label=plan)
-        ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+        # an accuracy lies in [0, 1]: a t interval over few seeds can reach past it
+        ax.fill_between(grid, np.clip(low, 0, 1), np.clip(high, 0, 1), color=line.get_color(), alpha=0.15,
+                        linewidth=0)
+    if log_x:  # plans' training times differ by orders of magnitude
+        ax.set_xscale("log")
     targets = data.table("summary")["target_accuracy"].astype(float).dropna().unique()
     for target in sorted(targets):
         ax.axhline(target, color="0.4", linestyle=":", linewidth=1)
