@@ -70,8 +70,9 @@ class FleetConfig:
     """The edge devices: generated with a heterogeneity level, or from ``file``.
 
     ``file`` is a fleet file (YAML/JSON/TOML) or the name of a preset (``hasfl-sec list fleets``),
-    which is generated with ``num_devices`` devices. ``seed`` seeds the draw of a generated fleet
-    or preset; null: the run's ``seed``. Fixing it keeps one fleet while the training seed varies.
+    which is generated with ``num_devices`` devices. ``seed`` seeds the draw of a generated fleet,
+    a preset or a fleet file's ``compose:`` list that gives no seed of its own (docs/fleets.md);
+    null: the run's ``seed``. Fixing it keeps one fleet while the training seed varies.
     """
 
     num_devices: int = 20

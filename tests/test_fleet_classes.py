@@ -106,3 +106,62 @@ def test_list_shows_the_presets_and_the_sources() -> None:
     assert "Cortex-M7" in classes and "Jetson" in classes
     links = runner.invoke(cli, ["list", "link-classes"]).output
     assert "TS 36.306" in links and "Ookla" in links
+
+
+def _compose_file(tmp_path, **extra) -> str:
+    path = tmp_path / "lab.yaml"
+    path.write_text(yaml.safe_dump({"server": "edge-gpu", **extra, "compose": [
+        {"device": "phone-mid", "link": "lte", "count": 3}, {"device": "raspberry-pi", "link": "wifi", "count": 2}]}))
+    return str(path)
+
+
+def test_a_composed_file_without_a_seed_is_drawn_at_the_runs_fleet_seed(tmp_path) -> None:
+    from hasfl_sec.config import config_from_dict
+    from hasfl_sec.runs.setup import make_fleet
+
+    groups = [Group("phone-mid", "lte", 3), Group("raspberry-pi", "wifi", 2)]
+    path = _compose_file(tmp_path)
+    assert load_fleet(path).devices == compose_fleet(groups, "edge-gpu", seed=0).devices  # outside a run: 0
+    assert load_fleet(path, seed=7).devices == compose_fleet(groups, "edge-gpu", seed=7).devices
+
+    def run_fleet(seed: int, fleet_seed: int | None = None, file: str = path):
+        return make_fleet(config_from_dict({"seed": seed, "fleet": {"file": file, "seed": fleet_seed}}))
+
+    assert run_fleet(1) != run_fleet(2)  # varies with the run's seed, as a preset does
+    assert run_fleet(1, fleet_seed=5) == run_fleet(2, fleet_seed=5)  # fleet.seed fixes it
+    pinned = _compose_file(tmp_path, seed=3)  # the file's own seed wins
+    assert run_fleet(1, file=pinned) == run_fleet(2, file=pinned) == load_fleet(pinned)
+
+
+def test_the_docs_page_lists_every_class_with_the_codes_range_and_source() -> None:
+    from pathlib import Path
+
+    from hasfl_sec.fleet.classes import _bytes, _rate
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "fleets.md").read_text()
+    for name in DEVICE_CLASSES.names():
+        c = DEVICE_CLASSES.get(name)
+        row = (f"| `{name}` | {c.flops[0] / 1e9:g} G–{c.flops[1] / 1e9:g} G | {_bytes(c.memory_bytes[0])}–"
+               f"{_bytes(c.memory_bytes[1])} | {c.source} |")
+        assert row in page, name
+    for name in LINK_CLASSES.names():
+        c = LINK_CLASSES.get(name)
+        row = (f"| `{name}` | {_rate(c.uplink_bps[0])}–{_rate(c.uplink_bps[1])} | {_rate(c.downlink_bps[0])}–"
+               f"{_rate(c.downlink_bps[1])} | {c.source} |")
+        assert row in page, name
+    for name in SERVER_CLASSES.names():
+        c = SERVER_CLASSES.get(name)
+        assert f"| `{name}` | {c.flops / 1e12:g} T | {c.source} |" in page, name
+    for name, (server, parts, _) in MIXED_PRESETS.items():
+        assert f"| `{name}` | `{server}` | " + ", ".join(f"{d}/{lk} {s:.0%}" for d, lk, s in parts) in page, name
+
+
+def test_preset_help_names_its_classes_and_the_listings_give_the_measurements() -> None:
+    runner = CliRunner()
+    fleets = runner.invoke(cli, ["list", "fleets"]).output
+    for name, (server, parts, _) in MIXED_PRESETS.items():
+        line = next(ln for ln in fleets.splitlines() if ln.startswith(name + " "))
+        assert server in line and all(f"{d}/{lk}" in line for d, lk, _ in parts), line
+    classes = runner.invoke(cli, ["list", "device-classes"]).output
+    assert "Flower Labs" in classes and "Das et al." in classes  # the measured anchors
+    assert "T4" in runner.invoke(cli, ["list", "server-classes"]).output

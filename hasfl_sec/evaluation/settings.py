@@ -106,9 +106,10 @@ class EvalSettings:
         seeds: training seeds; every arm runs once per seed (model initialisation, train/test
             split, partition, sampling and every defense's and attack's randomness), and every
             figure is a mean with a 95% interval over them (:mod:`hasfl_sec.stats`).
-        fleet_per_seed: draw the fleet again for every seed (a generated fleet or preset; a
-            fleet file is fixed). False (default): one fleet, drawn from ``fleet.seed`` or else the
-            config's ``seed``, for every seed: the question is about *these* devices.
+        fleet_per_seed: draw the fleet again for every seed (a generated fleet, a preset, or a
+            fleet file's ``compose:`` list without its own ``seed``; listed devices never change).
+            False (default): one fleet, drawn from ``fleet.seed`` or else the config's ``seed``, for
+            every seed: the question is about *these* devices.
         baselines: planners trained for the time-to-target comparison with ``hasfl`` (the
             paper's benchmarks); audited only when ``audit_baselines``.
         audit_baselines: audit the baseline arms too.

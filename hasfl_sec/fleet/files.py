@@ -27,9 +27,10 @@ _PHYSICAL_KEYS = ("uplink_bandwidth_hz", "downlink_bandwidth_hz", "server_power_
 _FLEET_KEYS = ("name", "server_flops", "server", "devices", "compose", "seed") + _PHYSICAL_KEYS
 
 
-def fleet_from_dict(data: Mapping[str, Any], *, default_name: str = "custom") -> Fleet:
+def fleet_from_dict(data: Mapping[str, Any], *, default_name: str = "custom", seed: int | None = None) -> Fleet:
     """Build a fleet from the fleet-file schema (see :func:`load_fleet`); unknown keys refused.
 
+    ``seed`` draws a ``compose:`` list that gives no ``seed`` of its own (default 0).
     ``fleet_from_dict(fleet.to_dict()) == fleet``.
     """
     if not isinstance(data, Mapping):
@@ -38,7 +39,7 @@ def fleet_from_dict(data: Mapping[str, Any], *, default_name: str = "custom") ->
         if key not in _FLEET_KEYS:
             raise ConfigError(f"fleet.{key}", data[key], "a known key: " + ", ".join(_FLEET_KEYS),
                               "unknown fleet-file key")
-    composed = _composed(data)
+    composed = _composed(data, seed)
     if composed is None:
         check("server_flops" in data, "fleet.server_flops", None, "a finite number > 0", "missing")
     devices_raw = [] if data.get("devices") is None else data["devices"]
@@ -60,13 +61,17 @@ def fleet_from_dict(data: Mapping[str, Any], *, default_name: str = "custom") ->
                name=name)
 
 
-def _composed(data: Mapping[str, Any]) -> Fleet | None:
-    """The devices a ``compose:`` list draws (docs/fleets.md), with the file's server; None without one."""
+def _composed(data: Mapping[str, Any], default_seed: int | None) -> Fleet | None:
+    """The devices a ``compose:`` list draws (docs/fleets.md), with the file's server; None without one.
+
+    The file's ``seed`` wins; without one the caller's (a run passes its fleet seed, so a composed
+    file varies with it as a preset does), else 0.
+    """
     if data.get("compose") is None:
         check("server" not in data and "seed" not in data, "fleet.compose", None,
               "a compose list when fleet.server or fleet.seed is given", "missing")
         return None
-    seed = data.get("seed", 0)
+    seed = data.get("seed", 0 if default_seed is None else default_seed)
     check(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "fleet.seed", seed, "an integer >= 0")
     return compose_fleet(groups_from_entries(data["compose"]), server_from_entry(data), seed=seed)
 
@@ -103,7 +108,7 @@ def _device_from_dict(entry: Any, i: int, phys: Mapping[str, float]) -> Device:
         raise ConfigError(exc.field.replace("device", prefix, 1), exc.value, exc.valid) from None
 
 
-def load_fleet(path: str | Path) -> Fleet:
+def load_fleet(path: str | Path, *, seed: int | None = None) -> Fleet:
     """Read a fleet file (YAML ``.yaml``/``.yml``, JSON ``.json`` or TOML ``.toml``).
 
     Schema::
@@ -118,12 +123,14 @@ def load_fleet(path: str | Path) -> Fleet:
 
         name: lab
         server: edge-gpu             # a server class (or server_flops)
-        seed: 0                      # the draw within the classes' ranges (default 0)
+        seed: 0                      # the draw within the classes' ranges (default: ``seed``, else 0)
         compose:
           - {device: phone-mid, link: lte, count: 6}
           - {device: raspberry-pi, link: wifi, count: 4}
 
-    Listed ``devices`` follow the composed ones.
+    Listed ``devices`` follow the composed ones. A ``compose:`` list without ``seed`` is drawn at
+    ``seed`` (a run passes its fleet seed, ``fleet.seed`` or the run's seed, as for a preset), or
+    at 0 when none is given.
 
     A physical entry gets its rates from :func:`~hasfl_sec.fleet.shannon_rate` with the optional
     top-level ``uplink_bandwidth_hz``, ``downlink_bandwidth_hz``, ``server_power_dbm`` and
@@ -134,6 +141,6 @@ def load_fleet(path: str | Path) -> Fleet:
     data = read_structured(path, "fleet.file")
     if data is None:
         raise ConfigError("fleet.file", str(path), "a fleet file with server_flops and devices", "file is empty")
-    fleet = fleet_from_dict(data, default_name=path.stem)
+    fleet = fleet_from_dict(data, default_name=path.stem, seed=seed)
     log.debug("loaded fleet %s (%d devices) from %s", fleet.name, fleet.num_devices, path)
     return fleet

@@ -118,8 +118,8 @@ def make_fleet(cfg: ExperimentConfig) -> Fleet:
     fleet_seed = derive_seed(cfg.seed if f.seed is None else f.seed, "fleet")
     if f.file and f.file in FLEETS:
         return FLEETS.get(f.file)(f.num_devices, fleet_seed)
-    if f.file:
-        return load_fleet(f.file)
+    if f.file:  # a composed file without its own seed is drawn at the fleet seed, as a preset is
+        return load_fleet(f.file, seed=fleet_seed)
     return generate_fleet(num_devices=f.num_devices, heterogeneity=f.heterogeneity, seed=fleet_seed)
 
 
