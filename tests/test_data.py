@@ -301,8 +301,7 @@ def test_partition_summary(digits):
     "kwargs, field",
     [
         ({"num_devices": 0}, "fleet.num_devices"),
-        ({"num_devices": 2000}, "fleet.num_devices"),  # more devices than samples
-        ({"num_devices": 200, "min_size": 10}, "fleet.num_devices"),  # 200 * 10 > 1437
+        ({"num_devices": 2000}, "fleet.num_devices"),  # more devices than samples: not even 1 each
         ({"alpha": 0.0}, "data.alpha"),
         ({"alpha": -1.0}, "data.alpha"),
         ({"alpha": float("nan")}, "data.alpha"),
@@ -321,22 +320,47 @@ def test_bad_partition_arguments(digits, kwargs, field):
         assert all(name in message for name in PARTITIONS.names())
 
 
-def test_an_impossible_dirichlet_draw_is_topped_up_not_refused(digits, caplog):
-    # no Dir(0.01) draw gives 50 devices 20 samples each: the best draw is repaired, with a warning
+def test_an_impossible_dirichlet_draw_is_repaired_not_refused(digits, caplog):
+    # no Dir(0.01) draw gives 50 devices 20 samples each: the closest draw is repaired, with a warning
     y = digits.y_train
     with caplog.at_level("WARNING"):
         parts = partition(y, 50, scheme="dirichlet", alpha=0.01, seed=0, min_size=20)
-    assert min(len(p) for p in parts) >= 20 and "moved" in caplog.text
+    assert min(len(p) for p in parts) >= 20
+    assert f"dirichlet partition of {len(y)} samples over 50 devices" in caplog.text and "moved" in caplog.text
     assert_exact_cover(parts, len(y))
-    assert all(np.array_equal(a, b) for a, b in zip(parts, partition(y, 50, scheme="dirichlet", alpha=0.01,
-                                                                         seed=0, min_size=20)))
+    again = partition(y, 50, scheme="dirichlet", alpha=0.01, seed=0, min_size=20)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+
+
+def test_the_repair_moves_only_the_shortfall_and_keeps_short_devices_mix():
+    from hasfl_sec.data.partitioning import _top_up
+
+    labels = np.repeat(np.arange(2), 10)  # class 0: 0..9, class 1: 10..19
+    drawn = [np.array([0, 1, 2, 3, 4, 5, 6, 10, 11, 12, 13, 14, 15, 19]), np.array([7, 16]), np.array([8, 9, 17, 18]),
+             np.array([], dtype=np.int64)]
+    wanted = np.array([[7.0, 7.0], [1.0, 1.0], [2.0, 2.0], [0.0, 1.0]])  # device 3 was drawn as all class 1
+    parts = _top_up(labels, drawn, wanted, 4)
+    assert_exact_cover(parts, 20)
+    assert [len(p) for p in parts] == [8, 4, 4, 4]  # 2 + 4 = 6 samples short, and 6 moved
+    assert set(drawn[1]) <= set(parts[1]) and np.bincount(labels[parts[1]]).tolist() == [2, 2]  # its 1:1 mix
+    assert np.bincount(labels[parts[3]], minlength=2).tolist() == [0, 4]  # the class its shares asked for
+    assert set(parts[0]) <= set(drawn[0]) and np.array_equal(parts[2], drawn[2])  # donors only give
 
 
 def test_draws_that_met_the_minimum_are_unchanged():
-    """Partitions computed by the code before the top-up existed (hashes of the index arrays)."""
+    """Partitions computed by the code before any repair existed (commit 627d372): the index arrays
+    of small cases, and hashes of larger ones."""
     import hashlib
 
     from sklearn.datasets import load_digits as sk_digits
+
+    y = np.repeat(np.arange(3), 8)
+    assert [p.tolist() for p in partition(y, 4, scheme="dirichlet", alpha=0.5, seed=0, min_size=2)] == [
+        [0, 3, 5, 20, 21], [12, 13, 15, 19], [2, 4, 16, 17, 18, 23], [1, 6, 7, 8, 9, 10, 11, 14, 22]]
+    assert [p.tolist() for p in partition(y, 4, scheme="dirichlet", alpha=0.5, seed=5, min_size=3)] == [
+        [2, 3, 4, 9, 18, 21], [0, 1, 5, 10, 15, 16, 17, 20, 22, 23], [7, 8, 12, 13, 14], [6, 11, 19]]
+    assert [p.tolist() for p in partition(y, 4, scheme="iid", seed=1, min_size=2)] == [
+        [5, 8, 14, 15, 16, 21], [1, 7, 9, 17, 20, 22], [0, 4, 13, 18, 19, 23], [2, 3, 6, 10, 11, 12]]
 
     def digest(parts):
         return hashlib.sha256(b"".join(p.astype(np.int64).tobytes() + b"|" for p in parts)).hexdigest()[:16]
@@ -347,22 +371,39 @@ def test_draws_that_met_the_minimum_are_unchanged():
     assert digest(partition(full, 20, scheme="dirichlet", alpha=0.5, seed=0, min_size=8)) == "189a4af8291f554a"
 
 
-def test_lfw_partitions_with_the_defaults():
+def test_lfw_partitions_with_the_defaults(caplog):
     from hasfl_sec.config import load_config
     from hasfl_sec.runs.setup import config_dataset
 
     cfg = load_config(overrides=["data.dataset=lfw"])
     data = config_dataset(cfg)
     d = cfg.data
-    parts = partition(data.y_train, cfg.fleet.num_devices, scheme=d.partition, alpha=d.alpha, seed=cfg.seed,
-                      min_size=d.min_samples_per_device)
-    assert len(parts) == 20 and min(len(p) for p in parts) >= d.min_samples_per_device
+    assert (cfg.fleet.num_devices, d.partition, d.alpha, d.min_samples_per_device) == (20, "dirichlet", 0.5, 8)
+
+    def run(seed: int) -> list[np.ndarray]:
+        return partition(data.y_train, cfg.fleet.num_devices, scheme=d.partition, alpha=d.alpha, seed=seed,
+                         min_size=d.min_samples_per_device)
+
+    with caplog.at_level("WARNING"):
+        parts = run(cfg.seed)
+    assert "dirichlet partition of 160 samples over 20 devices" in caplog.text  # repaired, and says so
+    assert len(parts) == 20 and min(len(p) for p in parts) >= 8  # 160 = 20 x 8: exactly 8 each
     assert_exact_cover(parts, len(data.y_train))
+    assert all(np.array_equal(a, b) for a, b in zip(parts, run(cfg.seed)))
+    assert not all(np.array_equal(a, b) for a, b in zip(parts, run(cfg.seed + 1)))
+
+
+@pytest.mark.parametrize("scheme", ["iid", "dirichlet"])
+def test_a_minimum_the_data_cannot_meet_is_lowered_with_a_warning(digits, scheme, caplog):
+    y = digits.y_train  # 1437 samples: 200 devices x 10 is too many, 7 each is what they allow
+    with caplog.at_level("WARNING"):
+        parts = partition(y, 200, scheme=scheme, alpha=0.5, seed=0, min_size=10)
+    assert "data.min_samples_per_device lowered from 10 to 7" in caplog.text
+    assert min(len(p) for p in parts) >= 7
+    assert_exact_cover(parts, len(y))
 
 
 def _png_tree(root, classes=("cat", "dog", "owl"), per_class=5):
-    from PIL import Image
-
     rng = np.random.default_rng(0)
     for c in classes:
         (root / c).mkdir(parents=True)
@@ -371,29 +412,53 @@ def _png_tree(root, classes=("cat", "dog", "owl"), per_class=5):
     return root
 
 
-def test_a_plain_imagefolder_tree_is_split_stratified_and_seeded(tmp_path):
+def test_a_plain_imagefolder_tree_is_split_stratified_and_seeded(tmp_path, caplog):
     root = _png_tree(tmp_path / "plain")
-    data = load_dataset("imagefolder", data_root=str(root), image_size=8, seed=3, test_fraction=0.2)
+    (root / ".ipynb_checkpoints").mkdir()  # hidden folders are not classes
+    with caplog.at_level("INFO"):
+        data = load_dataset("imagefolder", data_root=str(root), image_size=8, seed=3, test_fraction=0.2)
+    assert "one folder per class (3 classes, 15 images)" in caplog.text and "stratified split" in caplog.text
     assert data.class_names == ("cat", "dog", "owl") and data.x_train.shape[1:] == (3, 8, 8)
     assert len(data.y_train) == 12 and len(data.y_test) == 3
     assert np.bincount(data.y_test.numpy()).tolist() == [1, 1, 1]  # stratified
+    assert np.bincount(data.y_train.numpy()).tolist() == [4, 4, 4]
     again = load_dataset("imagefolder", data_root=str(root), image_size=8, seed=3, test_fraction=0.2)
-    assert torch.equal(again.x_test, data.x_test)
+    assert torch.equal(again.x_test, data.x_test) and torch.equal(again.x_train, data.x_train)
     other = load_dataset("imagefolder", data_root=str(root), image_size=8, seed=4, test_fraction=0.2)
     assert not torch.equal(other.x_test, data.x_test)
 
 
-@pytest.mark.parametrize("layout", ["empty", "no-images", "half-split"])
-def test_unreadable_imagefolder_trees_are_one_line_errors(tmp_path, layout):
+def test_a_split_imagefolder_tree_is_not_split_again(tmp_path):
+    _png_tree(tmp_path / "train", per_class=4)
+    _png_tree(tmp_path / "test", per_class=2)
+    data = load_dataset("imagefolder", data_root=str(tmp_path), image_size=8, seed=0, test_fraction=0.5)
+    assert data.class_names == ("cat", "dog", "owl")
+    assert np.bincount(data.y_train.numpy()).tolist() == [4, 4, 4]
+    assert np.bincount(data.y_test.numpy()).tolist() == [2, 2, 2]  # the user's split, not test_fraction's
+
+
+@pytest.mark.parametrize("layout", ["empty", "no-images", "not-images", "loose-images", "half-split",
+                                    "split-and-classes"])
+def test_unreadable_or_ambiguous_imagefolder_trees_are_one_line_errors(tmp_path, layout):
     root = tmp_path / "r"
     root.mkdir()
-    if layout == "no-images":
+    if layout in ("no-images", "not-images"):
         (root / "cat").mkdir()
+    if layout == "not-images":
+        (root / "cat" / "notes.txt").write_text("not an image")
+    if layout == "loose-images":  # images, but no class folders
+        Image.new("RGB", (8, 8)).save(root / "0.png")
     if layout == "half-split":
         _png_tree(root / "train")
+    if layout == "split-and-classes":
+        _png_tree(root / "train")
+        _png_tree(root / "test")
+        _png_tree(root / "extra", classes=("cat",))
     with pytest.raises(ConfigError) as info:
         load_dataset("imagefolder", data_root=str(root), image_size=8, seed=0, test_fraction=0.2)
-    assert config_error(info).startswith("data.data_root:")
+    message = config_error(info)
+    assert message.startswith(f"data.data_root: got {str(root)!r}") and "--data-root" in message
+    assert "data_root/<class>/*.png" in message and "data_root/train/<class>/*.png" in message
 
 
 def test_lfw_and_a_plain_imagefolder_train_through_the_cli(tmp_path):
@@ -402,7 +467,7 @@ def test_lfw_and_a_plain_imagefolder_train_through_the_cli(tmp_path):
     from hasfl_sec.cli.app import cli
 
     root = _png_tree(tmp_path / "plain", per_class=15)  # 36 training images: 4 devices x 8
-    small = ["--set", "train.rounds=2", "--set", "fleet.num_devices=4", "--image-size", "16"]
+    small = ["--set", "train.rounds=2", "--devices", "4", "--image-size", "16"]
     for args in (["--dataset", "lfw"], ["--dataset", "imagefolder", "--data-root", str(root), "--model", "hecnn"]):
         out = tmp_path / args[1]
         result = CliRunner().invoke(cli, ["train", *args, *small, "--out", str(out)])

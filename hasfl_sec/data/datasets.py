@@ -279,34 +279,60 @@ def load_imagefolder(*, data_root: str | None, image_size: int | None, seed: int
     """torchvision's ImageFolder convention: one folder per class under ``data_root`` (split into
     train and test here, seeded and stratified, ``test_fraction`` of each class in test), or
     ``train/`` and ``test/`` folders that each hold one folder per class. The layout is read off the
-    disk: ``train/`` and ``test/`` both present means the second. Every image becomes RGB and is
-    resized (stretched if not square) to ``image_size`` (default 32)."""
+    disk (:func:`_folder_layout`): ``train/`` and ``test/`` and nothing else means the second, class
+    folders without them the first, anything else is refused. Every image becomes RGB and is resized
+    (stretched if not square) to ``image_size`` (default 32)."""
     size = 32 if image_size is None else image_size
-    root = _check_root(data_root, _FOLDER_LAYOUT, "a folder of class folders, or of train/ and test/")
-    has = [os.path.isdir(os.path.join(root, split)) for split in ("train", "test")]
-    if all(has):
+    root = _check_root(data_root, _FOLDER_LAYOUT, "--data-root is not a folder")
+    if _folder_layout(root, data_root) == "split":
         return _split_folders(root, data_root, size)
-    if any(has):  # one of the two: a half-copied split, not a class called "train"
-        raise ConfigError("data.data_root", data_root, _FOLDER_LAYOUT,
-                          f"it has {'train' if has[0] else 'test'}/ but no {'test' if has[0] else 'train'}/")
     folder = _image_folder(root, data_root, ".")
-    logger.info("imagefolder %s: one folder per class (%d classes, %d images); seeded stratified split, "
-                "%g of each class to test", root, len(folder.classes), len(folder.samples), test_fraction)
+    logger.info("imagefolder %s: one folder per class (%d classes, %d images), no train/ and test/; seeded "
+                "stratified split (seed %d), %g of each class to test", root, len(folder.classes),
+                len(folder.samples), seed, test_fraction)
     images = torch.stack([_read_image(path, size, data_root) for path, _ in folder.samples]).numpy()
     labels = np.asarray([target for _, target in folder.samples], dtype=np.int64)
     return _stratified_split("imagefolder", images, labels, folder.classes, image_size=None, seed=seed,
                              test_fraction=test_fraction)
 
 
+def _folder_layout(root: str, data_root: str | None) -> str:
+    """``"split"`` when ``root`` holds ``train/`` and ``test/`` (and no other folder), else
+    ``"plain"`` (one folder per class; :func:`_image_folder` checks there is at least one). A tree
+    that could be read both ways is refused rather than guessed: only one of ``train/`` and
+    ``test/`` (a half-copied split, or a class called "train"?), or both next to other folders.
+    Hidden folders (``.ipynb_checkpoints``) do not count as classes here."""
+    folders = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    has = [split in folders for split in ("train", "test")]
+    others = [f for f in folders if f not in ("train", "test")]
+    if all(has) and not others:
+        return "split"
+    if any(has):
+        found = ", ".join(f + "/" for f in folders[:6]) + (", ..." if len(folders) > 6 else "")
+        raise ConfigError("data.data_root", data_root, _FOLDER_LAYOUT,
+                          f"--data-root has {found}: a split tree holds only train/ and test/, a plain one "
+                          "only class folders, and this is neither")
+    return "plain"
+
+
 def _image_folder(path: str, data_root: str | None, label: str) -> Any:
     """torchvision's ImageFolder of ``path`` (its class folders and their images), or a one-line
-    error naming what is wrong (no class folders, a class folder without images)."""
+    error naming what is wrong (no class folders, a class folder without images). Hidden folders
+    (``.ipynb_checkpoints``, ``.git``) are not classes."""
     from torchvision.datasets import ImageFolder
 
+    class VisibleImageFolder(ImageFolder):
+        def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+            classes = sorted(e.name for e in os.scandir(directory) if e.is_dir() and not e.name.startswith("."))
+            if not classes:
+                raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
+            return classes, {name: i for i, name in enumerate(classes)}
+
     try:
-        return ImageFolder(path)
+        return VisibleImageFolder(path)
     except _READ_ERRORS as exc:
-        raise ConfigError("data.data_root", data_root, _FOLDER_LAYOUT, f"{label}/: {exc}") from exc
+        where = "--data-root" if label == "." else f"--data-root {label}/"
+        raise ConfigError("data.data_root", data_root, _FOLDER_LAYOUT, f"{where}: {exc}") from exc
 
 
 def _split_folders(root: str, data_root: str | None, size: int) -> ImageDataset:

@@ -8,11 +8,24 @@
   following Hsu, Qi and Brown (2019), "Measuring the effects of non-identical data distribution
   for federated visual classification", arXiv:1909.06335. We use the common per-class form of
   that scheme: for each class, the proportions going to the ``N`` devices are drawn from
-  ``Dir(alpha * 1_N)``. A draw that leaves a device below ``data.min_samples_per_device`` is
-  redrawn; on a data set too small for that to succeed (the bundled LFW subset's 160 training
-  images over 20 devices), the best of the draws is topped up by moving single samples from the
-  largest device to the smallest, with a warning saying how many moved, rather than stopping.
-  Only fewer samples than devices times the minimum is an error.
+  ``Dir(alpha * 1_N)``.
+
+**Small data sets** (the rule that keeps a partition from dead-ending; docs/design.md, section 8):
+
+1. ``data.min_samples_per_device`` is capped at what the data allows: with ``n`` training samples
+   and ``N`` devices, ``min(min_size, n // N)``, with a warning when the cap bites. Only ``n < N``
+   (not even one sample per device) is a :class:`~hasfl_sec.errors.ConfigError`.
+2. A Dirichlet draw that leaves a device below the minimum is redrawn, up to
+   :data:`DIRICHLET_RETRIES` times. Draws are seeded by ``(seed, draw number)``, so a partition
+   whose draws met the minimum is exactly what it was before the repair existed.
+3. If none of the draws meets it (the bundled LFW subset: 160 training images over 20 devices,
+   8 each), the draw fewest samples short is repaired: exactly that many samples move, one at a
+   time, from devices above the minimum to those below it, and each short device receives the
+   classes its own Dirichlet shares asked for. A warning says how many moved.
+
+Repairing rather than lowering the minimum further, or raising ``alpha``, is deliberate: the
+skew the user asked for stays that of an actual Dir(alpha) draw except for the fewest samples
+needed, and a repaired draw is still seeded and deterministic.
 
 The module is not named ``partition`` on purpose: a submodule of that name would be shadowed by
 the ``hasfl_sec.data.partition`` function the package exports (``tests/test_architecture.py``
@@ -23,7 +36,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -40,7 +53,7 @@ logger = logging.getLogger(__name__)
 Partitioner = Callable[..., list[np.ndarray]]
 PARTITIONS: Registry[Partitioner] = Registry("partition scheme", "data.partition")
 
-#: How many Dirichlet draws :func:`partition` tries before giving up on ``min_size``.
+#: How many Dirichlet draws :func:`partition` tries before repairing the closest one.
 DIRICHLET_RETRIES = 100
 
 
@@ -54,14 +67,15 @@ def partition(labels: np.ndarray | torch.Tensor, num_devices: int, *, scheme: st
         scheme: a name in :data:`PARTITIONS` (``iid`` or ``dirichlet``).
         alpha: Dirichlet concentration (``dirichlet`` only); must be finite and > 0.
         seed: master seed; the same seed gives identical partitions.
-        min_size: every device gets at least this many samples.
+        min_size: every device gets at least this many samples (at most ``n // num_devices``).
 
     Returns:
         One sorted int64 index array per device; together they hold every index once.
 
     Raises:
         ConfigError: bad scheme, ``num_devices``, ``alpha`` or ``min_size``, or fewer samples
-            than ``num_devices * min_size``.
+            than devices. Fewer samples than ``num_devices * min_size`` lowers ``min_size`` to
+            ``n // num_devices``, with a warning.
     """
     fn = PARTITIONS.get(scheme)
     y = _labels_array(labels)
@@ -72,15 +86,30 @@ def partition(labels: np.ndarray | torch.Tensor, num_devices: int, *, scheme: st
         raise ConfigError("data.min_samples_per_device", min_size, "an integer >= 1")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
         raise ConfigError("data.alpha", alpha, "a finite number > 0")
-    if num_devices * min_size > n:
-        raise ConfigError("fleet.num_devices", num_devices, f"at most {n // min_size} devices",
-                          f"{n} training samples cannot give {num_devices} devices {min_size} samples each; "
-                          "lower data.min_samples_per_device or use fewer devices")
-    parts = fn(y, int(num_devices), alpha=float(alpha), seed=int(seed), min_size=int(min_size))
+    min_size = _feasible_min_size(n, int(num_devices), int(min_size))
+    parts = fn(y, int(num_devices), alpha=float(alpha), seed=int(seed), min_size=min_size)
     sizes = [len(p) for p in parts]
     logger.info("partition %s over %d devices: samples per device min %d / median %d / max %d",
                 scheme, num_devices, min(sizes), int(np.median(sizes)), max(sizes))
     return parts
+
+
+def _feasible_min_size(n: int, num_devices: int, min_size: int) -> int:
+    """``min_size``, or the most the data allows (``n // num_devices``, with a warning) when ``n``
+    samples cannot give every device ``min_size``. Only fewer samples than devices is an error: then
+    no minimum helps, so the error names the number of devices."""
+    if n < num_devices:
+        raise ConfigError("fleet.num_devices", num_devices, f"at most {n} devices",
+                          f"{n} training samples cannot give {num_devices} devices even 1 sample each, "
+                          "whatever data.min_samples_per_device is; use fewer devices or more data")
+    if num_devices * min_size <= n:
+        return min_size
+    allowed = n // num_devices
+    fewer = f", or use at most {n // min_size} devices," if n >= min_size else ""
+    logger.warning("data.min_samples_per_device lowered from %d to %d: %d training samples cannot give %d devices "
+                   "%d samples each (set it to at most %d%s to keep this quiet)",
+                   min_size, allowed, n, num_devices, min_size, allowed, fewer)
+    return allowed
 
 
 def _labels_array(labels: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -105,56 +134,82 @@ def partition_dirichlet(labels: np.ndarray, num_devices: int, *, alpha: float, s
                         min_size: int) -> list[np.ndarray]:
     """Per class, split its shuffled indices by proportions ~ Dir(alpha * ones(N)); redraw (with a
     fresh derived seed) until every device has ``min_size`` samples. If no draw in
-    :data:`DIRICHLET_RETRIES` does (a small data set over many devices), the draw whose smallest
-    device is largest is repaired (:func:`_top_up`) and a warning says how many samples moved."""
-    classes = np.unique(labels)
-    by_class = [np.flatnonzero(labels == c) for c in classes]
-    best: list[np.ndarray] = []
-    for attempt in range(DIRICHLET_RETRIES):
-        rng = numpy_rng(seed, "partition", "dirichlet", attempt)
-        buckets: list[list[np.ndarray]] = [[] for _ in range(num_devices)]
-        for idx in by_class:
-            idx = rng.permutation(idx)
-            shares = np.nan_to_num(rng.dirichlet(np.full(num_devices, alpha)))  # old numpy: NaN at tiny alpha
-            cuts = np.minimum((np.cumsum(shares)[:-1] * len(idx)).astype(np.int64), len(idx))
-            for device, chunk in enumerate(np.split(idx, cuts)):
-                buckets[device].append(chunk)
-        parts = [np.sort(np.concatenate(b)).astype(np.int64) for b in buckets]
-        smallest = min(len(p) for p in parts)
-        if smallest >= min_size:
+    :data:`DIRICHLET_RETRIES` does (a small data set over many devices), the draw that is fewest
+    samples short is repaired (:func:`_top_up`) and a warning says how many samples moved."""
+    closest: tuple[list[np.ndarray], np.ndarray] | None = None
+    fewest = 0
+    for attempt, (parts, wanted) in enumerate(_dirichlet_draws(labels, num_devices, alpha, seed)):
+        short = sum(max(0, min_size - len(p)) for p in parts)
+        if not short:
             if attempt:
                 logger.debug("dirichlet partition met min_size=%d on draw %d", min_size, attempt + 1)
             return parts
-        if not best or smallest > min(len(p) for p in best):
-            best = parts
-    before = min(len(p) for p in best)
-    parts, moved = _top_up(labels, best, min_size)
-    logger.warning("dirichlet partition (alpha %g): no draw in %d gave each of %d devices %d samples (at best %d); "
-                   "moved %d samples, one at a time, from the largest device (its most common class) to the "
-                   "smallest, so every device has %d. The label skew of the draw is otherwise kept.", alpha,
-                   DIRICHLET_RETRIES, num_devices, min_size, before, moved, min_size)
-    return parts
+        if closest is None or short < fewest:  # first on ties: the earliest draw
+            closest, fewest = (parts, wanted), short
+    assert closest is not None
+    parts, wanted = closest
+    below = sum(len(p) < min_size for p in parts)
+    repaired = _top_up(labels, parts, wanted, min_size)
+    logger.warning("dirichlet partition of %d samples over %d devices (alpha %g) could not give every device %d "
+                   "samples in %d draws; repaired the closest draw (%d devices below %d): moved %d samples to "
+                   "them from devices above it, each short device getting the classes its own Dirichlet shares "
+                   "asked for; every other sample stays where the draw put it.",
+                   len(labels), num_devices, alpha, min_size, DIRICHLET_RETRIES, below, min_size, fewest)
+    return repaired
 
 
-def _top_up(labels: np.ndarray, parts: list[np.ndarray], min_size: int) -> tuple[list[np.ndarray], int]:
-    """Move samples until every part has ``min_size``: each move takes the largest part's (first on
-    ties) most common class's last index and gives it to the smallest part (first on ties), so the
-    label skew changes as little as one sample at a time allows. Deterministic; needs
-    ``sum(sizes) >= len(parts) * min_size``."""
-    parts = [list(p) for p in parts]
-    moved = 0
+def _dirichlet_draws(labels: np.ndarray, num_devices: int, alpha: float,
+                     seed: int) -> Iterator[tuple[list[np.ndarray], np.ndarray]]:
+    """The :data:`DIRICHLET_RETRIES` seeded draws, each as (one sorted index array per device,
+    ``[N, K]`` expected per-class counts ``share * class size``: what the draw asked each device
+    for, before rounding). Draw ``k`` uses the RNG derived from ``(seed, k)`` only, so a draw never
+    depends on how many came before it."""
+    by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    for attempt in range(DIRICHLET_RETRIES):
+        rng = numpy_rng(seed, "partition", "dirichlet", attempt)
+        buckets: list[list[np.ndarray]] = [[] for _ in range(num_devices)]
+        wanted = np.zeros((num_devices, len(by_class)))
+        for k, idx in enumerate(by_class):
+            idx = rng.permutation(idx)
+            shares = np.nan_to_num(rng.dirichlet(np.full(num_devices, alpha)))  # old numpy: NaN at tiny alpha
+            wanted[:, k] = shares * len(idx)
+            cuts = np.minimum((np.cumsum(shares)[:-1] * len(idx)).astype(np.int64), len(idx))
+            for device, chunk in enumerate(np.split(idx, cuts)):
+                buckets[device].append(chunk)
+        yield [np.sort(np.concatenate(b)).astype(np.int64) for b in buckets], wanted
+
+
+def _top_up(labels: np.ndarray, parts: list[np.ndarray], wanted: np.ndarray, min_size: int) -> list[np.ndarray]:
+    """Move samples, one at a time, until every part has ``min_size``; deterministic.
+
+    Each move fills the smallest part (first on ties). Its class is the one furthest below that
+    part's share of ``wanted`` (its label mix as the Dirichlet draw asked for it, a largest-remainder
+    rule), so a short device keeps the skew it was drawn with; an empty device gets its drawn mix
+    too. The sample comes from the part above ``min_size`` that holds most of that class (its
+    largest index), so no part is pushed below the minimum. Exactly ``sum(max(0, min_size - size))``
+    samples move; needs ``sum(sizes) >= len(parts) * min_size``.
+    """
+    classes = np.unique(labels)
+    label_class = np.searchsorted(classes, labels)
+    k = len(classes)
+    # pools[d][c]: part d's indices of class c, ascending, so a move pops the largest
+    pools = [[list(p[label_class[p] == c]) for c in range(k)] for p in parts]
+    counts = np.array([[len(pool) for pool in part] for part in pools], dtype=np.int64).reshape(len(parts), k)
+    target = wanted / np.maximum(wanted.sum(axis=1, keepdims=True), np.finfo(float).tiny)
     while True:
-        sizes = [len(p) for p in parts]
+        sizes = counts.sum(axis=1)
         small = int(np.argmin(sizes))
         if sizes[small] >= min_size:
-            return [np.sort(np.asarray(p, dtype=np.int64)) for p in parts], moved
-        big = int(np.argmax(sizes))
-        counts = np.bincount(labels[parts[big]])
-        majority = int(np.argmax(counts))
-        pick = max(i for i in parts[big] if labels[i] == majority)
-        parts[big].remove(pick)
-        parts[small].append(pick)
-        moved += 1
+            return [np.sort(np.concatenate([np.asarray(pool, dtype=np.int64) for pool in part])) for part in pools]
+        held = np.where((sizes > min_size)[:, None], counts, 0)  # what donors may give
+        gap = target[small] * (sizes[small] + 1) - counts[small]
+        # most-wanted class first; ties to the class donors hold most of, then the lower class
+        order = np.lexsort((np.arange(k), -held.sum(axis=0), -gap))
+        c = next(int(c) for c in order if held[:, c].any())
+        big = int(np.argmax(held[:, c]))
+        pools[small][c].append(pools[big][c].pop())
+        counts[big, c] -= 1
+        counts[small, c] += 1
 
 
 def partition_summary(labels: np.ndarray | torch.Tensor, parts: list[np.ndarray], num_classes: int) -> pd.DataFrame:
