@@ -94,7 +94,7 @@ def eval_(config_file: str | None, overrides: tuple[str, ...], eval_config: str 
     processes (--workers) or as Ray tasks (--backend ray). An interrupted evaluation continues when
     run again into the same output (--name/--out): finished cells are reused, only the others run.
     A cell that fails is reported with its reason and the others complete; the command then exits
-    with code 1. About eight minutes on two cores.
+    with code 1. Eight to nine minutes on two cores.
 
     \b
     Examples:
