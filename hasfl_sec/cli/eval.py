@@ -24,26 +24,24 @@ def _split(text: str | None) -> list[str] | None:
     return None if text is None else [p.strip() for p in text.split(",") if p.strip()]
 
 
-def _ints(field: str, text: str | None) -> list[int] | None:
+def _numbers(field: str, text: str | None, kind: type, valid: str) -> list | None:
+    """``text`` as a comma-separated list of ``kind`` (None when not given), or a one-line error."""
     from ..errors import ConfigError
 
     if text is None:
         return None
     try:
-        return [int(p) for p in _split(text) or []]
+        return [kind(p) for p in _split(text) or []]
     except ValueError:
-        raise ConfigError(field, text, "a comma-separated list of integers") from None
+        raise ConfigError(field, text, valid) from None
+
+
+def _ints(field: str, text: str | None) -> list[int] | None:
+    return _numbers(field, text, int, "a comma-separated list of integers")
 
 
 def _floats(field: str, text: str | None) -> list[float] | None:
-    from ..errors import ConfigError
-
-    if text is None:
-        return None
-    try:
-        return [float(p) for p in _split(text) or []]
-    except ValueError:
-        raise ConfigError(field, text, "a comma-separated list of numbers (or an empty string for none)") from None
+    return _numbers(field, text, float, "a comma-separated list of numbers (or an empty string for none)")
 
 
 @click.command(name="eval")
