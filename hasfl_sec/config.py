@@ -23,8 +23,9 @@ import yaml
 
 from .defenses.build import check_defenses
 from .defenses.registry import DEFENSES
-from .errors import ConfigError, check
+from .errors import ConfigError, check, check_count
 from .fileio import read_structured
+from .fleet import FLEETS, load_fleet
 from .privacy.profile import LEAKAGE_METRICS, check_sigma_grid
 from .typed import apply_overrides, build_dataclass, merge
 
@@ -36,6 +37,14 @@ __all__ = ["EXECUTION_NAMES",
            "ChannelConfig", "DefenseConfig", "PrivacyConfig", "ExperimentConfig", "load_config", "config_from_dict"]
 
 Cut = Union[int, str]
+
+
+#: The most devices a fleet may have: more than any bundled data set has training samples (a
+#: device needs at least one), and a generated fleet of ten million would take minutes to draw.
+MAX_DEVICES = 100_000
+#: The largest image side ``data.image_size`` accepts; whether the resized data set and the
+#: model's activations fit in memory is checked on top (:func:`hasfl_sec.runs.setup.check_resources`).
+MAX_IMAGE_SIZE = 4096
 
 
 @dataclass
@@ -297,46 +306,48 @@ class ExperimentConfig:
         d, t, p, tap = self.data, self.train, self.plan, self.tap
         check(self.device in ("auto", "cpu", "cuda"), "device", self.device, ["auto", "cpu", "cuda"])
         check(0.0 < d.test_fraction < 1.0, "data.test_fraction", d.test_fraction, "a number in (0, 1)")
-        check(d.image_size is None or d.image_size >= 4, "data.image_size", d.image_size, "an integer >= 4 or null")
+        check(d.image_size is None or 4 <= d.image_size <= MAX_IMAGE_SIZE, "data.image_size", d.image_size,
+              f"an integer from 4 to {MAX_IMAGE_SIZE} or null (the natural size)")
         check(math.isfinite(d.alpha) and d.alpha > 0, "data.alpha", d.alpha, "a finite number > 0")
-        check(d.min_samples_per_device >= 1, "data.min_samples_per_device", d.min_samples_per_device, "an integer >= 1")
-        check(self.fleet.num_devices >= 1, "fleet.num_devices", self.fleet.num_devices, "an integer >= 1")
-        check(t.rounds >= 1, "train.rounds", t.rounds, "an integer >= 1")
+        check_count("data.min_samples_per_device", d.min_samples_per_device)
+        check(1 <= self.fleet.num_devices <= MAX_DEVICES, "fleet.num_devices", self.fleet.num_devices,
+              f"an integer from 1 to {MAX_DEVICES:,}")
+        check_count("train.rounds", t.rounds)
         check(math.isfinite(t.lr) and t.lr > 0, "train.lr", t.lr, "a finite number > 0")
         check(0.0 <= t.momentum < 1.0, "train.momentum", t.momentum, "a number in [0, 1)")
         check(math.isfinite(t.weight_decay) and t.weight_decay >= 0.0, "train.weight_decay", t.weight_decay,
               "a finite number >= 0")
-        check(t.agg_interval >= 1, "train.agg_interval", t.agg_interval, "an integer >= 1")
+        check_count("train.agg_interval", t.agg_interval)
         check(t.agg_weighting in ("uniform", "data"), "train.agg_weighting", t.agg_weighting, ["uniform", "data"])
         check(t.execution in EXECUTION_NAMES, "train.execution", t.execution, list(EXECUTION_NAMES))
-        check(t.eval_every >= 1, "train.eval_every", t.eval_every, "an integer >= 1")
-        check(t.eval_batch_size >= 1, "train.eval_batch_size", t.eval_batch_size, "an integer >= 1")
-        check(t.checkpoint_every >= 0, "train.checkpoint_every", t.checkpoint_every, "an integer >= 0 (0 = never)")
+        check_count("train.eval_every", t.eval_every)
+        check_count("train.eval_batch_size", t.eval_batch_size)
+        check_count("train.checkpoint_every", t.checkpoint_every, low=0)
         sizes = p.batch_size if isinstance(p.batch_size, list) else [p.batch_size]
         for b in sizes:
             check(b >= 1, "plan.batch_size", p.batch_size, "integers >= 1")
         check(len(p.candidate_cuts) >= 1, "plan.candidate_cuts", p.candidate_cuts, "a non-empty list of cuts")
-        check(tap.max_records >= 0, "tap.max_records", tap.max_records, "an integer >= 0")
+        check_count("tap.max_records", tap.max_records, low=0)
         o = self.optimizer
-        check(o.b_max >= 1, "optimizer.b_max", o.b_max, "an integer >= 1")
+        check_count("optimizer.b_max", o.b_max)
         check(o.target_accuracy is None or 0.0 < o.target_accuracy < 1.0, "optimizer.target_accuracy",
               o.target_accuracy, "a number in (0, 1) or null")
-        check(o.pilot_rounds >= 1, "optimizer.pilot_rounds", o.pilot_rounds, "an integer >= 1")
+        check_count("optimizer.pilot_rounds", o.pilot_rounds)
         check(o.target_ratio is None or o.target_accuracy is None, "optimizer.target_ratio", o.target_ratio,
               "null while optimizer.target_accuracy is set", "set optimizer.target_accuracy=null to use a ratio")
         check(o.target_ratio is None or (math.isfinite(o.target_ratio) and o.target_ratio > 0),
               "optimizer.target_ratio", o.target_ratio, "a finite number > 0 or null")
         check(math.isfinite(o.floor_slack) and o.floor_slack > 0, "optimizer.floor_slack", o.floor_slack,
               "a finite number > 0")
-        check(o.warmup_rounds >= 1, "optimizer.warmup_rounds", o.warmup_rounds, "an integer >= 1")
-        check(o.probe_size >= 2, "optimizer.probe_size", o.probe_size, "an integer >= 2")
-        check(o.warmup_batch >= 1, "optimizer.warmup_batch", o.warmup_batch, "an integer >= 1")
+        check_count("optimizer.warmup_rounds", o.warmup_rounds)
+        check_count("optimizer.probe_size", o.probe_size, low=2)
+        check_count("optimizer.warmup_batch", o.warmup_batch)
         for name in ("beta_scale", "drift_const", "tol"):
             value = getattr(o, name)
             check(math.isfinite(value) and value > 0, f"optimizer.{name}", value, "a finite number > 0")
-        check(o.max_iters >= 1, "optimizer.max_iters", o.max_iters, "an integer >= 1")
+        check_count("optimizer.max_iters", o.max_iters)
         ch = self.channel
-        check(ch.coherence_rounds >= 1, "channel.coherence_rounds", ch.coherence_rounds, "an integer >= 1")
+        check_count("channel.coherence_rounds", ch.coherence_rounds)
         check(ch.reoptimize_every >= 0 and ch.reoptimize_every % t.agg_interval == 0, "channel.reoptimize_every",
               ch.reoptimize_every, f"0 or a multiple of train.agg_interval = {t.agg_interval}",
               "plans change only right after an aggregation")
@@ -362,6 +373,28 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     """The default config, changed by ``defaults`` (a command's own defaults), then updated from
     ``path`` (if given) and then from ``overrides``."""
     base = apply_overrides(ExperimentConfig().to_dict(), defaults)
+    given = {}
     if path is not None:
-        base = merge(base, _read_file(Path(path)), "")
-    return config_from_dict(apply_overrides(base, overrides))
+        given = _read_file(Path(path))
+        base = merge(base, given, "")
+    config = config_from_dict(apply_overrides(base, overrides))
+    fleet = given.get("fleet") if isinstance(given, dict) else None
+    explicit = (isinstance(fleet, dict) and "num_devices" in fleet) or any(
+        item.partition("=")[0].strip() == "fleet.num_devices" for item in overrides)
+    return _with_fleet_file(config, explicit)
+
+
+def _with_fleet_file(config: ExperimentConfig, explicit: bool) -> ExperimentConfig:
+    """Read ``fleet.file`` now (a bad file is refused before any data is read) and make
+    ``fleet.num_devices`` say how many devices it holds: a count the user gave that differs is a
+    contradiction, refused; the default count is replaced, so a run's config.yaml records the
+    fleet it trained."""
+    f = config.fleet
+    if not f.file or f.file in FLEETS:
+        return config
+    count = load_fleet(f.file, seed=0).num_devices  # a composed file's count does not depend on the seed
+    if count == f.num_devices:
+        return config
+    check(not explicit, "fleet.num_devices", f.num_devices, f"{count}, the number of devices in fleet file "
+          f"{f.file}, or no value", "a fleet file fixes the fleet")
+    return dataclasses.replace(config, fleet=dataclasses.replace(f, num_devices=count))

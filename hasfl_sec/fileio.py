@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -28,12 +29,69 @@ else:  # pragma: no cover - Python 3.10
 
 from .errors import ConfigError, check
 
-__all__ = ["read_structured", "work_dir", "publish_dir", "check_out", "check_folder_name", "first_free_dir",
-           "free_dirs"]
+__all__ = ["read_structured", "load_yaml", "MAX_INPUT_BYTES", "MAX_INPUT_VALUES", "work_dir", "publish_dir",
+           "check_out", "check_writable", "check_folder_name", "first_free_dir", "free_dirs"]
+
+#: The largest structured input file read (a config, fleet file, grid...): the largest real one,
+#: a fleet of ten thousand devices, is about 2 MB.
+MAX_INPUT_BYTES = 64 * 1024**2
+#: The most values (scalars, lists and mappings) a YAML document may expand to through its
+#: aliases: ``&a [x, x, ...]`` nested nine deep is 600 bytes and 10**9 values ("billion laughs").
+MAX_INPUT_VALUES = 2_000_000
+
+
+class _TooLarge(Exception):
+    """A YAML document that expands beyond :data:`MAX_INPUT_VALUES` values, or refers to itself."""
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    """How many values ``node`` stands for once every alias is copied out (memoised per node, so
+    a document of shared aliases is measured without expanding it)."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise _TooLarge("an alias that refers to itself")
+    open_.add(key)
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_size(child, sizes, open_) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_expanded_size(k, sizes, open_) + _expanded_size(v, sizes, open_) for k, v in node.value)
+    open_.discard(key)
+    if total > MAX_INPUT_VALUES:
+        raise _TooLarge(f"more than {MAX_INPUT_VALUES:,} values once its aliases are expanded")
+    sizes[key] = total
+    return total
+
+
+def load_yaml(text: str, field: str, value: Any) -> Any:
+    """``yaml.safe_load(text)``, refusing (ConfigError naming ``field`` and ``value``) a document
+    that expands beyond :data:`MAX_INPUT_VALUES` values through aliases, refers to itself, or is
+    nested too deeply to parse: each would otherwise take minutes and gigabytes before any of its
+    keys could be checked."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {}, set())
+        return loader.construct_document(node)
+    except _TooLarge as exc:
+        raise ConfigError(field, value, "a YAML document of ordinary size", f"it has {exc}") from None
+    except RecursionError:
+        raise ConfigError(field, value, "a YAML document of ordinary size", "it is nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+def _parse_yaml(text: str) -> Any:
+    return load_yaml(text, "", "")
+
 
 _PARSERS: dict[str, Callable[[str], Any]] = {
-    ".yaml": yaml.safe_load,
-    ".yml": yaml.safe_load,
+    ".yaml": _parse_yaml,
+    ".yml": _parse_yaml,
     ".toml": tomllib.loads,
     ".json": json.loads,
 }
@@ -48,7 +106,8 @@ def read_structured(path: str | Path, field: str) -> Any:
         field: the setting the path came from, named in every error (``"--config"``, ``"fleet.file"``).
 
     Raises:
-        ConfigError: the file is missing, has another suffix or does not parse; the message is one
+        ConfigError: the file is missing, has another suffix, is larger than :data:`MAX_INPUT_BYTES`,
+            expands beyond :data:`MAX_INPUT_VALUES` values or does not parse; the message is one
             line with the first line of the parser's complaint.
     """
     path = Path(path)
@@ -57,8 +116,16 @@ def read_structured(path: str | Path, field: str) -> Any:
     parser = _PARSERS.get(path.suffix.lower())
     if parser is None:
         raise ConfigError(field, str(path), f"a file ending in {_SUFFIXES}")
+    size = path.stat().st_size
+    if size > MAX_INPUT_BYTES:
+        raise ConfigError(field, str(path), f"a file of at most {MAX_INPUT_BYTES // 1024**2} MB",
+                          f"it has {size / 1024**2:.0f} MB")
     try:
         return parser(path.read_text(encoding="utf-8"))
+    except ConfigError as exc:  # from load_yaml, which does not know the file's name
+        raise ConfigError(field, str(path), exc.valid, exc.hint) from None
+    except RecursionError:
+        raise ConfigError(field, str(path), "a well-formed YAML/TOML/JSON file", "it is nested too deeply") from None
     except (yaml.YAMLError, ValueError) as exc:  # JSON/TOML decode and UnicodeDecodeError are ValueErrors
         text = str(exc).strip()
         first = text.splitlines()[0] if text else type(exc).__name__
@@ -129,6 +196,38 @@ def publish_dir(tmp: Path, out: Path) -> Path:
     return out
 
 
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # pragma: no cover - not POSIX
+        return 255
+
+
+def check_writable(out: Path, field: str = "--out") -> None:
+    """Refuse an output folder this process could not create or fill, before any work: a name
+    too long for the filesystem (counting the hidden siblings ``.<name>.tmp``/``.lock`` built
+    beside it), or a folder (``out`` if it exists, else its nearest existing parent) in which a
+    file cannot be created (permissions, a read-only or pseudo filesystem, an immutable folder).
+    A probe folder is created and removed at once; nothing else is touched."""
+    resolved = Path(os.path.abspath(out))
+    # os.path.exists, not Path.exists: the latter raises on a name too long for the filesystem
+    existing = next((p for p in (resolved, *resolved.parents) if os.path.exists(p)), Path(resolved.anchor))
+    limit = _name_max(existing if existing.is_dir() else existing.parent)
+    # the last name also carries the hidden siblings' ".<name>.lock" (6 more bytes)
+    for part, most in [*((p, limit) for p in resolved.parts[1:-1]), (resolved.name, limit - 6)]:
+        if len(os.fsencode(part)) > most:
+            raise ConfigError(field, str(out), f"a path whose folder names have at most {most} bytes",
+                              f"{part[:24]}... has {len(os.fsencode(part))}")
+    for folder in dict.fromkeys((existing, resolved.parent) if os.path.exists(resolved.parent) else (existing,)):
+        if not folder.is_dir():
+            continue  # a path below a file: check_out says so
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".hasfl-probe-", dir=folder))
+        except OSError as exc:
+            raise ConfigError(field, str(out), "a folder this process can write",
+                              f"cannot create files in {folder}: {exc.strerror or exc}") from None
+
+
 def check_out(out: Path, overwrite: bool, inputs: Sequence[Path] = (), field: str = "--out",
               marker: str | None = None) -> None:
     """Refuse an output directory that cannot be written safely.
@@ -140,6 +239,7 @@ def check_out(out: Path, overwrite: bool, inputs: Sequence[Path] = (), field: st
     never replaces a folder of other reports or of the user's. Only ``out`` itself is ever
     replaced, and only once the new one is complete (:func:`publish_dir`).
     """
+    check_writable(out, field)
     resolved = out.resolve()
     below_file = next((p for p in resolved.parents if p.exists() and not p.is_dir()), None)
     if below_file is not None:

@@ -57,10 +57,13 @@ _HOLDER = re.compile(r"pid (\d+): (.*)", re.DOTALL)
 
 @dataclass
 class _Held:
-    """A lock this process holds: the locked file's descriptor and how many handles share it."""
+    """A lock this process holds: the locked file's descriptor, how many handles share it, and
+    the folders made to hold the lock file (removed at release if still empty, so a command
+    refused after taking its lock leaves no folder behind)."""
 
     fd: int
     depth: int = 1
+    made: tuple[Path, ...] = ()
 
 
 #: The locks this process holds, by lock-file path (from the folder's resolved path).
@@ -172,6 +175,25 @@ def _acquire(folder: Path, field: str, path: Path) -> int:
     return fd
 
 
+def _missing_folders(folder: Path) -> tuple[Path, ...]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing.append(path)
+    return tuple(missing)
+
+
+def _remove_empty(folders: tuple[Path, ...]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty; one holding an output stays."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
 def _release(fd: int, path: Path) -> None:
     """Unlink the lock file (only if it is still ours), then close it, which drops the lock."""
     try:
@@ -220,7 +242,12 @@ class FolderLock:
             if held is not None:
                 held.depth += 1
             else:
-                _HELD[self.path] = _Held(_acquire(self.folder, self.field, self.path))
+                made = _missing_folders(self.path.parent)
+                try:
+                    _HELD[self.path] = _Held(_acquire(self.folder, self.field, self.path), made=made)
+                except BaseException:
+                    _remove_empty(made)
+                    raise
         self._held = True
         return self
 
@@ -237,6 +264,7 @@ class FolderLock:
             if held.depth == 0:
                 del _HELD[self.path]
                 _release(held.fd, self.path)
+                _remove_empty(held.made)
 
     def __enter__(self) -> FolderLock:
         return self if self._held else self.acquire()

@@ -19,6 +19,7 @@ from typing import Any, Union
 import yaml
 
 from .errors import ConfigError
+from .fileio import load_yaml
 
 __all__ = ["build_dataclass", "apply_overrides", "merge"]
 
@@ -104,9 +105,9 @@ def build_dataclass(cls: type, values: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(key: str, text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text, key, text)
     except yaml.YAMLError:
         return text
 
@@ -131,7 +132,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str] | tuple[str, ..
             if not isinstance(child, dict):
                 raise ConfigError(key, text, "a path into the config such as train.rounds", "unknown config key")
             node = child
-        node[parts[-1]] = _parse_value(text)
+        node[parts[-1]] = _parse_value(key, text)
     return result
 
 

@@ -85,11 +85,12 @@ for _command in (eval_, sweep, train, optimize, audit, report, list_):
     cli.add_command(_command)
 
 
-def main() -> None:
-    """Console-script entry point: click's usage errors become one line too."""
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point (``argv``: the arguments, default ``sys.argv[1:]``); click's
+    usage errors become one line too."""
     try:
         # Without standalone mode click *returns* the code of ctx.exit(n) instead of exiting.
-        code = cli.main(prog_name="hasfl-sec", standalone_mode=False)
+        code = cli.main(argv, prog_name="hasfl-sec", standalone_mode=False)
         sys.exit(code if isinstance(code, int) else 0)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

@@ -31,6 +31,7 @@ def _attack_params(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     import yaml
 
     from ..errors import ConfigError
+    from ..fileio import load_yaml
 
     out: dict[str, dict[str, Any]] = {}
     for item in items:
@@ -39,7 +40,7 @@ def _attack_params(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
         if not sep or not dot or not name or not param:
             raise ConfigError("--attack-param", item, "ATTACK.PARAM=VALUE, e.g. rmle.steps=500")
         try:
-            out.setdefault(name, {})[param] = yaml.safe_load(value)
+            out.setdefault(name, {})[param] = load_yaml(value, f"--attack-param {key}", value)
         except yaml.YAMLError:
             raise ConfigError("--attack-param", item, "a YAML value after '='") from None
     return out
@@ -113,18 +114,17 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
     from ..audit.config import AuditConfig
     from ..audit.entry import audit_model, audit_run
     from ..audit.output import audit_lock_target, summary_tables, write_audit
-    from ..errors import ConfigError
+    from ..errors import ConfigError, check_count, check_threads
     from ..fileio import check_out
     from ..locks import lock_folder
     from .options import build_config
 
     bare = run_dir is None
     if threads is not None:
-        if threads < 1:
-            raise ConfigError("--threads", threads, "an integer >= 1")
         import torch
 
-        torch.set_num_threads(threads)
+        torch.set_num_threads(check_threads("--threads", threads))
+    check_count("--epochs", epochs)
     if not bare and (model or dataset or config_file or overrides or checkpoint or seed is not None):
         raise ConfigError("RUN_DIR", run_dir, "either a run directory or --model/--dataset/--config, not both",
                           "a run is audited with its own config")

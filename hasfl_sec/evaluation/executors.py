@@ -37,7 +37,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from ..errors import ConfigError, check
+from ..errors import ConfigError, check, check_threads, cores, memory_total
 from ..registry import Registry
 from ..results import package_versions
 from .cells import Cell, code_version, fail_cell, run_cell
@@ -55,25 +55,11 @@ EXECUTORS: Registry[Callable[[list[Task], "ExecutorConfig", Done], None]] = Regi
 WORKER_MEMORY_BYTES = 2 * 1024**3
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def _memory_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
-        return None
-
-
 def default_workers(threads: int, cells: int) -> int:
     """As many workers as the cores hold at ``threads`` torch threads each, no more than there are
     cells, and no more than the memory holds at 2 GB per worker."""
-    workers = max(1, _cores() // threads)
-    memory = _memory_bytes()
+    workers = max(1, cores() // threads)
+    memory = memory_total()
     if memory:
         workers = min(workers, max(1, memory // WORKER_MEMORY_BYTES))
     return max(1, min(workers, cells))
@@ -99,11 +85,12 @@ class ExecutorConfig:
     def validate(self) -> "ExecutorConfig":
         """Check every field; returns self."""
         EXECUTORS.get(self.backend)
-        check(isinstance(self.threads, int) and self.threads >= 1, "--threads", self.threads, "an integer >= 1")
-        check(self.threads <= 4 * _cores(), "--threads", self.threads, f"at most {4 * _cores()} (4 x the cores)")
+        check_threads("--threads", self.threads)
         if self.workers is not None:
-            check(isinstance(self.workers, int) and 1 <= self.workers <= 1024, "--workers", self.workers,
-                  "an integer from 1 to 1024")
+            # a local worker is a process of its own: beyond 4 per core they only wait for each other
+            most = 1024 if self.backend == "ray" else 4 * cores()
+            check(isinstance(self.workers, int) and 1 <= self.workers <= most, "--workers", self.workers,
+                  f"an integer from 1 to {most}")
         if self.address is not None:
             check(self.backend == "ray", "--address", self.address, "only with --backend ray")
         if self.backend == "ray":
@@ -205,9 +192,9 @@ def _death(code: int | None) -> str:
 def run_local(tasks: list[Task], config: ExecutorConfig, done: Done) -> None:
     """Run ``tasks`` on this machine (see module doc)."""
     workers = min(config.workers or default_workers(config.threads, len(tasks)), len(tasks))
-    if workers * config.threads > _cores():
+    if workers * config.threads > cores():
         logger.warning("%d workers x %d threads oversubscribe the %d cores: expect each cell to run slower",
-                       workers, config.threads, _cores())
+                       workers, config.threads, cores())
     if workers <= 1:
         for task in tasks:
             run_cell(*task)

@@ -44,10 +44,19 @@ from ..locks import lock_file_of
 from ..planning.privacy import check_private_config
 from ..report.render import build_report
 from ..results import EVAL_TABLES, package_versions
+from ..runs.limits import check_resources
 from ..runs.setup import config_dataset
 from ..typed import apply_overrides
 from .aggregate import class_table, comparisons, pareto_over_seeds, time_budget
-from .cells import Cell, CellRecord, cell_name, code_version, fail_cell, make_cell, read_cell
+from .cells import (
+    Cell,
+    CellRecord,
+    cell_name,
+    code_version,
+    fail_cell,
+    make_cell,
+    read_cell,
+)
 from .executors import EXECUTORS, ExecutorConfig, Task, session
 from .settings import Arm, EvalSettings, build_arms
 from .tables import class_mean_ssim, defense_table
@@ -171,7 +180,14 @@ def plan_point(config: ExperimentConfig, settings: EvalSettings) -> Point:
     """An evaluation's arms and their cells' validated configs (nothing is computed or written)."""
     settings.validate()
     arms = build_arms(settings)
-    return Point(config, settings, arms, arm_configs(config, arms, list(settings.seeds), settings.fleet_per_seed))
+    configs = arm_configs(config, arms, list(settings.seeds), settings.fleet_per_seed)
+    checked = set()
+    for c in configs.values():  # whether data and model fit in memory, once per distinct pair
+        key = (repr(c.data), repr(c.model), c.plan.strategy)
+        if key not in checked:
+            checked.add(key)
+            check_resources(c)
+    return Point(config, settings, arms, configs)
 
 
 def prepare_point(point: Point, work: Path, threads: int, earlier: list[Path]) -> None:

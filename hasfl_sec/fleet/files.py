@@ -16,7 +16,7 @@ from ..errors import ConfigError, check
 from ..fileio import read_structured
 from .compose import compose_fleet, groups_from_entries, server_from_entry
 from .devices import POSITIVE_FIELDS, Device, Fleet, dbm_number, dbm_to_watts, positive_number, shannon_rate
-from .generate import FleetSpec
+from .generate import FLEETS, FleetSpec
 
 __all__ = ["load_fleet", "fleet_from_dict"]
 
@@ -138,6 +138,9 @@ def load_fleet(path: str | Path, *, seed: int | None = None) -> Fleet:
     over physical ones.
     """
     path = Path(path)
+    if not path.is_file():  # the value may have been meant as a preset name: list them too
+        raise ConfigError("fleet.file", str(path), "a preset (" + ", ".join(FLEETS.names())
+                          + ") or an existing .yaml, .yml, .toml or .json fleet file")
     data = read_structured(path, "fleet.file")
     if data is None:
         raise ConfigError("fleet.file", str(path), "a fleet file with server_flops and devices", "file is empty")

@@ -32,13 +32,14 @@ from ..fleet import FLEETS, Fleet, generate_fleet, load_fleet
 from ..fleet.channel import ChannelModel, make_channel
 from ..models import ModelProfile, SplitModel, build_model, profile_model
 from ..planning.bound import BoundConstants
-from ..planning.strategies import PlanContext, make_plan
+from ..planning.strategies import STRATEGIES, PlanContext, make_plan
 from ..planning.warmup import bound_for
 from ..seeding import derive_seed, seed_everything
 from ..sfl.clock import SimClock, plan_costs
 from ..sfl.latency import RoundLatency, round_latency
 from ..sfl.plan import Plan
 from ..sfl.trainer import SFLTrainer
+from .limits import check_resources
 
 __all__ = ["Setup", "prepare", "config_dataset", "resolve_device", "make_fleet"]
 
@@ -149,10 +150,12 @@ def prepare(config: ExperimentConfig, *, fleet: Fleet | None = None, plan: Plan 
     """
     cfg = config.validate()
     device = resolve_device(cfg.device)
+    STRATEGIES.get(cfg.plan.strategy)  # an unknown planner is refused before the data are read
+    check_resources(cfg)
+    fleet = fleet or make_fleet(cfg)  # a bad fleet file is refused before the data are read
     seed_everything(cfg.seed)
     d = cfg.data
     dataset = config_dataset(cfg)
-    fleet = fleet or make_fleet(cfg)
     _check_tap(cfg, fleet.num_devices)
     parts = partition(dataset.y_train, fleet.num_devices, scheme=d.partition, alpha=d.alpha, seed=cfg.seed,
                       min_size=d.min_samples_per_device)

@@ -12,6 +12,8 @@ import datetime as _dt
 import logging
 import math
 import re
+import shlex
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +25,7 @@ from ..config import ExperimentConfig
 from ..defenses.base import Defense
 from ..defenses.build import describe_defenses
 from ..errors import ConfigError
+from ..fileio import check_writable
 from ..fleet import Fleet
 from ..locks import lock_folder
 from ..models import ModelProfile
@@ -181,6 +184,7 @@ def _train_locked(config: ExperimentConfig | None, path: Path, resume: bool, pro
                   defenses: Sequence[Defense], bound: BoundConstants | None) -> TrainResult:
     """:func:`train` once the run directory ``path`` is locked."""
     config, run, manifest = _open_run(config, path, resume)
+    resume = manifest is not None  # a run stopped during its start-up starts again
     # every input check happens here, before anything is written
     saved = (read_run_file(run, "fleet.yaml"), read_run_file(run, "plan.json")) if resume else (None, None)
     setup = prepare(config, fleet=saved[0], plan=saved[1], bound=None if resume else bound)
@@ -221,24 +225,49 @@ def _run_target(config: ExperimentConfig | None, out_dir: str | Path | None, res
     return config, Path(out_dir) if out_dir is not None else _default_out(config)
 
 
+#: What a run writes when it starts, before its first round (:func:`_start`); config.yaml first.
+_START_FILES = ("config.yaml", "manifest.json", "plan.json", "fleet.yaml", "profile.csv", "bound.json")
+
+
+def _unstarted(run: RunDir) -> bool:
+    """True if ``run`` was killed while it was being started: config.yaml is there, but not every
+    other start-up file, and no round was ever checkpointed. Such a folder continues with
+    ``--resume`` (from round 0, with its saved config) and is refused, with that advice, by a new run."""
+    names = {p.name for p in run.path.iterdir() if not p.name.startswith(".")}
+    return ("config.yaml" in names and names <= set(_START_FILES)
+            and not {"manifest.json", "plan.json", "fleet.yaml"} <= names)
+
+
 def _open_run(config: ExperimentConfig | None, path: Path, resume: bool
               ) -> tuple[ExperimentConfig, RunDir, dict[str, Any] | None]:
     """The config and run directory of a new run (which must be new or empty), or of the unfinished
-    run to resume (its own config, and its manifest)."""
+    run to resume (its own config, and its manifest: None for a run killed during its start-up,
+    which then starts again in its folder with its saved config)."""
+    run = RunDir(path)
     if resume:
-        run = RunDir(path)
+        if not run.path.is_dir():
+            raise ConfigError("--resume", str(run.path), "the directory of a run started by hasfl-sec train",
+                              "no such directory")
+        check_writable(run.path, "--out")
         config = _resume_config(run, config)
+        if _unstarted(run):
+            logger.info("%s was stopped during its start-up: starting it again with its config.yaml", run.path)
+            return config, run, None
         manifest = read_run_file(run, "manifest.json")
         if manifest.get("status") == "ok":
             raise ConfigError("--resume", str(run.path), "an unfinished run", "this run already finished")
         return config, run, manifest
     assert config is not None  # validated by _run_target
-    run = RunDir(path)
     if run.path.exists() and not run.path.is_dir():
         raise ConfigError("--out", str(run.path), "a directory (new or empty)", "a file has that name")
     if run.path.exists() and any(run.path.iterdir()):
+        if _unstarted(run):
+            raise ConfigError("--out", str(run.path), "a new or empty directory",
+                              "it holds a run stopped during its start-up; continue it with "
+                              f"hasfl-sec train --out {shlex.quote(str(run.path))} --resume, or choose another --out")
         raise ConfigError("--out", str(run.path), "a new or empty directory",
                           "pass --resume to continue the run there, or choose another --out")
+    check_writable(run.path, "--out")
     return config, run, None
 
 
@@ -284,6 +313,29 @@ def _start(run: RunDir, config: ExperimentConfig, setup: Setup) -> str:
     return run_id
 
 
+#: A run predicted to take longer than this (wall time) is announced with a warning.
+LONG_RUN_S = 3600.0
+
+
+def _log_estimate(first_round_s: float, remaining: int) -> None:
+    """Say, after the first round, how long the remaining rounds will take at its pace, so that a
+    long but legal run (``train.rounds=10**6``) is never a silent surprise."""
+    left = first_round_s * remaining
+    if left < 60:  # short runs need no forecast
+        return
+    level = logging.WARNING if left > LONG_RUN_S else logging.INFO
+    logger.log(level, "the first round took %.3g s of wall time: the %d rounds left will take about %s",
+               first_round_s, remaining, _duration(left))
+
+
+def _duration(seconds: float) -> str:
+    """``93784`` -> ``'1.1 days'``; seconds, minutes, hours, days or years."""
+    for unit, size in (("years", 365.25 * 86400), ("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
 def _run_rounds(run: RunDir, run_id: str, setup: Setup, trainer: SFLTrainer, tap: CutLayerTap | None,
                 progress: bool) -> None:
     """Train to the last round, checkpointing every ``train.checkpoint_every`` rounds; a failure or
@@ -295,8 +347,11 @@ def _run_rounds(run: RunDir, run_id: str, setup: Setup, trainer: SFLTrainer, tap
 
         bar = tqdm(total=config.train.rounds, initial=trainer.round, desc="HASFL rounds", unit="round")
     every = config.train.checkpoint_every
+    started = (time.perf_counter(), trainer.round)
 
     def on_round_end(tr: SFLTrainer, record: RoundRecord) -> None:
+        if tr.round == started[1] + 1:
+            _log_estimate(time.perf_counter() - started[0], config.train.rounds - tr.round)
         if bar is not None:
             bar.update(1)
             acc = record.test_accuracy

@@ -1,0 +1,63 @@
+"""Whether a run fits in this machine's memory, checked from its config before any data is read.
+
+A run holds its whole data set as float32 tensors at ``data.image_size`` and, while a device
+trains, the activations of its batch. :func:`check_resources` adds up a lower bound of both
+(the data set's tensors, the model's parameters, the activations of one sample of the smallest
+batch the plan can give) and refuses the config in one line when even that exceeds the memory
+available, instead of letting the allocator fail with a traceback after the data was read
+(``--image-size 100000`` asked for 57 TB). The model is built on PyTorch's ``meta`` device, which
+computes shapes without allocating, so the check costs milliseconds at any size.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import ExperimentConfig
+from ..data.footprint import footprint
+from ..errors import check_memory, human_bytes
+from ..models import build_model
+
+__all__ = ["check_resources", "activation_numel"]
+
+
+def activation_numel(model: torch.nn.Module, input_shape: tuple[int, int, int]) -> int:
+    """Values every leaf module of ``model`` outputs for one sample of ``input_shape`` (the
+    activations a backward pass keeps), computed on the meta device without allocating."""
+    total = 0
+
+    def count(_module: torch.nn.Module, _inputs: object, output: object) -> None:
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(torch.empty(1, *input_shape, device="meta"))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
+
+
+def check_resources(cfg: ExperimentConfig) -> None:
+    """Refuse ``cfg`` if its data set and model cannot fit in the memory available (a lower bound;
+    a run that passes may still need more). Unknown data sizes (an image folder at its natural
+    size) are not checked here."""
+    d, m = cfg.data, cfg.model
+    fp = footprint(d.dataset, d.data_root, d.image_size)
+    if fp is None:
+        return
+    with torch.device("meta"):
+        model = build_model(m.name, in_channels=fp.channels, num_classes=10, image_size=fp.side, norm=m.norm,
+                            width=m.width, dropout=m.dropout)
+        params = sum(p.numel() for p in model.parameters())
+        per_sample = activation_numel(model, (fp.channels, fp.side, fp.side))
+    sizes = cfg.plan.batch_size if isinstance(cfg.plan.batch_size, list) else [cfg.plan.batch_size]
+    batch = min(sizes) if cfg.plan.strategy in ("fixed", "sfl") else 1
+    # float32: the data set, the parameters with their gradients, one batch's activations and theirs
+    need = fp.nbytes + 4 * (2 * params + 2 * per_sample * batch)
+    check_memory("data.image_size", d.image_size, need,
+                 f"data set ({fp.images} images of {fp.channels}x{fp.side}x{fp.side}, {human_bytes(fp.nbytes)}) "
+                 f"and model {m.name} ({human_bytes(4 * per_sample)} of activations per image)")
