@@ -473,3 +473,224 @@ def test_lfw_and_a_plain_imagefolder_train_through_the_cli(tmp_path):
         result = CliRunner().invoke(cli, ["train", *args, *small, "--out", str(out)])
         assert result.exit_code == 0, result.output
         assert (out / "manifest.json").is_file()
+
+
+# ------------------------------------------------------------------------------------- data that lies
+
+MNIST_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+               "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+
+
+def mnist_refusal(tmp_path, name: str = "mnist", folder: str = "MNIST", **files) -> tuple[str, dict[str, str]]:
+    """Write a torchvision MNIST root of 12 train and 5 test 28x28 images, with ``files`` (keys of
+    MNIST_FILES) replaced: an array as an IDX file, bytes as they are, None left out. Load it and
+    return the one-line ConfigError (checked to be about the root) and the path of every file."""
+    rng = np.random.default_rng(0)
+    arrays = {"train_images": rng.integers(0, 256, (12, 28, 28)), "train_labels": np.arange(12) % 10,
+              "test_images": rng.integers(0, 256, (5, 28, 28)), "test_labels": np.array([9, 0, 3, 3, 7]), **files}
+    raw = tmp_path / folder / "raw"
+    raw.mkdir(parents=True)
+    paths = {key: str(raw / MNIST_FILES[key]) for key in MNIST_FILES}
+    for key, value in arrays.items():
+        if isinstance(value, bytes):
+            (raw / MNIST_FILES[key]).write_bytes(value)
+        elif value is not None:
+            write_idx(raw / MNIST_FILES[key], value)
+    with pytest.raises(ConfigError) as info:
+        load_dataset(name, data_root=str(tmp_path))
+    message = config_error(info)
+    assert message.startswith(f"data.data_root: got {str(tmp_path)!r}; expected "), message
+    assert "()" not in message and "Traceback" not in message
+    return message, paths
+
+
+@pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_mnist_label_count_unlike_image_count_names_both_files(tmp_path, name, folder):
+    message, paths = mnist_refusal(tmp_path, name, folder, train_labels=np.arange(11) % 10)
+    assert "as many labels as images" in message
+    assert f"{paths['train_labels']}: 11 labels for 12 images in {paths['train_images']}" in message
+
+
+def test_mnist_label_out_of_range_names_the_file_the_value_and_the_range(tmp_path):
+    labels = np.arange(12) % 10
+    labels[3], labels[7] = 200, 10
+    message, paths = mnist_refusal(tmp_path, train_labels=labels)
+    assert "labels from 0 to 9 (10 classes)" in message
+    assert f"{paths['train_labels']}: label 200 at position 3 (2 of 12 labels out of range)" in message
+
+
+def _idx_header(magic: int, *dims: int) -> bytes:
+    return struct.pack(f">{1 + len(dims)}I", magic, *dims)
+
+
+@pytest.mark.parametrize("key, content, problem", [
+    pytest.param("test_labels", b"\x00\x00", "truncated: 2 bytes, shorter than the 8-byte header of an IDX label file",
+                 id="header-cut"),
+    pytest.param("train_labels", b"", "truncated: 0 bytes, shorter than the 8-byte header of an IDX label file",
+                 id="empty"),
+    pytest.param("train_images", b"\x00\x01garbage",
+                 "not an IDX image file: it starts with bytes 00 01 67 61, not 00 00 08 03", id="garbage"),
+    pytest.param("train_images", _idx_header(2051, 12, 28),
+                 "truncated: 12 bytes, shorter than the 16-byte header of an IDX image file", id="dims-cut"),
+    pytest.param("train_images", _idx_header(2051, 12, 28, 28) + bytes(9000),
+                 ("truncated: its header declares 12 x 28 x 28 bytes after the 16-byte header (9,424 bytes in all), "
+                  "but the file has 9,016"), id="data-cut"),
+    pytest.param("test_images", _idx_header(2051, 5, 28, 28) + bytes(5 * 28 * 28 + 3),
+                 "too long: its header declares 5 x 28", id="data-extra"),
+    pytest.param("test_labels", _idx_header(2051, 5, 1, 1) + bytes(5),
+                 "not an IDX label file: it starts with bytes 00 00 08 03", id="labels-as-images"),
+    pytest.param("train_labels", _idx_header(0x0901, 12) + bytes(12),
+                 ("not an IDX label file: it starts with bytes 00 00 09 01, not 00 00 08 01 "
+                  "(unsigned bytes, 1 dimension)"), id="int8-labels"),
+])
+def test_an_unreadable_idx_file_is_named_with_what_is_wrong(tmp_path, key, content, problem):
+    message, paths = mnist_refusal(tmp_path, **{key: content})
+    assert f"expected MNIST IDX files as torchvision writes them ({paths[key]}: {problem}" in message
+
+
+def test_a_missing_mnist_file_is_named(tmp_path):
+    message, paths = mnist_refusal(tmp_path, test_labels=None)
+    assert LAYOUT["mnist"] in message and f"missing {paths['test_labels']};" in message
+    assert paths["train_labels"] not in message
+
+
+def test_old_torchvision_processed_files_that_disagree_are_named(tmp_path):
+    # torchvision still reads the processed/training.pt and test.pt its old versions wrote, in preference to raw/
+    processed = tmp_path / "MNIST" / "processed"
+    processed.mkdir(parents=True)
+    images = torch.zeros(4, 28, 28, dtype=torch.uint8)
+    torch.save((images, torch.tensor([0, 1, 2, 3])), processed / "training.pt")
+    torch.save((images[:2], torch.tensor([4, 5, 6])), processed / "test.pt")
+    with pytest.raises(ConfigError) as info:
+        load_dataset("mnist", data_root=str(tmp_path))
+    assert f"expected as many labels as images ({processed / 'test.pt'}: 3 labels for 2 images)" in config_error(info)
+    torch.save((images[:2], torch.tensor([4, -1])), processed / "test.pt")
+    with pytest.raises(ConfigError) as info:
+        load_dataset("mnist", data_root=str(tmp_path))
+    assert f"({processed / 'test.pt'}: label -1 at position 1 (1 of 2 labels out of range))" in config_error(info)
+    torch.save((images[:2], torch.tensor([4, 9])), processed / "test.pt")
+    assert load_dataset("mnist", data_root=str(tmp_path)).y_test.tolist() == [4, 9]
+
+
+@pytest.mark.parametrize("files, expected, problem", [
+    ({"train_images": np.zeros((0, 28, 28)), "train_labels": np.zeros(0)}, "at least one image",
+     "train_images: 0 images"),
+    ({"train_images": np.zeros((12, 28, 20))}, "square images", "train_images: 28 x 20 images"),
+    ({"test_images": np.zeros((5, 32, 32))}, "train and test images of one shape",
+     "test_images: images of shape (32, 32), but (28, 28) in train_images"),
+], ids=["empty", "not-square", "train-test-differ"])
+def test_mnist_images_the_loader_cannot_use_are_named(tmp_path, files, expected, problem):
+    message, paths = mnist_refusal(tmp_path, **files)
+    for key, path in paths.items():
+        problem = problem.replace(key, path)
+    assert f"expected {expected} ({problem})" in message
+
+
+def claim_size(png, width: int, height: int) -> None:
+    """Make the header of PNG file ``png`` claim ``width`` x ``height`` pixels (its data stays small)."""
+    import zlib
+
+    data = bytearray(png.read_bytes())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR width and height, then its CRC
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    png.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("width, height", [(30000, 30000), (10000, 9000), (8193, 8192)])
+def test_an_image_whose_header_claims_too_many_pixels_is_refused_unread(tmp_path, width, height):
+    import warnings
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.new("RGB", (8, 8)).save(tmp_path / cls / f"{i}.png")
+    png = tmp_path / "b" / "1.png"
+    claim_size(png, width, height)
+    with warnings.catch_warnings(), pytest.raises(ConfigError) as info:
+        warnings.simplefilter("error")  # PIL's DecompressionBombWarning must not leak either
+        load_dataset("imagefolder", data_root=str(tmp_path), image_size=8)
+    message = config_error(info)
+    assert message.startswith(f"data.data_root: got {str(tmp_path)!r}; expected images of at most 67,108,864 "
+                              f"pixels (8192 x 8192) ({png}: its header claims ")
+    assert f"{width * height:,} pixels" in message and "resized to 8 x 8" in message
+
+
+def cifar_root(root, labels=(0, 1), images: int = 2) -> dict[str, str]:
+    """A cifar-10-batches-py folder of pickled batches; returns each file's MD5."""
+    import hashlib
+
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(exist_ok=True)
+    sums = {}
+    for name in ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
+                 "batches.meta"]:
+        entry = {"label_names": [f"c{k}" for k in range(10)]} if name == "batches.meta" else \
+            {"data": np.zeros((images, 3072), np.uint8), "labels": list(labels)}
+        (folder / name).write_bytes(pickle.dumps(entry))
+        sums[name] = hashlib.md5((folder / name).read_bytes()).hexdigest()
+    return sums
+
+
+def test_a_missing_or_corrupted_cifar_batch_is_named(tmp_path):
+    cifar_root(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    with pytest.raises(ConfigError) as info:
+        load_dataset("cifar10", data_root=str(tmp_path))
+    message = config_error(info)
+    assert LAYOUT["cifar10"] in message and f"{folder / 'data_batch_1'} is corrupted: its " in message
+    assert "do not match the MD5 checksum of the official file" in message
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(ConfigError) as info:
+        load_dataset("cifar10", data_root=str(tmp_path))
+    assert f"missing {folder / 'data_batch_3'}" in config_error(info)
+
+
+def test_cifar_batches_whose_checksums_match_but_whose_labels_lie(tmp_path, monkeypatch):
+    from torchvision.datasets import CIFAR10
+
+    folder = tmp_path / "cifar-10-batches-py"
+
+    def pretend_official(sums):  # as if these files were the ones torchvision's checksums name
+        monkeypatch.setattr(CIFAR10, "train_list", [[f"data_batch_{i}", sums[f"data_batch_{i}"]] for i in range(1, 6)])
+        monkeypatch.setattr(CIFAR10, "test_list", [["test_batch", sums["test_batch"]]])
+        monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": sums["batches.meta"]})
+
+    pretend_official(cifar_root(tmp_path, labels=(0, 1, 2)))
+    with pytest.raises(ConfigError) as info:
+        load_dataset("cifar10", data_root=str(tmp_path))
+    assert f"expected as many labels as images ({folder}/data_batch_1..5: 15 labels for 10 images)" \
+        in config_error(info)
+    pretend_official(cifar_root(tmp_path, labels=(0, 10)))
+    with pytest.raises(ConfigError) as info:
+        load_dataset("cifar10", data_root=str(tmp_path))
+    assert f"({folder}/data_batch_1..5: label 10 at position 1 (5 of 10 labels out of range)" in config_error(info)
+    pretend_official(cifar_root(tmp_path, labels=(0, 9)))
+    ds = load_dataset("cifar10", data_root=str(tmp_path), image_size=8)
+    assert_valid(ds, 3, 8)
+    assert ds.y_train.tolist() == [0, 9] * 5 and ds.class_names == tuple(f"c{k}" for k in range(10))
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "imagefolder"])
+def test_data_that_lies_is_one_error_line_through_the_cli(tmp_path, dataset):
+    from click.testing import CliRunner
+
+    from hasfl_sec.cli.app import cli
+
+    root = tmp_path / "root"
+    if dataset == "mnist":
+        raw = root / "MNIST" / "raw"
+        raw.mkdir(parents=True)
+        for key, array in (("train_images", np.zeros((4, 28, 28))), ("train_labels", np.zeros(3)),
+                           ("test_images", np.zeros((2, 28, 28))), ("test_labels", np.zeros(2))):
+            write_idx(raw / MNIST_FILES[key], array)
+    else:
+        _png_tree(root, classes=("a", "b"), per_class=3)
+        claim_size(root / "a" / "0.png", 30000, 30000)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["train", "--dataset", dataset, "--data-root", str(root), "--rounds", "1",
+                                      "--devices", "2", "--image-size", "8", "--out", str(out)])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert len(errors) == 1 and errors[0].startswith(f"Error: data.data_root: got {str(root)!r}; expected ")
+    assert str(root / ("MNIST/raw/train-labels-idx1-ubyte" if dataset == "mnist" else "a/0.png")) in errors[0]
+    assert "()" not in errors[0] and not out.exists()

@@ -5,7 +5,9 @@ normalized) as ``[n, C, H, W]`` tensors and int64 labels. Two datasets ship with
 libraries and need no files: ``digits`` (scikit-learn) and ``lfw`` (scikit-image). The
 torchvision datasets (``mnist``, ``fashion-mnist``, ``cifar10``) and ``imagefolder`` read from
 ``data_root``; nothing is ever downloaded at run time, and a missing or malformed root is a
-:class:`~hasfl_sec.errors.ConfigError` that names the folder layout expected.
+:class:`~hasfl_sec.errors.ConfigError` that names the folder layout expected. Files that are there
+but lie (truncated, garbage, label counts or values that do not fit, an image header claiming
+billions of pixels) are refused by :mod:`hasfl_sec.data.checks` with an error naming the file.
 
 Use :func:`load_dataset`; ``hasfl_sec.data`` re-exports everything public here.
 """
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..registry import Registry
 from ..seeding import derive_seed
+from . import checks
 
 __all__ = ["ImageDataset", "DATASETS", "load_dataset"]
 
@@ -220,22 +223,35 @@ _MNIST_LAYOUT = ("a folder containing {0}/raw/ with train-images-idx3-ubyte, tra
                  "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (torchvision {0} layout)")
 
 
-def _torchvision_pair(cls_name: str, data_root: str | None, layout: str) -> tuple[Any, Any]:
+def _fetch(cls_name: str) -> str:
+    return f"{_NO_DOWNLOAD} with torchvision.datasets.{cls_name}(root, download=True)"
+
+
+def _torchvision_pair(cls_name: str, root: str, data_root: str | None, layout: str,
+                      explain: Callable[[], str | None] | None = None) -> tuple[Any, Any]:
+    """torchvision's train and test sets of ``cls_name``; if it fails, ``explain()`` may say which
+    file is at fault (torchvision's own message often does not)."""
     import torchvision.datasets as tvd
 
     cls = getattr(tvd, cls_name)
-    root = _check_root(data_root, layout, f"{_NO_DOWNLOAD} with torchvision.datasets.{cls_name}(root, download=True)")
     try:
         return cls(root, train=True, download=False), cls(root, train=False, download=False)
     except _READ_ERRORS as exc:
+        problem = explain() if explain else None
         raise ConfigError("data.data_root", data_root, layout,
-                          f"torchvision.datasets.{cls_name}: {exc}") from exc
+                          problem or f"torchvision.datasets.{cls_name}: {checks.describe(exc)}") from exc
 
 
 def _mnist_like(name: str, cls_name: str, data_root: str | None, image_size: int | None) -> ImageDataset:
-    train, test = _torchvision_pair(cls_name, data_root, _MNIST_LAYOUT.format(cls_name))
-    return _build(name, train.data.unsqueeze(1).float().div_(255.0), train.targets,
-                  test.data.unsqueeze(1).float().div_(255.0), test.targets, train.classes, image_size)
+    layout = _MNIST_LAYOUT.format(cls_name)
+    root = _check_root(data_root, layout, _fetch(cls_name))
+    files = checks.mnist_files(root, cls_name, data_root, layout, _fetch(cls_name))
+    train, test = _torchvision_pair(cls_name, root, data_root, layout)
+    for split, ds in (("train", train), ("test", test)):
+        checks.split_agrees(files[split][0], ds.data, files[split][1], ds.targets, len(train.classes), data_root)
+    checks.same_image_shape(files["train"][0], train.data.shape, files["test"][0], test.data.shape, data_root)
+    return _build(name, torch.as_tensor(train.data).unsqueeze(1).float().div_(255.0), train.targets,
+                  torch.as_tensor(test.data).unsqueeze(1).float().div_(255.0), test.targets, train.classes, image_size)
 
 
 @DATASETS.register("mnist", help="MNIST digits, 28x28 grayscale, 10 classes (data_root: torchvision MNIST layout)")
@@ -254,8 +270,18 @@ def load_fashion_mnist(*, data_root: str | None, image_size: int | None, seed: i
 
 @DATASETS.register("cifar10", help="CIFAR-10 photos, 32x32 RGB, 10 classes (data_root: torchvision CIFAR10 layout)")
 def load_cifar10(*, data_root: str | None, image_size: int | None, seed: int, test_fraction: float) -> ImageDataset:
-    """torchvision CIFAR10, official 50k/10k split."""
-    train, test = _torchvision_pair("CIFAR10", data_root, _CIFAR10_LAYOUT)
+    """torchvision CIFAR10, official 50k/10k split. torchvision checks every file's MD5 sum, so a
+    truncated or changed batch fails there; the error names the first file missing or corrupted."""
+    from torchvision.datasets import CIFAR10
+
+    root = _check_root(data_root, _CIFAR10_LAYOUT, _fetch("CIFAR10"))
+    folder = os.path.join(root, CIFAR10.base_folder)
+    sums = [*CIFAR10.train_list, *CIFAR10.test_list, (CIFAR10.meta["filename"], CIFAR10.meta["md5"])]
+    train, test = _torchvision_pair("CIFAR10", root, data_root, _CIFAR10_LAYOUT,
+                                    lambda: checks.checksum_problem(folder, sums, _fetch("CIFAR10")))
+    names = {"train": os.path.join(folder, "data_batch_1..5"), "test": os.path.join(folder, "test_batch")}
+    for split, ds in (("train", train), ("test", test)):
+        checks.split_agrees(names[split], ds.data, names[split], ds.targets, len(train.classes), data_root)
 
     def to_tensor(data: np.ndarray) -> torch.Tensor:  # [n, H, W, C] uint8 -> [n, C, H, W] float
         return torch.from_numpy(np.ascontiguousarray(data)).permute(0, 3, 1, 2).float().div_(255.0)
@@ -287,10 +313,10 @@ def load_imagefolder(*, data_root: str | None, image_size: int | None, seed: int
     if _folder_layout(root, data_root) == "split":
         return _split_folders(root, data_root, size)
     folder = _image_folder(root, data_root, ".")
+    images = torch.stack([_read_image(path, size, data_root) for path, _ in folder.samples]).numpy()
     logger.info("imagefolder %s: one folder per class (%d classes, %d images), no train/ and test/; seeded "
                 "stratified split (seed %d), %g of each class to test", root, len(folder.classes),
                 len(folder.samples), seed, test_fraction)
-    images = torch.stack([_read_image(path, size, data_root) for path, _ in folder.samples]).numpy()
     labels = np.asarray([target for _, target in folder.samples], dtype=np.int64)
     return _stratified_split("imagefolder", images, labels, folder.classes, image_size=None, seed=seed,
                              test_fraction=test_fraction)
@@ -332,7 +358,8 @@ def _image_folder(path: str, data_root: str | None, label: str) -> Any:
         return VisibleImageFolder(path)
     except _READ_ERRORS as exc:
         where = "--data-root" if label == "." else f"--data-root {label}/"
-        raise ConfigError("data.data_root", data_root, _FOLDER_LAYOUT, f"{where}: {exc}") from exc
+        raise ConfigError("data.data_root", data_root, _FOLDER_LAYOUT,
+                          f"{where}: {str(exc) or checks.describe(exc)}") from exc
 
 
 def _split_folders(root: str, data_root: str | None, size: int) -> ImageDataset:
@@ -353,11 +380,14 @@ def _split_folders(root: str, data_root: str | None, size: int) -> ImageDataset:
 
 
 def _read_image(path: str, size: int, data_root: str | None) -> torch.Tensor:
-    from PIL import Image
-
+    """One image as RGB in [0, 1], resized to ``size``; its header's size is checked before it is
+    decoded (:func:`checks.open_image`)."""
     try:
-        with Image.open(path) as image:
+        with checks.open_image(path, size, data_root) as image:
             array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    except ConfigError:
+        raise
     except _READ_ERRORS as exc:
-        raise ConfigError("data.data_root", data_root, _FOLDER_LAYOUT, f"cannot read {path}: {exc}") from exc
+        raise ConfigError("data.data_root", data_root, _FOLDER_LAYOUT,
+                          f"cannot read {path}: {checks.describe(exc)}") from exc
     return _resize(torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0), size)[0]

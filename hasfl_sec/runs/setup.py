@@ -23,7 +23,7 @@ import torch
 
 from ..config import ExperimentConfig
 from ..data.datasets import ImageDataset, load_dataset
-from ..data.partitioning import partition
+from ..data.partitioning import PARTITIONS, partition
 from ..defenses.base import Defense
 from ..defenses.build import build_defenses, run_defense_label
 from ..defenses.noise import SmashedNoise
@@ -152,11 +152,12 @@ def prepare(config: ExperimentConfig, *, fleet: Fleet | None = None, plan: Plan 
     device = resolve_device(cfg.device)
     STRATEGIES.get(cfg.plan.strategy)  # an unknown planner is refused before the data are read
     check_resources(cfg)
-    fleet = fleet or make_fleet(cfg)  # a bad fleet file is refused before the data are read
-    seed_everything(cfg.seed)
     d = cfg.data
-    dataset = config_dataset(cfg)
+    PARTITIONS.get(d.partition)
+    fleet = fleet or make_fleet(cfg)  # a bad fleet file is refused before the data are read
     _check_tap(cfg, fleet.num_devices)
+    seed_everything(cfg.seed)
+    dataset = config_dataset(cfg)
     parts = partition(dataset.y_train, fleet.num_devices, scheme=d.partition, alpha=d.alpha, seed=cfg.seed,
                       min_size=d.min_samples_per_device)
     torch.manual_seed(derive_seed(cfg.seed, "model"))
