@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 import torch
 
@@ -215,6 +215,9 @@ class LabelNorm(Attack):
     @dataclass
     class Params:
         larger_norm_class: int = 1
+
+        #: a class index of the binary task (Li et al.'s norm attack is defined for two classes)
+        RANGES: ClassVar[dict[str, tuple[int, int]]] = {"larger_norm_class": (0, 1)}
 
     name = "label-norm"
     unit = "round"

@@ -21,7 +21,7 @@ import yaml
 from .errors import ConfigError
 from .fileio import load_yaml
 
-__all__ = ["build_dataclass", "apply_overrides", "merge"]
+__all__ = ["build_dataclass", "apply_overrides", "merge", "coerce"]
 
 
 def _type_name(hint: Any) -> str:
@@ -39,13 +39,13 @@ def _type_name(hint: Any) -> str:
     )
 
 
-def _coerce(path: str, value: Any, hint: Any) -> Any:
+def coerce(path: str, value: Any, hint: Any) -> Any:
     """``value`` converted to ``hint`` (ints accepted for floats), or ConfigError."""
     origin = typing.get_origin(hint)
     if origin in (Union, types.UnionType):
         for arg in typing.get_args(hint):
             try:
-                return _coerce(path, value, arg)
+                return coerce(path, value, arg)
             except ConfigError:
                 continue
         raise ConfigError(path, value, _type_name(hint))
@@ -53,12 +53,12 @@ def _coerce(path: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(path, value, _type_name(hint))
         (item,) = typing.get_args(hint)
-        return [_coerce(f"{path}[{i}]", v, item) for i, v in enumerate(value)]
+        return [coerce(f"{path}[{i}]", v, item) for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(path, value, _type_name(hint))
         _, item = typing.get_args(hint)
-        return {str(k): _coerce(f"{path}.{k}", v, item) for k, v in value.items()}
+        return {str(k): coerce(f"{path}.{k}", v, item) for k, v in value.items()}
     if hint is Any:
         return value
     if hint is type(None):
@@ -97,7 +97,7 @@ def build_dataclass(cls: type, values: dict[str, Any], prefix: str) -> Any:
         path = f"{prefix}.{key}" if prefix else str(key)
         if key not in hints:
             raise ConfigError(path, value, "a known key: " + ", ".join(names), "unknown config key")
-        kwargs[key] = _coerce(path, value, hints[key])
+        kwargs[key] = coerce(path, value, hints[key])
     required = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs and f.default is dataclasses.MISSING
                 and f.default_factory is dataclasses.MISSING]
     if required:

@@ -185,8 +185,8 @@ CASES = [
                                        "--image-size", "2048", "--out", "o"], "data.image_size", "2048"),
     ("train-rounds-absurd", ["train", "--rounds", str(10**12), "--out", "o"], "train.rounds", str(10**12)),
     ("train-devices-absurd", ["train", "--devices", str(10**9), "--out", "o"], "fleet.num_devices", str(10**9)),
-    ("train-batch-absurd", ["train", "--strategy", "sfl", "--batch-size", str(10**9), "--out", "o"],
-     "plan.batch_size", str(10**9)),
+    ("train-batch-bound-absurd", ["train", "--set", f"optimizer.b_max={10**12}", "--out", "o"],
+     "optimizer.b_max", str(10**12)),
     ("train-eval-batch-absurd", ["train", "--set", f"train.eval_batch_size={10**12}", "--out", "o"],
      "train.eval_batch_size", str(10**12)),
     ("train-config-alias-bomb", ["train", "-c", "bomb.yaml", "--out", "o"], "--config", "bomb.yaml"),
@@ -286,7 +286,11 @@ CASES = [
     ("train-unknown-fleet-preset", [*TRAIN, "--fleet", "toaster", "--out", "o"], "fleet.file", "toaster"),
     ("train-fleet-file-unknown-key", [*TRAIN, "--fleet", "toaster.yaml", "--out", "o"], "fleet.toast", "3"),
     ("train-fleet-file-bomb", [*TRAIN, "--fleet", "bomb.yaml", "--out", "o"], "fleet.file", "bomb.yaml"),
-    ("eval-unknown-baseline", ["eval", *ONE_ARM[2:], "--baselines", "nope", "--out", "o"], "--baselines", "nope"),
+    ("eval-unknown-baseline", ["eval", *ONE_ARM[2:], "--baselines", "nope", "--out", "o"], "eval.baselines", "nope"),
+    ("eval-unknown-attack", ["eval", *ONE_ARM, "--attacks", "nope", "--out", "o"], "eval.attacks", "nope"),
+    ("eval-seeds-repeated", ["eval", *ONE_ARM, "--seeds", "0,0", "--out", "o"], "eval.seeds", "[0, 0]"),
+    ("train-unknown-partition", ["train", "--partition", "nope", "--out", "o"], "data.partition", "nope"),
+    ("train-tap-device-absent", [*TRAIN, "--set", "tap.devices=[5]", "--out", "o"], "tap.devices", "[5]"),
     ("list-unknown", ["list", "nope"], "Invalid value for", "nope"),
 ]
 

@@ -10,6 +10,7 @@ import torch
 
 from ..attacks.registry import ATTACKS
 from ..defenses.base import Defense
+from ..errors import check, check_count
 
 __all__ = ["AuditConfig", "AuditEnv", "PRESETS", "ADAPTIVE_MODES"]
 
@@ -71,6 +72,31 @@ class AuditConfig:
     grid_images: int = 8
     adaptive: str = "auto"
     preset: str = "full"
+
+    def validate(self, option: str = "", params_prefix: str = "attack_params.") -> "AuditConfig":
+        """Check every setting before any work; returns self. Errors name ``<option><setting>``
+        (``option="--"`` names the command line's options, ``--batch-size``) and
+        ``<params_prefix><attack>.<param>`` for attack parameters.
+
+        Every attack's parameters (the preset's, then ``attack_params``) are type- and
+        range-checked (:meth:`~hasfl_sec.attacks.base.Attack.check_params`), also for attacks not
+        run, so a typo is never silently ignored."""
+        def name(setting: str) -> str:
+            return option + (setting.replace("_", "-") if option == "--" else setting)
+
+        for attack in self.attacks or ():
+            check(attack in ATTACKS.names(), name("attacks"), attack, ATTACKS.names())
+        check(self.preset in PRESETS, name("preset"), self.preset, sorted(PRESETS))
+        check(self.adaptive in ADAPTIVE_MODES, name("adaptive"), self.adaptive, ADAPTIVE_MODES)
+        for attack, values in self.attack_params.items():
+            check(attack in ATTACKS.names(), f"{params_prefix}{attack}", values, "parameters of a registered attack: "
+                  + ", ".join(ATTACKS.names()))
+            ATTACKS.get(attack).check_params(values, params_prefix)
+        check_count(name("images"), self.images)
+        check_count(name("batch_size"), self.batch_size)
+        check_count(name("grid_images"), self.grid_images, low=0)
+        check(len(self.seeds) >= 1, name("seeds"), self.seeds, "at least one seed")
+        return self
 
     def attack_names(self) -> list[str]:
         """The attacks to run, in registry order when not given."""

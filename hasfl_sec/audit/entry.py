@@ -29,7 +29,9 @@ from ..defenses.build import build_defenses, describe_defenses
 from ..errors import ConfigError
 from ..models import SplitModel, build_model
 from ..models.central import train_central
+from ..runs.checkpoints import check_devices, check_state, load_weights, restore_trainer
 from ..runs.files import load_run
+from ..runs.limits import meta_model
 from ..runs.setup import Setup, config_dataset, prepare, resolve_device
 from ..runs.training import TrainResult
 from ..seeding import derive_seed, torch_generator
@@ -130,9 +132,10 @@ def collect_run(path: str | Path, audit: AuditConfig, *, device: str | None = No
     if device is not None:
         cfg.device = device
     check_attacks(audit, cfg.train.share_labels)
+    check_devices(saved.checkpoint, saved.fleet.num_devices, saved.path / "checkpoint.pt", "RUN_DIR")
     setup = prepare(cfg, fleet=saved.fleet, plan=saved.plan)
     trainer = setup.trainer()  # with the run's defenses; load_state_dict restores their state
-    trainer.load_state_dict(saved.checkpoint["trainer"])
+    restore_trainer(trainer, saved.checkpoint, saved.path / "checkpoint.pt", "RUN_DIR")
     return collect_traces(setup, trainer, audit, run_id=saved.run_id, run_dir=saved.path)
 
 
@@ -218,21 +221,16 @@ def audit_model(cfg: ExperimentConfig, audit: AuditConfig, *, checkpoint: str | 
         raise ConfigError("--epochs", epochs, "an integer >= 0")
     device = resolve_device(cfg.device)
     d = cfg.data
+    what = f"a state dict of {cfg.model.name} for {d.dataset} saved with torch.save(model.state_dict(), path)"
+    state = None if checkpoint is None else load_weights(checkpoint, "--checkpoint", what)
+    if state is not None and (shape := meta_model(cfg)) is not None:  # refused before the data are read
+        check_state(state, shape, "--checkpoint", Path(checkpoint), what)
     dataset = config_dataset(cfg)
     model = _build(cfg, dataset, "model")
     cuts = resolve_cuts(model, "all" if audit.cuts == "plan" else audit.cuts, [])
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        try:
-            state = torch.load(path, weights_only=True, map_location="cpu")
-            model.load_state_dict(state)
-        except FileNotFoundError:
-            raise ConfigError("--checkpoint", str(path), "a model state dict saved with torch.save",
-                              "no such file") from None
-        except Exception as exc:
-            first = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise ConfigError("--checkpoint", str(path), f"a state dict of {cfg.model.name} for {d.dataset}",
-                              first[:200]) from None
+    if state is not None:
+        check_state(state, model, "--checkpoint", Path(checkpoint), what)
+        model.load_state_dict(state)
         accuracy, trained = float("nan"), "checkpoint"
     else:
         accuracy = train_central(model, dataset, epochs=epochs, seed=cfg.seed, device=device, progress=progress)

@@ -134,7 +134,7 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
         devices=_choice_or_list("--devices", victims, ("first", "all")), images=images,
         seeds=_int_list("--seeds", seeds), batch_size=batch_size, attack_params=_attack_params(attack_params),
         adaptive=adaptive, preset=preset,
-    )
+    ).validate("--", "--attack-param ")
     show = sys.stderr.isatty() if progress is None else progress
     if bare:
         given = {k: v for k, v in {"model": model, "dataset": dataset, "seed": seed, "device": device}.items()

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 __all__ = ["Footprint", "footprint", "NATURAL"]
 
-#: Images, channels and natural side of the data sets whose size is fixed.
-NATURAL: dict[str, tuple[int, int, int]] = {
-    "digits": (1797, 1, 8),          # scikit-learn's bundled copy of the UCI digits
-    "lfw": (200, 1, 25),             # scikit-image's bundled LFW faces (100 faces, 100 non-faces)
-    "mnist": (70000, 1, 28),
-    "fashion-mnist": (70000, 1, 28),
-    "cifar10": (60000, 3, 32),
+#: Images, channels, natural side and classes of the data sets whose size is fixed.
+NATURAL: dict[str, tuple[int, int, int, int]] = {
+    "digits": (1797, 1, 8, 10),          # scikit-learn's bundled copy of the UCI digits
+    "lfw": (200, 1, 25, 2),              # scikit-image's bundled LFW faces (100 faces, 100 non-faces)
+    "mnist": (70000, 1, 28, 10),
+    "fashion-mnist": (70000, 1, 28, 10),
+    "cifar10": (60000, 3, 32, 10),
 }
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 #: Files counted at most in an image folder (walking a huge tree must not itself take minutes).
@@ -28,11 +28,13 @@ _MAX_WALK = 2_000_000
 
 @dataclass(frozen=True)
 class Footprint:
-    """``images`` of ``channels`` x ``side`` x ``side`` float32 values."""
+    """``images`` of ``channels`` x ``side`` x ``side`` float32 values in ``classes`` classes
+    (None: not known before the data are read)."""
 
     images: int
     channels: int
     side: int
+    classes: int | None = None
 
     @property
     def nbytes(self) -> int:
@@ -44,8 +46,8 @@ def footprint(name: str, data_root: str | None, image_size: int | None) -> Footp
     """The loaded size of dataset ``name`` at ``image_size`` (None: natural size), or None where it
     cannot be known without reading the images (an image folder at its natural size, an unknown name)."""
     if name in NATURAL:
-        images, channels, side = NATURAL[name]
-        return Footprint(images, channels, image_size or side)
+        images, channels, side, classes = NATURAL[name]
+        return Footprint(images, channels, image_size or side, classes)
     if name == "imagefolder" and image_size is not None and data_root and os.path.isdir(data_root):
         return Footprint(_count_images(data_root), 3, image_size)
     return None

@@ -28,7 +28,7 @@ from typing import Any, Optional, Union
 from ..attacks.registry import ATTACKS
 from ..audit.config import PRESETS
 from ..defenses.registry import DEFENSES
-from ..errors import ConfigError, check
+from ..errors import ConfigError, check, check_count
 from ..fileio import check_folder_name, read_structured
 from ..planning.strategies import STRATEGIES
 from ..typed import build_dataclass
@@ -141,8 +141,9 @@ class EvalSettings:
         """Check names and ranges; returns self."""
         if self.name is not None:
             check_folder_name("eval.name", self.name)
-        for s in [*self.strategies, *self.baselines]:
-            STRATEGIES.get(s)
+        for field_, names in (("eval.strategies", self.strategies), ("eval.baselines", self.baselines)):
+            for s in names:
+                check(s in STRATEGIES.names(), field_, s, STRATEGIES.names())
         both = sorted(set(self.strategies) & set(self.baselines))
         check(not both, "eval.baselines", self.baselines, "strategies not also in eval.strategies",
               f"{', '.join(both)} would be trained twice")
@@ -156,9 +157,13 @@ class EvalSettings:
                       + ", ".join(sorted(names)))
             check(len(sweep.values) >= 1, f"eval.defenses.{sweep.defense}.values", sweep.values, "at least one value")
         for a in self.attacks:
-            ATTACKS.get(a)
-        check(self.images >= 1, "eval.images", self.images, "an integer >= 1")
+            check(a in ATTACKS.names(), "eval.attacks", a, ATTACKS.names())
+        check_count("eval.images", self.images)
         check(self.preset in PRESETS, "eval.preset", self.preset, sorted(PRESETS))
+        for name, values in self.attack_params.items():  # before any cell trains
+            check(name in ATTACKS.names(), f"eval.attack_params.{name}", values,
+                  "parameters of a registered attack: " + ", ".join(ATTACKS.names()))
+            ATTACKS.get(name).check_params(values, "eval.attack_params.")
         check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "eval.seeds", self.seeds,
               "at least one seed, none repeated")
         check(all(0 <= s < 2**31 for s in self.seeds), "eval.seeds", self.seeds, "integers in [0, 2^31)")

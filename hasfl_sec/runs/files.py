@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..config import ExperimentConfig, config_from_dict
 from ..errors import ConfigError
 from ..fileio import read_structured
@@ -16,6 +14,7 @@ from ..fleet import Fleet, load_fleet
 from ..planning.bound import BoundConstants
 from ..results import RunDir
 from ..sfl.plan import Plan
+from .checkpoints import load_weights
 
 __all__ = ["read_run_file", "read_run_file_with", "SavedRun", "load_run"]
 
@@ -46,7 +45,7 @@ _READERS: dict[str, Any] = {
     "fleet.yaml": lambda path, field: load_fleet(path),
     "plan.json": lambda path, field: Plan.from_dict(json.loads(path.read_text())),
     "bound.json": lambda path, field: BoundConstants.load(path),
-    "checkpoint.pt": lambda path, field: torch.load(path, weights_only=True),
+    "checkpoint.pt": lambda path, field: load_weights(path, field, "a checkpoint written by hasfl-sec train"),
 }
 
 

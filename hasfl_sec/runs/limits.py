@@ -2,10 +2,10 @@
 
 A run holds its whole data set as float32 tensors at ``data.image_size`` and, while a device
 trains, the activations of its batch. :func:`check_resources` adds up a lower bound of both
-(the data set's tensors, the model's parameters, the activations of one sample of the smallest
-batch the plan can give) and refuses the config in one line when even that exceeds the memory
-available, instead of letting the allocator fail with a traceback after the data was read
-(``--image-size 100000`` asked for 57 TB). The model is built on PyTorch's ``meta`` device, which
+(the data set's tensors, the model's parameters, the activations of one sample) and refuses the
+config in one line when even that exceeds the memory available, instead of letting the
+allocator fail with a traceback after the data was read (``--image-size 100000`` asked for
+57 TB). The model is built on PyTorch's ``meta`` device, which
 computes shapes without allocating, so the check costs milliseconds at any size.
 """
 
@@ -18,7 +18,7 @@ from ..data.footprint import footprint
 from ..errors import check_memory, human_bytes
 from ..models import build_model
 
-__all__ = ["check_resources", "activation_numel"]
+__all__ = ["check_resources", "activation_numel", "meta_model"]
 
 
 def activation_numel(model: torch.nn.Module, input_shape: tuple[int, int, int]) -> int:
@@ -41,6 +41,22 @@ def activation_numel(model: torch.nn.Module, input_shape: tuple[int, int, int]) 
     return total
 
 
+def _model(cfg: ExperimentConfig, channels: int, side: int, classes: int) -> torch.nn.Module:
+    m = cfg.model
+    return build_model(m.name, in_channels=channels, num_classes=classes, image_size=side, norm=m.norm,
+                       width=m.width, dropout=m.dropout)
+
+
+def meta_model(cfg: ExperimentConfig) -> torch.nn.Module | None:
+    """``cfg``'s model on the meta device (shapes, no memory), built before the data are read; None
+    where the data set's shape or classes are not known until then (an image folder)."""
+    fp = footprint(cfg.data.dataset, cfg.data.data_root, cfg.data.image_size)
+    if fp is None or fp.classes is None:
+        return None
+    with torch.device("meta"):
+        return _model(cfg, fp.channels, fp.side, fp.classes)
+
+
 def check_resources(cfg: ExperimentConfig) -> None:
     """Refuse ``cfg`` if its data set and model cannot fit in the memory available (a lower bound;
     a run that passes may still need more). Unknown data sizes (an image folder at its natural
@@ -50,14 +66,12 @@ def check_resources(cfg: ExperimentConfig) -> None:
     if fp is None:
         return
     with torch.device("meta"):
-        model = build_model(m.name, in_channels=fp.channels, num_classes=10, image_size=fp.side, norm=m.norm,
-                            width=m.width, dropout=m.dropout)
+        model = _model(cfg, fp.channels, fp.side, fp.classes or 10)
         params = sum(p.numel() for p in model.parameters())
         per_sample = activation_numel(model, (fp.channels, fp.side, fp.side))
-    sizes = cfg.plan.batch_size if isinstance(cfg.plan.batch_size, list) else [cfg.plan.batch_size]
-    batch = min(sizes) if cfg.plan.strategy in ("fixed", "sfl") else 1
-    # float32: the data set, the parameters with their gradients, one batch's activations and theirs
-    need = fp.nbytes + 4 * (2 * params + 2 * per_sample * batch)
+    # float32: the data set, the parameters with their gradients, one sample's activations and
+    # theirs (a batch too large for a device is refused by the plan's memory check, naming it)
+    need = fp.nbytes + 4 * (2 * params + 2 * per_sample)
     check_memory("data.image_size", d.image_size, need,
                  f"data set ({fp.images} images of {fp.channels}x{fp.side}x{fp.side}, {human_bytes(fp.nbytes)}) "
                  f"and model {m.name} ({human_bytes(4 * per_sample)} of activations per image)")

@@ -37,6 +37,7 @@ from ..sfl.plan import Plan
 from ..sfl.rounds import RoundRecord
 from ..sfl.tap import CutLayerTap, TapSelector
 from ..sfl.trainer import SFLTrainer
+from .checkpoints import check_devices, restore_trainer
 from .files import read_run_file
 from .setup import Setup, prepare
 
@@ -187,10 +188,13 @@ def _train_locked(config: ExperimentConfig | None, path: Path, resume: bool, pro
     resume = manifest is not None  # a run stopped during its start-up starts again
     # every input check happens here, before anything is written
     saved = (read_run_file(run, "fleet.yaml"), read_run_file(run, "plan.json")) if resume else (None, None)
+    state = read_run_file(run, "checkpoint.pt") if resume and run.file("checkpoint.pt").is_file() else None
+    if state is not None:  # another run's checkpoint is refused before the data are read
+        check_devices(state, saved[0].num_devices, run.file("checkpoint.pt"), "--resume")
     setup = prepare(config, fleet=saved[0], plan=saved[1], bound=None if resume else bound)
     trainer = setup.trainer(defenses)
     tap = _attach_tap(config, trainer)
-    run_id = _restore(run, manifest, setup, trainer, tap) if resume else _start(run, config, setup)
+    run_id = _restore(run, manifest, setup, trainer, tap, state) if resume else _start(run, config, setup)
     # the execution actually used (train.execution may have fallen back to per-device)
     run.update_manifest(status="running", device=str(setup.device), defense=describe_defenses(config.defense),
                         execution=trainer.execution.name)
@@ -284,14 +288,13 @@ def _attach_tap(config: ExperimentConfig, trainer: SFLTrainer) -> CutLayerTap | 
 
 
 def _restore(run: RunDir, manifest: dict[str, Any], setup: Setup, trainer: SFLTrainer,
-             tap: CutLayerTap | None) -> str:
+             tap: CutLayerTap | None, state: dict[str, Any] | None) -> str:
     """Resume: the bound the run planned with, and the trainer's (and tap's) last checkpoint; returns the run id."""
     run_id = manifest["run_id"]
     if run.file("bound.json").is_file():  # re-plans must use the constants the run planned with
         setup.context.set_bound(read_run_file(run, "bound.json"))
-    if run.file("checkpoint.pt").is_file():
-        state = read_run_file(run, "checkpoint.pt")
-        trainer.load_state_dict(state["trainer"])
+    if state is not None:
+        restore_trainer(trainer, state, run.file("checkpoint.pt"), "--resume")
         if tap is not None and state.get("tap") is not None:
             tap.load_state_dict(state["tap"])
     logger.info("resuming %s at round %d of %d", run_id, trainer.round, setup.config.train.rounds)
