@@ -13,19 +13,17 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
-import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..defenses.base import Defense
-from ..errors import MAX_COUNT, ConfigError, check
+from ..defenses.params import check_values
+from ..errors import ConfigError
 from ..sfl.protocol import Exchange, Key, Upload
-from ..typed import coerce
 
 __all__ = ["ThreatModel", "Observations", "AttackContext", "Reconstruction", "Attack", "observe", "make_context",
            "OBSERVABLE"]
@@ -92,25 +90,6 @@ class Observations:
 
     exchanges: tuple[Exchange, ...]
     uploads: tuple[Upload, ...] = ()
-
-
-#: Float parameters that must be strictly positive (learning rates, step sizes).
-_POSITIVE = frozenset({"lr", "input_lr", "model_lr"})
-
-
-def param_range(params: type, f: dataclasses.Field) -> tuple[float, float, str]:
-    """The valid range of field ``f`` of an attack's ``Params``: ``params.RANGES[name]`` if the
-    class declares one, else counts (int) from 1 to :data:`MAX_COUNT` and floats finite and
-    >= 0 (learning rates > 0)."""
-    declared = getattr(params, "RANGES", {})
-    if f.name in declared:
-        low, high = declared[f.name]
-        return low, high, f"a number from {low} to {high}"
-    if f.type in (int, "int"):
-        return 1, MAX_COUNT, f"an integer from 1 to {MAX_COUNT:,}"
-    if f.name in _POSITIVE:
-        return 0.0, math.inf, "a finite number > 0"
-    return 0.0, math.inf, "a finite number >= 0"
 
 
 def observe(exchanges: Sequence[Exchange], uploads: Sequence[Upload], threat: ThreatModel) -> Observations:
@@ -280,25 +259,12 @@ class Attack(ABC):
             self.threat_model = dataclasses.replace(self.threat_model, knows_defense=bool(adaptive))
 
     @classmethod
-    def check_params(cls, values: dict[str, Any] | None, prefix: str = "") -> dict[str, Any]:
-        """``values`` as valid ``Params`` fields: unknown names refused with the known ones listed,
-        each value type-checked against the field's hint and range-checked (:func:`param_range`);
+    def check_params(cls, values: Mapping[str, Any] | None, prefix: str = "") -> dict[str, Any]:
+        """``values`` as valid ``Params`` fields, converted to their types: unknown names refused
+        with the known ones listed, each value type-checked against the field's hint and
+        range-checked against what the field declares (:mod:`hasfl_sec.defenses.params`);
         errors name ``<prefix><attack>.<param>``."""
-        values = dict(values or {})
-        fields = {f.name: f for f in dataclasses.fields(cls.Params)}
-        hints = typing.get_type_hints(cls.Params)
-        out = {}
-        for key, value in values.items():
-            where = f"{prefix}{cls.name}.{key}"
-            if key not in fields:
-                raise ConfigError(where, value, "a known parameter of " + cls.name + ": " + ", ".join(fields))
-            value = coerce(where, value, hints[key])
-            low, high, text = param_range(cls.Params, fields[key])
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                check(math.isfinite(value) and low <= value <= high and (key not in _POSITIVE or value > 0), where,
-                      value, text)
-            out[key] = value
-        return out
+        return check_values(cls.Params, values, f"{prefix}{cls.name}.", cls.name)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None = None) -> "Attack":

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from ..defenses.base import Defense
+from ..defenses.params import count, flag, nonnegative, positive
 from .adaptive import expected_transform
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel
 from .registry import ATTACKS
@@ -65,11 +66,11 @@ class RMLEInversion(Attack):
 
     @dataclass
     class Params:
-        steps: int = 1500
-        lr: float = 0.05
-        tv_weight: float = 1e-3
-        init_std: float = 0.1
-        adaptive: bool = True
+        steps: int = count(1500)
+        lr: float = positive(0.05)
+        tv_weight: float = nonnegative(1e-3)  # 0: the unregularised MLE of He et al. (2019)
+        init_std: float = nonnegative(0.1)  # 0: start exactly at mid-grey
+        adaptive: bool = flag(True)
 
     name = "rmle"
     threat_model = ThreatModel(position="edge-server", observes=frozenset({"smashed"}), client_architecture=True,

@@ -61,6 +61,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ..defenses.params import count, flag, nonnegative, positive
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel
 from .feature_inversion import total_variation
 from .registry import ATTACKS
@@ -157,13 +158,13 @@ class GradientInversion(Attack):
 
     @dataclass
     class Params:
-        steps: int = 500
-        lr: float = 0.1
-        tv_weight: float = 0.1
-        restarts: int = 1
-        init_std: float = 0.1
-        signed: bool = True
-        decay: bool = True
+        steps: int = count(500)
+        lr: float = positive(0.1)
+        tv_weight: float = nonnegative(0.1)  # 0: the cosine term alone, without the TV prior
+        restarts: int = count(1)
+        init_std: float = nonnegative(0.1)
+        signed: bool = flag(True)
+        decay: bool = flag(True)
 
     name = "gradient-inversion"
     unit = "period"

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..defenses.base import Defense
+from ..defenses.params import count, flag, positive
 from .adaptive import changes_smashed, defend
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel
 from .registry import ATTACKS
@@ -79,12 +80,14 @@ class InverseNetwork(Attack):
 
     @dataclass
     class Params:
-        steps: int = 1500
-        batch_size: int = 64
-        lr: float = 2e-3
-        width: int = 32
-        auxiliary_samples: int = 256
-        adaptive: bool = True
+        steps: int = count(1500)
+        batch_size: int = count(64)  # more than the auxiliary samples: every step uses them all
+        lr: float = positive(2e-3)
+        # a 3x3 convolution of width w holds 9 w^2 weights: 1024 is already ~10M per layer, 1000
+        # times the default's; beyond, the decoder alone would exhaust memory, not reconstruct better
+        width: int = count(32, high=1024)
+        auxiliary_samples: int = count(256)  # capped (with a warning) at what the task holds out
+        adaptive: bool = flag(True)
 
     name = "inverse-network"
     threat_model = ThreatModel(position="edge-server", observes=frozenset({"smashed"}), query_access=True,

@@ -43,11 +43,12 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import Sequence
 
 import torch
 
 from ..defenses.base import Defense
+from ..defenses.params import choice, count, flag
 from ..sfl.protocol import Exchange
 from .adaptive import changes_grad, changes_smashed
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel
@@ -214,10 +215,8 @@ class LabelNorm(Attack):
 
     @dataclass
     class Params:
-        larger_norm_class: int = 1
-
-        #: a class index of the binary task (Li et al.'s norm attack is defined for two classes)
-        RANGES: ClassVar[dict[str, tuple[int, int]]] = {"larger_norm_class": (0, 1)}
+        # a class of the binary task: Li et al. (ICLR 2022) define the norm attack for two classes
+        larger_norm_class: int = choice(1, (0, 1))
 
     name = "label-norm"
     unit = "round"
@@ -291,8 +290,8 @@ class LabelDirection(_SybilLabelAttack):
 
     @dataclass
     class Params:
-        auxiliary_samples: int = 64
-        adaptive: bool = True
+        auxiliary_samples: int = count(64)  # capped (with a warning) at what the task holds out
+        adaptive: bool = flag(True)
 
     name = "label-direction"
 
@@ -328,9 +327,9 @@ class LabelCluster(_SybilLabelAttack):
 
     @dataclass
     class Params:
-        auxiliary_samples: int = 64
-        n_init: int = 10
-        adaptive: bool = True
+        auxiliary_samples: int = count(64)  # capped (with a warning) at what the task holds out
+        n_init: int = count(10)  # sklearn's KMeans needs at least one initialisation
+        adaptive: bool = flag(True)
 
     name = "label-cluster"
 

@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..defenses.base import Defense
+from ..defenses.params import count, flag, nonnegative, positive
 from .adaptive import Transform, expected_transform
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel
 from .registry import ATTACKS
@@ -180,14 +181,15 @@ class UnSplit(Attack):
 
     @dataclass
     class Params:
-        steps: int = 1200
-        restarts: int = 8
-        probe_steps: int = 200
-        input_lr: float = 0.1
-        model_lr: float = 1e-3
-        tv_weight: float = 0.03
-        init_std: float = 0.1
-        adaptive: bool = True
+        steps: int = count(1200)
+        # every candidate (two per restart) keeps its own clone and input batch through the probe
+        restarts: int = count(8, high=1024)
+        probe_steps: int = count(200, low=0)  # 0: candidates are compared at their start
+        input_lr: float = positive(0.1)
+        model_lr: float = positive(1e-3)
+        tv_weight: float = nonnegative(0.03)  # 0: no prior, matching alone
+        init_std: float = nonnegative(0.1)
+        adaptive: bool = flag(True)
 
     name = "unsplit"
     unit = "trace"  # one clone learnt from all the batches the server saw from this device

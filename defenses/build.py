@@ -13,6 +13,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..seeding import derive_seed
 from .base import Defense, check_compatible
+from .params import check_fields
 from .registry import DEFENSES
 
 __all__ = ["build_defenses", "check_defenses", "describe_defenses", "run_defense_label"]
@@ -20,7 +21,13 @@ __all__ = ["build_defenses", "check_defenses", "describe_defenses", "run_defense
 
 def check_defenses(section: Any) -> None:
     """Refuse unknown or repeated names in ``defense.use``, combinations the defenses declare
-    incompatible, and invalid parameters of used ones."""
+    incompatible, any parameter outside the range its ``Params`` declares -- of every defense's
+    section, used or not, so that a value set for a defense left out of ``use`` is not silently
+    ignored -- and parameters of used ones that do not go together."""
+    for name in DEFENSES.names():
+        params = getattr(section, name, None)  # a defense registered after the config class has no section
+        if params is not None:
+            check_fields(params, f"defense.{name}.")
     seen: set[str] = set()
     for name in section.use:
         DEFENSES.get(name)  # unknown name: ConfigError listing the registered ones
@@ -28,7 +35,7 @@ def check_defenses(section: Any) -> None:
             raise ConfigError("defense.use", section.use, "each defense at most once")
         seen.add(name)
     check_compatible([(name, DEFENSES.get(name)) for name in section.use])
-    build_defenses(section, seed=0)  # every defense checks its own parameters on construction
+    build_defenses(section, seed=0)  # used ones check how their parameters combine on construction
 
 
 def build_defenses(section: Any, *, seed: int, label: str = "defense") -> list[Defense]:

@@ -27,8 +27,8 @@ from typing import Sequence
 
 import torch
 
-from ..errors import ConfigError
 from .base import Defense
+from .params import check_fields, count, fraction
 from .registry import DEFENSES
 
 __all__ = ["TopK", "Quantize", "topk_per_sample", "quantize_per_sample"]
@@ -79,14 +79,13 @@ class TopK(Defense):
 
     @dataclass
     class Params:
-        ratio: float = 0.5
+        ratio: float = fraction(0.5, one=True)  # a kept fraction: ResSFL (CVPR 2022) sweeps 0.5-0.7
 
     name = "topk"
 
     def __init__(self, params: "TopK.Params | None" = None) -> None:
-        self.params = p = params if params is not None else self.Params()
-        if isinstance(p.ratio, bool) or not isinstance(p.ratio, (int, float)) or not 0 < p.ratio <= 1:
-            raise ConfigError("defense.topk.ratio", p.ratio, "a number in (0, 1]")
+        self.params = params if params is not None else self.Params()
+        check_fields(self.params, "defense.topk.")  # the ranges declared in Params
 
     def is_identity(self) -> bool:
         return self.params.ratio >= 1
@@ -120,15 +119,14 @@ class Quantize(Defense):
 
     @dataclass
     class Params:
-        bits: int | None = 8
+        # 1 bit is the coarsest (two levels); the float32 activations hold no more than 32
+        bits: int | None = count(8, high=32, note="or null (32 and null: no quantization)")
 
     name = "quantize"
 
     def __init__(self, params: "Quantize.Params | None" = None) -> None:
-        self.params = p = params if params is not None else self.Params()
-        if p.bits is not None and (isinstance(p.bits, bool) or not isinstance(p.bits, int) or not 1 <= p.bits <= 32):
-            raise ConfigError("defense.quantize.bits", p.bits, "an integer in 1..32, or null (32 and null: no "
-                              "quantization)")
+        self.params = params if params is not None else self.Params()
+        check_fields(self.params, "defense.quantize.")  # the ranges declared in Params
 
     def is_identity(self) -> bool:
         return self.params.bits is None or self.params.bits >= 32

@@ -62,6 +62,7 @@ from .opacus_utils import (
     rdp_epsilon_floor,
     solve_noise_multiplier,
 )
+from .params import check_fields, choice, flag, fraction, nonnegative, positive, rng_seed
 from .registry import DEFENSES
 
 __all__ = ["DPSGD", "ACCOUNTANTS"]
@@ -99,13 +100,13 @@ class DPSGD(Defense):
 
     @dataclass
     class Params:
-        noise_multiplier: float | None = None
-        target_epsilon: float | None = None
-        max_grad_norm: float | None = 1.0
-        delta: float = 1e-5
-        poisson: bool = True
-        accountant: str = "rdp"
-        seed: int = 0
+        noise_multiplier: float | None = nonnegative(None, note="or null (no noise, or solved from target_epsilon)")
+        target_epsilon: float | None = positive(None)
+        max_grad_norm: float | None = positive(1.0, note="or null for no clipping")  # C of Abadi et al. (2016)
+        delta: float = fraction(1e-5)  # an (epsilon, delta) guarantee needs delta < 1 (Dwork & Roth 2014)
+        poisson: bool = flag(True)
+        accountant: str = choice("rdp", ACCOUNTANTS)
+        seed: int = rng_seed(0)
 
     name = "dpsgd"
     incompatible_with = {"nopeek": "NoPeek's distance-correlation loss couples the samples of a batch, so "
@@ -114,29 +115,14 @@ class DPSGD(Defense):
     def __init__(self, params: "DPSGD.Params | None" = None) -> None:
         self.params = p = params if params is not None else self.Params()
         f = "defense.dpsgd."
-
-        def number(v: object) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-        if p.noise_multiplier is not None and not (number(p.noise_multiplier) and p.noise_multiplier >= 0):
-            raise ConfigError(f + "noise_multiplier", p.noise_multiplier, "a number >= 0 or null")
-        if p.target_epsilon is not None and not (number(p.target_epsilon) and p.target_epsilon > 0):
-            raise ConfigError(f + "target_epsilon", p.target_epsilon, "a number > 0 or null")
+        check_fields(p, f)  # each field's range, declared in Params; what follows combines fields
         if p.noise_multiplier is not None and p.target_epsilon is not None:
             raise ConfigError(f + "target_epsilon", p.target_epsilon, "null when defense.dpsgd.noise_multiplier "
                               "is set", "give either the noise multiplier or the epsilon to reach, not both")
-        if p.max_grad_norm is not None and not (number(p.max_grad_norm) and p.max_grad_norm > 0):
-            raise ConfigError(f + "max_grad_norm", p.max_grad_norm, "a number > 0, or null for no clipping")
         if p.max_grad_norm is None and (p.target_epsilon is not None or (p.noise_multiplier or 0) > 0):
             raise ConfigError(f + "max_grad_norm", None, "a number > 0 when noise is added",
                               "the noise std is noise_multiplier * max_grad_norm, and without clipping "
                               "no noise level bounds a sample's influence")
-        if not (number(p.delta) and 0 < p.delta < 1):
-            raise ConfigError(f + "delta", p.delta, "a number in (0, 1)")
-        if not isinstance(p.poisson, bool):
-            raise ConfigError(f + "poisson", p.poisson, "true or false")
-        if p.accountant not in ACCOUNTANTS:
-            raise ConfigError(f + "accountant", p.accountant, ACCOUNTANTS)
         #: whether Opacus is used at all, and whether an epsilon is claimed
         self.active = p.max_grad_norm is not None
         self.claims = self.active and (p.target_epsilon is not None or (p.noise_multiplier or 0) > 0)

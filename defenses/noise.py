@@ -43,6 +43,7 @@ import torch
 from ..errors import ConfigError
 from ..seeding import derive_seed
 from .base import Defense, DefenseContext
+from .params import check_fields, choice, fraction, nonnegative, positive, rng_seed
 from .registry import DEFENSES
 
 __all__ = ["SmashedNoise", "clip_per_sample", "gaussian_epsilon"]
@@ -74,10 +75,6 @@ def gaussian_epsilon(noise_multiplier: float, releases: int, delta: float) -> fl
     return float(eps)
 
 
-def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 @DEFENSES.register("noise", help="clip each sample's smashed data, add Gaussian or Laplace noise (He et al. 2020)")
 class SmashedNoise(Defense):
     """Clip-and-noise on the smashed data each device sends.
@@ -102,29 +99,18 @@ class SmashedNoise(Defense):
 
     @dataclass
     class Params:
-        sigma: float | list[float] = 0.0
-        clip: float | None = None
-        norm: str = "l2"
-        mechanism: str = "gaussian"
-        seed: int = 0
-        delta: float = 1e-5
+        sigma: float | list[float] = nonnegative(0.0, note="or a list with one such number per device")
+        clip: float | None = positive(None, note="or null for no clipping")
+        norm: str = choice("l2", NORMS)
+        mechanism: str = choice("gaussian", MECHANISMS)
+        seed: int = rng_seed(0)
+        delta: float = fraction(1e-5)  # an (epsilon, delta) guarantee needs delta < 1 (Dwork & Roth 2014)
 
     name = "noise"
 
     def __init__(self, params: "SmashedNoise.Params | None" = None) -> None:
-        self.params = p = params if params is not None else self.Params()
-        sigmas = p.sigma if isinstance(p.sigma, list) else [p.sigma]
-        if not sigmas or not all(_is_number(s) and s >= 0 for s in sigmas):
-            raise ConfigError("defense.noise.sigma", p.sigma, "a number >= 0 (activation units), or a list with one "
-                              "such number per device")
-        if p.clip is not None and (not _is_number(p.clip) or not p.clip > 0):
-            raise ConfigError("defense.noise.clip", p.clip, "a number > 0, or null for no clipping")
-        if p.norm not in NORMS:
-            raise ConfigError("defense.noise.norm", p.norm, NORMS)
-        if p.mechanism not in MECHANISMS:
-            raise ConfigError("defense.noise.mechanism", p.mechanism, MECHANISMS)
-        if not (_is_number(p.delta) and 0 < p.delta < 1):
-            raise ConfigError("defense.noise.delta", p.delta, "a number in (0, 1)")
+        self.params = params if params is not None else self.Params()
+        check_fields(self.params, "defense.noise.")  # the ranges declared in Params
         self.context: DefenseContext | None = None
         self._generators: dict[int, torch.Generator] = {}
         self._sent: dict[int, int] = {}  # samples each device has sent so far

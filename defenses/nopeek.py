@@ -15,14 +15,13 @@ per-sample clipping would no longer bound a sample's influence).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from ..errors import ConfigError
 from ..metrics.dependence import distance_correlation_torch
 from .base import Defense
+from .params import check_fields, nonnegative
 from .registry import DEFENSES
 
 __all__ = ["NoPeek", "nopeek_loss"]
@@ -51,15 +50,13 @@ class NoPeek(Defense):
 
     @dataclass
     class Params:
-        weight: float = 1.0
+        weight: float = nonnegative(1.0)  # the alpha of Vepakomma et al. (2020); 0 is no defense
 
     name = "nopeek"
 
     def __init__(self, params: "NoPeek.Params | None" = None) -> None:
-        self.params = p = params if params is not None else self.Params()
-        if isinstance(p.weight, bool) or not isinstance(p.weight, (int, float)) or not (
-                math.isfinite(p.weight) and p.weight >= 0):
-            raise ConfigError("defense.nopeek.weight", p.weight, "a finite number >= 0")
+        self.params = params if params is not None else self.Params()
+        check_fields(self.params, "defense.nopeek.")  # the ranges declared in Params
 
     def loss_term(
         self, inputs: torch.Tensor, smashed: torch.Tensor, *, round: int, device: int

@@ -267,7 +267,7 @@ def test_registry_and_threat_models():
         assert cls.threat_model.sybil and cls.threat_model.auxiliary_samples == cls.Params().auxiliary_samples
         assert cls.from_dict({"auxiliary_samples": 16}).threat_model.auxiliary_samples == 16
         assert cls.threat_model.auxiliary_samples == 64  # the class default is untouched
-        with pytest.raises(ValueError, match="sybil"):
+        with pytest.raises(ValueError, match="auxiliary_samples: got 0; expected an integer from 1"):
             cls.from_dict({"auxiliary_samples": 0})
         assert cls().applies(AttackContext(input_shape=(1, 8, 8), num_classes=10, cut=1)) is not None
 

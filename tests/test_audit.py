@@ -162,14 +162,14 @@ def test_bare_model_audit_from_a_checkpoint(tmp_path):
 
 
 BAD = [
-    (["--attacks", "nosuch"], "attack.name"),
+    (["--attacks", "nosuch"], "--attacks"),
     (["--cuts", "9"], "--cuts"),
     (["--cuts", "conv99"], "--cuts"),
     (["--cuts", "some"], "--cuts"),
     (["--images", "0"], "--images"),
     (["--seeds", "a,b"], "--seeds"),
     (["--devices", "7"], "--devices"),
-    (["--attack-param", "rmle.nosuch=1"], "attack.rmle.nosuch"),
+    (["--attack-param", "rmle.nosuch=1"], "--attack-param rmle.nosuch"),
     (["--attack-param", "steps=1"], "--attack-param"),
     (["--model", "hecnn"], "RUN_DIR"),
     (["--threads", "0"], "--threads"),

@@ -244,7 +244,8 @@ def test_a_cell_key_covers_the_contents_of_the_files_its_config_names(tmp_path: 
     from hasfl_sec.evaluation.cells import make_cell
 
     fleet = tmp_path / "fleet.yaml"
-    fleet.write_text("devices:\n  - {flops: 1.0e12, uplink_bps: 1.0e8, downlink_bps: 1.0e8, memory_bytes: 4.0e9}\n")
+    fleet.write_text("server_flops: 1.0e13\n"
+                     "devices:\n  - {flops: 1.0e12, uplink_bps: 1.0e8, downlink_bps: 1.0e8, memory_bytes: 4.0e9}\n")
     config = load_config(overrides=[f"fleet.file={fleet}"])
     arm = build_arms(load_settings(strategies=["fixed"], budgets=[], defenses=[]))[0]
     before = make_cell(arm, 0, config, AuditConfig(), 1, None).key

@@ -151,7 +151,7 @@ def test_report_rebuild_refuses_a_hand_edited_non_number(tiny_eval, tmp_path):
 def test_bad_settings_fail_before_anything_is_written(tmp_path):
     runner = CliRunner()
     cases = [
-        (["--strategies", "hasfl,nope"], "plan.strategy"),
+        (["--strategies", "hasfl,nope"], "eval.strategies"),
         (["--attacks", "nope"], "attack"),
         (["--images", "0"], "eval.images"),
         (["--budgets", "a,b"], "--budgets"),

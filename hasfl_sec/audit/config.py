@@ -1,16 +1,28 @@
-"""What an audit runs (attacks, images, seeds, preset, adaptive mode) and the environment it runs in."""
+"""What an audit runs (attacks, images, seeds, preset, adaptive mode) and the environment it runs in.
+
+:meth:`AuditConfig.validate` checks every setting where it enters -- the audit's options, an
+evaluation's settings file -- before any work: names, types (with the experiment config's own
+checker, :func:`hasfl_sec.typed.coerce`) and ranges, every attack parameter against what its
+``Params`` declare (:mod:`hasfl_sec.defenses.params`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
 from ..attacks.registry import ATTACKS
 from ..defenses.base import Defense
-from ..errors import check, check_count
+from ..defenses.params import MAX_SEED, Valid, check_value
+from ..errors import MAX_COUNT, check, check_count
+from ..metrics.dependence import DEPENDENCE
+from ..typed import coerce
 
 __all__ = ["AuditConfig", "AuditEnv", "PRESETS", "ADAPTIVE_MODES"]
 
@@ -32,6 +44,19 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "fast": {"rmle": {"steps": 500}, "inverse-network": {"steps": 500, "width": 16},
              "unsplit": {"steps": 800, "restarts": 4, "probe_steps": 150},
              "gradient-inversion": {"steps": 150}, "label-cluster": {"n_init": 3}},
+}
+
+#: Attack seeds, like an evaluation's training seeds: distinct integers in [0, 2^31).
+SEED_LIMIT = 2**31
+
+#: What the dependence estimators' keyword arguments accept (their types come from the
+#: estimators' own annotations, :mod:`hasfl_sec.metrics.dependence`); flags need no entry.
+DEPENDENCE_VALID: dict[str, Valid] = {
+    "k": Valid(1, MAX_COUNT),  # KSG's k-th neighbour, k >= 1 (Kraskov, Stoegbauer & Grassberger 2004)
+    "project_to": Valid(1, MAX_COUNT),  # the dimension of the random projection
+    "seed": Valid(0, MAX_SEED),
+    "sigma_x": Valid(0.0, low_open=True),  # Gaussian kernel bandwidths (Gretton et al. 2005)
+    "sigma_y": Valid(0.0, low_open=True),
 }
 
 
@@ -73,30 +98,81 @@ class AuditConfig:
     adaptive: str = "auto"
     preset: str = "full"
 
-    def validate(self, option: str = "", params_prefix: str = "attack_params.") -> "AuditConfig":
-        """Check every setting before any work; returns self. Errors name ``<option><setting>``
-        (``option="--"`` names the command line's options, ``--batch-size``) and
-        ``<params_prefix><attack>.<param>`` for attack parameters.
+    def validate(self, option: str = "", params_prefix: str = "attack_params.",
+                 names: Mapping[str, str] | None = None) -> "AuditConfig":
+        """Check every setting before any work; returns self (unchanged).
 
-        Every attack's parameters (the preset's, then ``attack_params``) are type- and
-        range-checked (:meth:`~hasfl_sec.attacks.base.Attack.check_params`), also for attacks not
-        run, so a typo is never silently ignored."""
-        def name(setting: str) -> str:
-            return option + (setting.replace("_", "-") if option == "--" else setting)
+        Errors name ``<option><setting>`` -- ``option="--"`` names the command line's options
+        (``--batch-size``), ``"eval."`` an evaluation's settings (``eval.images``) -- unless
+        ``names`` maps the setting to another name (``{"seeds": "eval.attack_seeds"}``); attack
+        parameters are named ``<params_prefix><attack>.<param>`` (``--attack-param rmle.steps``,
+        ``eval.attack_params.rmle.steps``).
 
-        for attack in self.attacks or ():
-            check(attack in ATTACKS.names(), name("attacks"), attack, ATTACKS.names())
+        Refused: a wrong type; an unknown or repeated attack; a parameter unknown, of the wrong
+        type, out of its declared range, for an attack not run, or ``adaptive`` (the audit sets it
+        per variant); counts out of range; repeated or negative seeds; an unknown preset or
+        adaptive mode; cuts and devices of the wrong form; unknown dependence estimators or
+        arguments; a dFIL reference noise <= 0."""
+        name = _namer(option, names or {})
+        hints = typing.get_type_hints(AuditConfig)
+        for f in dataclasses.fields(self):  # types first: the checks below rely on them
+            if f.name != "attack_params":  # typed per attack below, named by params_prefix
+                coerce(name(f.name), getattr(self, f.name), hints[f.name])
         check(self.preset in PRESETS, name("preset"), self.preset, sorted(PRESETS))
         check(self.adaptive in ADAPTIVE_MODES, name("adaptive"), self.adaptive, ADAPTIVE_MODES)
-        for attack, values in self.attack_params.items():
-            check(attack in ATTACKS.names(), f"{params_prefix}{attack}", values, "parameters of a registered attack: "
-                  + ", ".join(ATTACKS.names()))
-            ATTACKS.get(attack).check_params(values, params_prefix)
+        self._check_attacks(name("attacks"), params_prefix)
         check_count(name("images"), self.images)
         check_count(name("batch_size"), self.batch_size)
         check_count(name("grid_images"), self.grid_images, low=0)
-        check(len(self.seeds) >= 1, name("seeds"), self.seeds, "at least one seed")
+        check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), name("seeds"), self.seeds,
+              "at least one seed, none repeated")
+        check(all(0 <= s < SEED_LIMIT for s in self.seeds), name("seeds"), self.seeds, "integers in [0, 2^31)")
+        _check_targets(name("cuts"), self.cuts, ("plan", "all"), 1, "cut indices (>= 1)")
+        _check_targets(name("devices"), self.devices, ("first", "all"), 0, "device ids (>= 0)")
+        self._check_dependence(name("dependence"), name("dependence_params"))
+        sigma = self.dfil_relative_sigma
+        check(sigma is None or (math.isfinite(sigma) and sigma > 0), name("dfil_relative_sigma"), sigma,
+              "a finite number > 0, or null for no dFIL bound")
         return self
+
+    def _check_attacks(self, field_: str, prefix: str) -> None:
+        """The attack names, and every attack parameter: the user's (of a registered attack being
+        run, known, typed, in range, not ``adaptive``) and the preset's merged with them."""
+        if self.attacks is not None:
+            for attack in self.attacks:
+                check(attack in ATTACKS.names(), field_, attack, ATTACKS.names())
+            # none is allowed: the dependence estimates and the dFIL bound are still computed
+            check(len(set(self.attacks)) == len(self.attacks), field_, self.attacks, "each attack at most once")
+        where = prefix.rstrip(". ") or "attack_params"
+        check(isinstance(self.attack_params, dict), where, self.attack_params, "a mapping ATTACK -> {PARAM: VALUE}")
+        run = self.attack_names()
+        for attack, values in self.attack_params.items():
+            check(attack in ATTACKS.names(), f"{prefix}{attack}", values, "parameters of a registered attack: "
+                  + ", ".join(ATTACKS.names()))
+            given = ATTACKS.get(attack).check_params(values, prefix)
+            check("adaptive" not in given, f"{prefix}{attack}.adaptive", given.get("adaptive"),
+                  "parameters other than adaptive",
+                  "the audit sets each variant's adaptive flag itself: hasfl-sec audit --adaptive auto|off|only")
+            check(attack in run, f"{prefix}{attack}", values, "parameters of an attack being run: " + ", ".join(run),
+                  f"add {attack} to {field_} or drop its parameters")
+        for attack in run:  # the preset's values too, as the attack will get them
+            ATTACKS.get(attack).check_params(self.params_for(attack), prefix)
+
+    def _check_dependence(self, names_field: str, params_field: str) -> None:
+        """Registered estimators, and keyword arguments each estimator takes, typed by its own
+        annotations and in the ranges of :data:`DEPENDENCE_VALID`."""
+        for estimator in self.dependence:
+            check(estimator in DEPENDENCE, names_field, estimator, DEPENDENCE.names())
+        for estimator, kwargs in self.dependence_params.items():
+            check(estimator in DEPENDENCE, f"{params_field}.{estimator}", kwargs, "arguments of a registered "
+                  "dependence estimator: " + ", ".join(DEPENDENCE.names()))
+            fn = DEPENDENCE.get(estimator)
+            known = list(inspect.signature(fn).parameters)[2:]  # after the two variables x, y
+            hints = typing.get_type_hints(fn)
+            for key, value in kwargs.items():
+                where = f"{params_field}.{estimator}.{key}"
+                check(key in known, where, value, f"a known argument of {estimator}: " + ", ".join(known))
+                check_value(where, value, hints[key], DEPENDENCE_VALID.get(key, Valid()))
 
     def attack_names(self) -> list[str]:
         """The attacks to run, in registry order when not given."""
@@ -107,6 +183,24 @@ class AuditConfig:
         fields = {f.name for f in dataclasses.fields(ATTACKS.get(name).Params)}
         preset = {k: v for k, v in PRESETS.get(self.preset, {}).get(name, {}).items() if k in fields}
         return {**preset, **self.attack_params.get(name, {})}
+
+
+def _namer(option: str, names: Mapping[str, str]) -> Callable[[str], str]:
+    """How errors name a setting: ``names[setting]``, else ``option`` + the setting (dashed after ``--``)."""
+    def name(setting: str) -> str:
+        return names.get(setting) or option + (setting.replace("_", "-") if option == "--" else setting)
+    return name
+
+
+def _check_targets(field_: str, value: str | list[int], words: tuple[str, ...], low: int, what: str) -> None:
+    """``value`` is one of ``words`` or a non-empty list of integers >= ``low`` (whether each
+    exists -- a legal cut, a device of the run -- is checked once the model or run is known; a
+    repeated one is harmless, they are taken as a set)."""
+    valid = f"{' or '.join(words)}, or a non-empty list of {what}"
+    if isinstance(value, str):
+        check(value in words, field_, value, valid)
+        return
+    check(len(value) >= 1 and all(low <= v <= MAX_COUNT for v in value), field_, value, valid)
 
 
 @dataclass

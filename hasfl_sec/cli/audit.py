@@ -124,7 +124,7 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
         import torch
 
         torch.set_num_threads(check_threads("--threads", threads))
-    check_count("--epochs", epochs)
+    check_count("--epochs", epochs, low=0)
     if not bare and (model or dataset or config_file or overrides or checkpoint or seed is not None):
         raise ConfigError("RUN_DIR", run_dir, "either a run directory or --model/--dataset/--config, not both",
                           "a run is audited with its own config")

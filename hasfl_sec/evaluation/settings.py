@@ -20,15 +20,16 @@ type checks as the experiment config, and saved into ``eval.json`` so a report c
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
-from ..attacks.registry import ATTACKS
-from ..audit.config import PRESETS
+from ..audit.config import AuditConfig
+from ..defenses.params import check_param
 from ..defenses.registry import DEFENSES
-from ..errors import ConfigError, check, check_count
+from ..errors import ConfigError, check
 from ..fileio import check_folder_name, read_structured
 from ..planning.strategies import STRATEGIES
 from ..typed import build_dataclass
@@ -37,7 +38,7 @@ from ..typed import build_dataclass
 DEFAULT_NAME = "default"
 
 __all__ = ["DEFAULT_NAME", "DefenseSweep", "EvalSettings", "Arm", "load_settings", "settings_from_mapping",
-           "default_sweeps", "full_sweeps", "full_settings", "ARM_KINDS"]
+           "check_sweep", "default_sweeps", "full_sweeps", "full_settings", "ARM_KINDS"]
 
 #: The kinds of arm, in the order they run; only ``baseline`` arms may go unaudited.
 ARM_KINDS = ("plan", "baseline", "private", "defense")
@@ -150,31 +151,45 @@ class EvalSettings:
         for b in self.budgets:
             check(isinstance(b, (int, float)) and math.isfinite(b), "eval.budgets", self.budgets, "finite numbers")
         for sweep in self.defenses:
-            cls = DEFENSES.get(sweep.defense)
-            names = {f for f in cls.Params.__dataclass_fields__}
-            for p in [sweep.param, *sweep.fixed]:
-                check(p in names, f"eval.defenses.{sweep.defense}", p, f"a parameter of {sweep.defense}: "
-                      + ", ".join(sorted(names)))
-            check(len(sweep.values) >= 1, f"eval.defenses.{sweep.defense}.values", sweep.values, "at least one value")
-        for a in self.attacks:
-            check(a in ATTACKS.names(), "eval.attacks", a, ATTACKS.names())
-        check_count("eval.images", self.images)
-        check(self.preset in PRESETS, "eval.preset", self.preset, sorted(PRESETS))
-        for name, values in self.attack_params.items():  # before any cell trains
-            check(name in ATTACKS.names(), f"eval.attack_params.{name}", values,
-                  "parameters of a registered attack: " + ", ".join(ATTACKS.names()))
-            ATTACKS.get(name).check_params(values, "eval.attack_params.")
+            check_sweep(sweep)
+        # the audit every arm gets: attacks, images, attack seeds, preset and every attack parameter
+        # (before any cell trains; the cells' own check would come only after an arm has trained)
+        self.audit_config().validate("eval.", "eval.attack_params.", {"seeds": "eval.attack_seeds"})
         check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "eval.seeds", self.seeds,
               "at least one seed, none repeated")
         check(all(0 <= s < 2**31 for s in self.seeds), "eval.seeds", self.seeds, "integers in [0, 2^31)")
-        check(len(self.attack_seeds) >= 1, "eval.attack_seeds", self.attack_seeds, "at least one seed")
         check(self.time_budget_s is None or (math.isfinite(self.time_budget_s) and self.time_budget_s > 0),
               "eval.time_budget_s", self.time_budget_s, "a finite number > 0, or null")
         return self
 
+    def audit_config(self) -> AuditConfig:
+        """The audit of every audited arm (its devices are chosen per arm): these settings'
+        attacks, images, attack seeds, preset and attack parameters."""
+        params = {k: dict(v) if isinstance(v, Mapping) else v for k, v in self.attack_params.items()}
+        return AuditConfig(attacks=list(self.attacks), images=self.images, seeds=list(self.attack_seeds),
+                           preset=self.preset, attack_params=params)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form (saved in ``eval.json``)."""
         return asdict(self)
+
+
+def check_sweep(sweep: DefenseSweep) -> None:
+    """A defense sweep's names, and each of its values and fixed parameters typed and in the range
+    the defense's ``Params`` declare; errors name ``eval.defenses.<defense>[.values|.fixed.<param>]``.
+    How the parameters combine (DP-SGD's noise and epsilon) is checked with every arm's config,
+    also before any cell trains."""
+    check(sweep.defense in DEFENSES, "eval.defenses", sweep.defense, DEFENSES.names())
+    where = f"eval.defenses.{sweep.defense}"
+    params = DEFENSES.get(sweep.defense).Params
+    names = [f.name for f in dataclasses.fields(params)]
+    for p in [sweep.param, *sweep.fixed]:
+        check(p in names, where, p, f"a parameter of {sweep.defense}: " + ", ".join(sorted(names)))
+    check(len(sweep.values) >= 1, f"{where}.values", sweep.values, "at least one value")
+    for value in sweep.values:
+        check_param(params, sweep.param, value, f"{where}.values")
+    for key, value in sweep.fixed.items():
+        check_param(params, key, value, f"{where}.fixed.{key}")
 
 
 def full_settings() -> dict[str, Any]:
