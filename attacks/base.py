@@ -51,6 +51,8 @@ class ThreatModel:
         knows_defense: an adaptive attacker: knows the devices' defense and its parameters (not
             the victims' random draws) and may simulate it on its own data
             (:mod:`hasfl_sec.attacks.adaptive`).
+        active: departs from the protocol during training (a malicious edge server that alters
+            the gradients it returns, docs/design.md section 4), rather than only observing.
     """
 
     position: str
@@ -61,6 +63,7 @@ class ThreatModel:
     query_access: bool = False
     sybil: bool = False
     knows_defense: bool = False
+    active: bool = False
 
     def __post_init__(self) -> None:
         if self.position not in POSITIONS:
@@ -80,7 +83,8 @@ class ThreatModel:
                                 ("the defense", self.knows_defense)) if v]
         if self.auxiliary_samples:
             knows.append(f"{self.auxiliary_samples} auxiliary samples")
-        return (f"{self.position}; observes {', '.join(sorted(self.observes))}; "
+        position = f"{self.position} (active)" if self.active else self.position
+        return (f"{position}; observes {', '.join(sorted(self.observes))}; "
                 f"knows {', '.join(knows) if knows else 'nothing else'}")
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from hasfl_sec.attacks.registry import ATTACKS
+from hasfl_sec.attacks.registry import ACTIVE_ATTACKS, ATTACKS
 from hasfl_sec.audit.config import AuditConfig
 from hasfl_sec.config import load_config
 from hasfl_sec.defenses.params import VALID, Valid, undeclared
@@ -73,7 +73,7 @@ def _id(case: tuple[str, dataclasses.Field, str, Any]) -> str:
     return f"{case[0]}.{case[1].name}-{case[2]}"
 
 
-@pytest.mark.parametrize("registry", [ATTACKS, DEFENSES], ids=["attacks", "defenses"])
+@pytest.mark.parametrize("registry", [ATTACKS, ACTIVE_ATTACKS, DEFENSES], ids=["attacks", "active", "defenses"])
 def test_every_field_declares_what_it_accepts(registry: Any) -> None:
     assert {name: undeclared(registry.get(name).Params) for name in registry.names()} == \
         {name: [] for name in registry.names()}

@@ -37,6 +37,7 @@ from ..planning.warmup import bound_for
 from ..seeding import derive_seed, seed_everything
 from ..sfl.clock import SimClock, plan_costs
 from ..sfl.latency import RoundLatency, round_latency
+from ..sfl.parties import HONEST, Parties
 from ..sfl.plan import Plan
 from ..sfl.trainer import SFLTrainer
 from .limits import check_resources
@@ -97,14 +98,15 @@ class Setup:
         """What :meth:`defenses` applies, for tables: the config's defenses and any plan noise."""
         return run_defense_label(self.config.defense, self.plan)
 
-    def trainer(self, defenses: Sequence[Defense] = ()) -> SFLTrainer:
+    def trainer(self, defenses: Sequence[Defense] = (), parties: Parties = HONEST) -> SFLTrainer:
         """A fresh trainer for this setup: same seed, the simulated clock of its channel, the
-        config's defenses followed by ``defenses`` (extra hooks, for example a test's)."""
+        config's defenses followed by ``defenses`` (extra hooks, for example a test's), and
+        ``parties`` (a malicious server, devices' monitors; honest by default)."""
         clock = SimClock(self.profile, self.channel, self.config.train.agg_interval)
         hooks = [*self.defenses(), *defenses]
         return SFLTrainer(self.model, self.dataset, self.parts, self.plan, self.config.train, seed=self.config.seed,
                           clock=clock, device=self.device, defenses=hooks, replanner=self.replan,
-                          replan_every=self.config.channel.reoptimize_every)
+                          replan_every=self.config.channel.reoptimize_every, parties=parties)
 
     def replan(self, t: int) -> Plan:
         """A new plan made on the rates observed in round ``t`` (same strategy, same bound)."""

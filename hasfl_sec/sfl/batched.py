@@ -26,8 +26,9 @@ forward and backward pass instead of N small ones:
 
 What it cannot run (:meth:`BatchedExecution.unsupported`): a defense that wraps a device's module
 or optimizer (DP-SGD with Opacus), Poisson sampling (batch sizes vary and may be zero), and
-device-side blocks with randomness (dropout) or buffers (running statistics). The trainer then
-falls back to the per-device execution and says why in the log.
+device-side blocks with randomness (dropout) or buffers (running statistics), and a party that
+departs from the protocol (a malicious server's replies, a device's monitor; :mod:`.parties`). The
+trainer then falls back to the per-device execution and says why in the log.
 """
 
 from __future__ import annotations
@@ -148,6 +149,8 @@ class BatchedExecution:
 
     @staticmethod
     def unsupported(layout: Layout, defense: DefenseStack) -> str | None:
+        if not layout.parties.honest:
+            return f"a party departs from the protocol ({layout.parties.describe()}), device by device"
         for d in defense.defenses:
             for hook in ("wrap_client", "wrap_optimizer"):
                 if overrides(d, hook):

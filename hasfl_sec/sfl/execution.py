@@ -25,6 +25,7 @@ from torch import nn
 
 from ..defenses.base import DefenseStack
 from ..registry import Registry
+from .parties import HONEST, Parties
 from .plan import Plan
 
 __all__ = ["EXECUTIONS", "FALLBACK", "Execution", "Layout", "RoundOutput", "backward_to_cut", "common_step",
@@ -40,7 +41,8 @@ class Layout:
 
     ``copies[i][:cuts[i]]`` is device i's client part, ``copies[i][cuts[i]:]`` the non-common
     blocks the edge server runs for it. ``weights`` are the aggregation weights; ``sample_rates``
-    the devices' Poisson sampling rates, or None for fixed-size batches.
+    the devices' Poisson sampling rates, or None for fixed-size batches; ``parties`` the edge
+    server's behaviour and the devices' monitors (:mod:`.parties`; honest by default).
     """
 
     plan: Plan
@@ -48,6 +50,7 @@ class Layout:
     common: nn.Sequential
     weights: list[float]
     sample_rates: tuple[float, ...] | None
+    parties: Parties = HONEST
 
     @property
     def n(self) -> int:

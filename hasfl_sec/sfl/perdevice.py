@@ -44,9 +44,12 @@ class PerDeviceExecution:
 
     def round(self, batches: Sequence[torch.Tensor], t: int) -> RoundOutput:
         sizes = [len(idx) for idx in batches]
+        parties = self.layout.parties
+        labels, fake = zip(*[parties.labels_sent(t, i, self.y[idx]) for i, idx in enumerate(batches)])
         smashed, sent, server_in = self._device_forward(batches, t)
-        per_sample = self._server_step(batches, sizes, sent, server_in)
-        returned = self._device_backward(batches, smashed, sent, t)
+        per_sample = self._server_step(sizes, sent, server_in, labels, t)
+        returned = self._device_backward(batches, smashed, sent, labels, fake, t)
+        parties.end_round(t)
         # the mean of an empty batch is NaN: the device had no loss this round
         losses = [float(v) for v in torch.stack([part.mean() for part in torch.split(per_sample, sizes)])]
         return RoundOutput(losses, [s.detach() for s in sent], returned)
@@ -64,36 +67,46 @@ class PerDeviceExecution:
             server_in.append(self.noncommon[i](s))
         return smashed, sent, server_in
 
-    def _server_step(self, batches: Sequence[torch.Tensor], sizes: Sequence[int],
-                     sent: Sequence[torch.Tensor], server_in: Sequence[torch.Tensor]) -> torch.Tensor:
+    def _server_step(self, sizes: Sequence[int], sent: Sequence[torch.Tensor], server_in: Sequence[torch.Tensor],
+                     labels: Sequence[torch.Tensor], t: int) -> torch.Tensor:
         """Step 3, server forward/backward and the edge server's step; returns per-sample losses.
 
         The common part sees all devices at once; its gradient is the weighted average of
         per-device mean losses, while each device's own path (non-common part, cut gradient) gets
-        the gradient of that device's loss alone.
+        the gradient of that device's loss alone. A batch the server does not learn from
+        (:meth:`~.parties.Parties.task_weights`) has weight 0.
         """
         weights = self.layout.weights
-        sample_w = sample_weights(sizes, weights, self.x.device)
-        per_sample, h_grad = common_step(self.layout.common, server_in, self.y[torch.cat(list(batches))], sample_w)
+        sample_w = sample_weights(sizes, self.layout.parties.task_weights(t, weights), self.x.device)
+        per_sample, h_grad = common_step(self.layout.common, server_in, torch.cat(list(labels)), sample_w)
         backward_to_cut(server_in, sent, [g / w for g, w in zip(torch.split(h_grad, list(sizes)), weights)])
         self.server_opt.step()
         return per_sample
 
     def _device_backward(self, batches: Sequence[torch.Tensor], smashed: Sequence[torch.Tensor],
-                         sent: Sequence[torch.Tensor], t: int) -> list[torch.Tensor]:
+                         sent: Sequence[torch.Tensor], labels: Sequence[torch.Tensor], fake: Sequence[bool],
+                         t: int) -> list[torch.Tensor]:
         """Step 4, downlink and device backward (with any device-side loss term) and the device
-        steps; returns the cut-layer gradient each device received (after the downlink defenses)."""
+        steps; returns the cut-layer gradient each device received (after the downlink defenses).
+        The server's reply is the honest gradient unless a malicious behaviour replaces it; a
+        device learns nothing from a fake batch's reply (its monitor only reads it)."""
+        parties = self.layout.parties
         tensors, tensor_grads, returned = [], [], []
         for i, idx in enumerate(batches):
-            g = self.defense.transform_grad(sent[i].grad, round=t, device=i)
+            reply = parties.reply(t, i, self.layout.cuts[i], sent[i].grad, sent[i], labels[i])
+            g = self.defense.transform_grad(reply, round=t, device=i)
             returned.append(g)
+            parties.received(t, i, g, fake[i])
+            if fake[i]:
+                continue
             tensors.append(smashed[i])
             tensor_grads.append(g)
             extra = self.defense.loss_term(self.x[idx], smashed[i], round=t, device=i)
             if extra is not None:
                 tensors.append(extra)
                 tensor_grads.append(torch.ones_like(extra))
-        torch.autograd.backward(tensors, tensor_grads)
+        if tensors:
+            torch.autograd.backward(tensors, tensor_grads)
         for opt in self.client_opts:
             opt.step()
             opt.zero_grad(set_to_none=True)

@@ -25,7 +25,8 @@ to it where the batched execution cannot run, and says why once in the log.
 Weights are 1/N (the paper's objective) or proportional to local data size. Momentum buffers,
 when momentum is used, stay per device and are not averaged. The trainer knows nothing about
 attacks: observers (the cut-layer tap) receive each exchange and upload through
-:meth:`SFLTrainer.add_observer`.
+:meth:`SFLTrainer.add_observer`, and a malicious edge server or a device's detector acts through
+the protocols of :mod:`.parties` (``parties=``; honest by default).
 
 Batches have b_i samples unless a defense asks for Poisson sampling (DP-SGD): each sample is then
 in the batch with probability q_i, and a batch may be empty. A device's loss is the mean over the
@@ -53,6 +54,7 @@ from ..defenses.base import Defense, DefenseContext, DefenseStack
 from ..models import SplitModel
 from .batched import BatchedExecution  # noqa: F401  (registers the batched execution)
 from .execution import EXECUTIONS, FALLBACK, Execution, Layout, RoundOutput
+from .parties import HONEST, Parties
 from .perdevice import PerDeviceExecution  # noqa: F401  (registers the reference execution)
 from .plan import Plan
 from .protocol import Exchange, GroundTruth, Upload
@@ -84,6 +86,8 @@ class SFLTrainer:
         defenses: hooks applied at the exchange points (see :mod:`hasfl_sec.defenses.base`).
         replanner: called with round t every ``replan_every`` rounds (a multiple of I) to get the
             plan for the following rounds, e.g. the optimizer re-solved on the current rates.
+        parties: a malicious edge server's behaviour and the devices' monitors
+            (:mod:`.parties`); the default is the honest protocol.
     """
 
     def __init__(
@@ -100,6 +104,7 @@ class SFLTrainer:
         defenses: Sequence[Defense] = (),
         replanner: Callable[[int], Plan] | None = None,
         replan_every: int = 0,
+        parties: Parties = HONEST,
     ) -> None:
         if len(parts) != plan.num_devices:
             raise ValueError(f"{len(parts)} data partitions for a plan of {plan.num_devices} devices")
@@ -109,6 +114,7 @@ class SFLTrainer:
         self.replan_every = replan_every
         self.device = torch.device(device)
         self.defense = DefenseStack(defenses)
+        self.parties = parties
         self.n = plan.num_devices
 
         self.x_train = dataset.x_train.to(self.device)
@@ -153,7 +159,7 @@ class SFLTrainer:
             rounds=train.rounds, agg_interval=train.agg_interval, model=self._model)
         self.sample_rates = self.defense.sample_rates(context)
         self.defense.prepare(dataclasses.replace(context, sample_rates=self.sample_rates))
-        layout = Layout(plan, self.copies, self.common, self.weights, self.sample_rates)
+        layout = Layout(plan, self.copies, self.common, self.weights, self.sample_rates, self.parties)
         self.execution = self._execution(layout)(layout, self.defense, train, self.x_train, self.y_train)
         # after the execution: the batched one makes each device's parameters views of its stacks
         self.clients, self.noncommon = layout.clients, layout.noncommon
@@ -324,6 +330,8 @@ class SFLTrainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else [],
             "defense": self.defense.state_dict(),
             "history": [vars(r).copy() for r in self.history],
+            # an honest run's checkpoint is as before parties existed
+            **({} if self.parties.honest else {"parties": self.parties.state_dict()}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -341,6 +349,7 @@ class SFLTrainer:
         if self.device.type == "cuda" and state.get("cuda_rng"):
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.defense.load_state_dict(state["defense"])
+        self.parties.load_state_dict(state.get("parties", {}))
         self.round = int(state["round"])
         self.sim_time_s = float(state["sim_time_s"])
         self.wall_time_s = float(state["wall_time_s"])
