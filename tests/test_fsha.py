@@ -118,3 +118,28 @@ def test_fsha_reconstructs_hijacked_devices_on_digits_below_the_baseline():
     assert last["mse"] < 0.5 * last["baseline_mse"] and last["mse"] < 0.5 * first["mse"]
     assert last["ssim"] > last["baseline_ssim"]
     assert "edge-server (active)" in result.threat_model and result.cuts == [1]
+
+
+def test_audit_active_writes_the_hijacked_run(tmp_path):
+    import json
+
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from hasfl_sec.cli.app import cli
+
+    out = tmp_path / "active"
+    args = ["audit", "--active", "fsha", "--set", "train.rounds=20", "--set", "fleet.num_devices=3",
+            "--attack-param", "fsha.devices=[1]", "--measure-every", "10", "--images", "8", "--no-progress",
+            "--out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "device 1 (cut" in result.output and "edge-server (active)" in result.output
+    frame = pd.read_csv(out / "metrics.csv")
+    assert set(frame["round"]) == {10, 20} and set(frame.device) == {1}
+    assert set(frame.attack) == {"fsha", "mean-image"} and set(frame.phase) == {"hijack"}
+    meta = json.loads((out / "active.json").read_text())
+    assert meta["targets"] == [1] and meta["settings"]["params"] == {"devices": [1]}
+    for name in ("attacker.csv", "rounds.csv", "hijack_mse.png", "reconstructions_fsha.png"):
+        assert (out / name).stat().st_size > 0
+    assert CliRunner().invoke(cli, args).exit_code == 2  # the output exists: refused, not replaced

@@ -23,7 +23,7 @@ import torch
 from ..attacks.registry import ACTIVE_ATTACKS
 from ..config import ExperimentConfig
 from ..defenses.params import check_values
-from ..errors import check_count
+from ..errors import check, check_count
 from ..metrics.image import mse, psnr, ssim
 from ..runs.setup import prepare
 from ..seeding import derive_seed
@@ -45,12 +45,23 @@ class HijackSettings:
     measure_every: int = 10
     images: int = 32
 
-    def validate(self, prefix: str = "") -> "HijackSettings":
-        """Check every setting before any work (names ``<prefix>attack``, ``attack.<name>.<param>``)."""
+    def validate(self, option: str = "", params_prefix: str = "attack.",
+                 num_devices: int | None = None) -> "HijackSettings":
+        """Check every setting before any work. Errors name ``<option><setting>`` (dashed after
+        ``--``) and ``<params_prefix><attack>.<param>``; with ``num_devices`` (the fleet's size)
+        the attacked device ids are checked too."""
+        def name(setting: str) -> str:
+            return option + (setting.replace("_", "-") if option == "--" else setting)
+
+        check(self.attack in ACTIVE_ATTACKS.names(), name("attack"), self.attack, ACTIVE_ATTACKS.names())
         cls = ACTIVE_ATTACKS.get(self.attack)
-        check_values(cls.Params, self.params, f"attack.{self.attack}.", self.attack)
-        check_count(f"{prefix}measure_every", self.measure_every)
-        check_count(f"{prefix}images", self.images)
+        values = check_values(cls.Params, self.params, f"{params_prefix}{self.attack}.", self.attack)
+        devices = values.get("devices")
+        if num_devices is not None and devices:
+            check(max(devices) < num_devices, f"{params_prefix}{self.attack}.devices", devices,
+                  f"device ids below {num_devices}, the fleet's size")
+        check_count(name("measure_every"), self.measure_every)
+        check_count(name("images"), self.images)
         return self
 
 
@@ -62,6 +73,8 @@ class ReconstructionMeter:
         self.attack, self.rounds, self.every, self.images = attack, rounds, every, images
         self.baseline = baseline  # the mean of the attacker's own images
         self.records: list[dict[str, Any]] = []
+        #: the latest (originals, reconstructions) of each hijacked device, keyed like an audit's samples
+        self.samples: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def wants(self, round: int, device: int) -> bool:
         return self.attack.replaces(round, device) and (round % self.every == 0 or round == self.rounds)
@@ -75,6 +88,7 @@ class ReconstructionMeter:
             return
         x = truth.inputs[: self.images]
         guess = self.baseline.expand_as(x)
+        self.samples[(exchange.device, exchange.cut, self.attack.name)] = (x[:8].clone(), rec[:8].clone())
         self.records.append({
             "round": exchange.round, "device": exchange.device, "cut": exchange.cut, "images": len(x),
             "mse": float(mse(rec, x).mean()), "psnr": float(psnr(rec, x).mean()), "ssim": float(ssim(rec, x).mean()),
@@ -97,6 +111,7 @@ class HijackResult:
     records: list[dict[str, Any]]
     attacker: list[dict[str, float]]
     rounds: list[RoundRecord]
+    samples: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     monitors: list[Any] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,7 +125,7 @@ def run_hijack(config: ExperimentConfig, settings: HijackSettings, *,
                on_round: Callable[[RoundRecord], None] | None = None) -> HijackResult:
     """Train ``config``'s run with the active attack of ``settings`` as the edge server (and the
     devices' ``monitors``), measuring the attacker's reconstructions as it goes."""
-    settings.validate()
+    settings.validate(num_devices=config.fleet.num_devices)
     setup = prepare(config)
     cls = ACTIVE_ATTACKS.get(settings.attack)
     params = cls.Params(**check_values(cls.Params, settings.params, f"attack.{settings.attack}.", settings.attack))
@@ -134,4 +149,4 @@ def run_hijack(config: ExperimentConfig, settings: HijackSettings, *,
     trainer.run(on_round_end=(lambda _t, r: on_round(r)) if on_round else None)
     return HijackResult(settings, attack.threat_model.describe(), sorted(attack.targets),
                         sorted({trainer.cuts[i] for i in attack.targets}), meter.records, list(attack.history),
-                        list(trainer.history), list(monitors))
+                        list(trainer.history), meter.samples, list(monitors))

@@ -32,7 +32,8 @@ from ..fileio import check_out, publish_dir, work_dir  # noqa: E402
 from ..locks import lock_folder  # noqa: E402
 from .engine import AuditResult  # noqa: E402
 
-__all__ = ["write_audit", "audit_lock_target", "summary_tables", "FIGURE_METRICS", "SUMMARY_GROUPS"]
+__all__ = ["write_audit", "audit_lock_target", "summary_tables", "reconstruction_grid", "FIGURE_METRICS",
+           "SUMMARY_GROUPS"]
 
 #: metrics drawn against cut depth when present.
 FIGURE_METRICS = ("ssim", "psnr", "mse", "label_accuracy", "dcor", "dfil_mse_bound")
@@ -54,7 +55,9 @@ def _metric_figure(frame: pd.DataFrame, metric: str, path: Path) -> None:
     plt.close(fig)
 
 
-def _grid(samples: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]], attack: str, path: Path) -> None:
+def reconstruction_grid(samples: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]], attack: str,
+                        path: Path) -> None:
+    """Originals above reconstructions, one row pair per (device, cut) of ``attack`` in ``samples``."""
     keys = sorted(k for k in samples if k[2] == attack)
     n = max(len(samples[k][0]) for k in keys)
     fig, axes = plt.subplots(2 * len(keys), n, figsize=(1.1 * n, 2.3 * len(keys)), squeeze=False)
@@ -116,7 +119,7 @@ def _write_locked(result: AuditResult, out: Path, overwrite: bool,
             if (result.frame.metric == metric).any():
                 _metric_figure(result.frame, metric, tmp / f"leakage_{metric}.png")
         for attack in sorted({k[2] for k in result.samples}):
-            _grid(result.samples, attack, tmp / f"reconstructions_{attack}.png")
+            reconstruction_grid(result.samples, attack, tmp / f"reconstructions_{attack}.png")
         for name, state in (tensors or {}).items():
             torch.save(state, tmp / name)
     except BaseException:

@@ -27,25 +27,6 @@ def _choice_or_list(field: str, text: str | None, words: tuple[str, ...]) -> Any
     return _int_list(field, text)
 
 
-def _attack_params(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    import yaml
-
-    from ..errors import ConfigError
-    from ..fileio import load_yaml
-
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        name, dot, param = key.rpartition(".")
-        if not sep or not dot or not name or not param:
-            raise ConfigError("--attack-param", item, "ATTACK.PARAM=VALUE, e.g. rmle.steps=500")
-        try:
-            out.setdefault(name, {})[param] = load_yaml(value, f"--attack-param {key}", value)
-        except yaml.YAMLError:
-            raise ConfigError("--attack-param", item, "a YAML value after '='") from None
-    return out
-
-
 @click.command()
 @click.argument("run_dir", required=False, type=click.Path())
 @click.option("--model", help="Audit a bare model instead of a run (hasfl-sec list models) [hecnn].")
@@ -72,6 +53,10 @@ def _attack_params(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
 @click.option("--preset", default="full", show_default=True,
               help="Attack parameters: the defaults (full) or fewer optimisation/training steps (fast); "
                    "--attack-param overrides either.")
+@click.option("--active", help="Train the config's run with an active attack as the edge server instead "
+                                "(hasfl-sec list attacks), e.g. fsha; its parameters with --attack-param.")
+@click.option("--measure-every", type=int, default=10, show_default=True,
+              help="--active: score the attacker's reconstructions every this many rounds.")
 @click.option("--seed", type=int, help="Bare model: master seed.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to compute.")
 @click.option("--threads", type=int, help="Torch CPU threads [torch's default]; 1 is often fastest for the small "
@@ -82,8 +67,8 @@ def _attack_params(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
 def audit(run_dir: str | None, model: str | None, dataset: str | None, config_file: str | None,
           overrides: tuple[str, ...], checkpoint: str | None, epochs: int, cuts: str | None, victims: str,
           attacks: str, images: int, seeds: str, batch_size: int, attack_params: tuple[str, ...],
-          adaptive: str, preset: str, seed: int | None, device: str | None, threads: int | None, out: str | None,
-          overwrite: bool, progress: bool | None) -> None:
+          adaptive: str, preset: str, active: str | None, measure_every: int, seed: int | None, device: str | None,
+          threads: int | None, out: str | None, overwrite: bool, progress: bool | None) -> None:
     """Attack what each device sends across its cut, and measure the leakage per split point.
 
     With RUN_DIR (a run of hasfl-sec train) the run continues from its checkpoint for a few
@@ -98,6 +83,12 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
     and its parameters (not the victims' random draws), e.g. an inverse network trained on
     defended smashed data (--adaptive).
 
+    With --active ATTACK (fsha: feature-space hijacking) the edge server is malicious: the
+    config's run is trained with the attack altering the gradients it returns, and the attacker's
+    reconstructions of the hijacked devices' private batches are scored every --measure-every
+    rounds (metrics.csv, hijack_mse.png, active.json). An attacked training is another training,
+    so a finished run cannot be attacked this way: give its --config instead.
+
     Every attack sees only what its threat model grants (hasfl-sec list attacks). The output
     directory holds leakage.csv (mean, std and count over images and seeds per device, cut,
     attack and metric), audit.json, a figure of each metric against cut depth and grids of
@@ -110,6 +101,7 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
         hasfl-sec audit --model hecnn --dataset lfw --cuts all --seeds 0,1,2
         hasfl-sec audit runs/demo --attack-param rmle.steps=500 --out runs/demo/audit-fast
         hasfl-sec audit --model hecnn --dataset digits --set defense.use=[noise] --set defense.noise.sigma=0.3
+        hasfl-sec audit --active fsha --set train.rounds=200 --attack-param fsha.devices=[0]
     """
     from ..audit.config import AuditConfig
     from ..audit.entry import audit_model, audit_run
@@ -117,7 +109,7 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
     from ..errors import ConfigError, check_count, check_threads
     from ..fileio import check_out
     from ..locks import lock_folder
-    from .options import build_config
+    from .options import build_config, parse_attack_params
 
     bare = run_dir is None
     if threads is not None:
@@ -125,6 +117,13 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
 
         torch.set_num_threads(check_threads("--threads", threads))
     check_count("--epochs", epochs, low=0)
+    if active is not None:
+        from .active import run_active
+
+        run_active(click.get_current_context(), active, run_dir, config_file, overrides,
+                   {"model": model, "dataset": dataset, "seed": seed, "device": device}, attack_params, images,
+                   measure_every, out, overwrite, show=sys.stderr.isatty() if progress is None else progress)
+        return
     if not bare and (model or dataset or config_file or overrides or checkpoint or seed is not None):
         raise ConfigError("RUN_DIR", run_dir, "either a run directory or --model/--dataset/--config, not both",
                           "a run is audited with its own config")
@@ -132,7 +131,7 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
     cfg_audit = AuditConfig(
         attacks=names, cuts=_choice_or_list("--cuts", cuts, ("plan", "all")) or ("all" if bare else "plan"),
         devices=_choice_or_list("--devices", victims, ("first", "all")), images=images,
-        seeds=_int_list("--seeds", seeds), batch_size=batch_size, attack_params=_attack_params(attack_params),
+        seeds=_int_list("--seeds", seeds), batch_size=batch_size, attack_params=parse_attack_params(attack_params),
         adaptive=adaptive, preset=preset,
     ).validate("--", "--attack-param ")
     show = sys.stderr.isatty() if progress is None else progress

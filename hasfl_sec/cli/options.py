@@ -152,3 +152,23 @@ def rerun_command(out: Any) -> str:
             continue
         args.append(arg)
     return shlex.join(["hasfl-sec", *args, "--out", str(out), "--overwrite"])
+
+
+def parse_attack_params(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``--attack-param ATTACK.PARAM=VALUE`` items as ``{attack: {param: value}}``, values read as YAML."""
+    import yaml
+
+    from ..errors import ConfigError
+    from ..fileio import load_yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        name, dot, param = key.rpartition(".")
+        if not sep or not dot or not name or not param:
+            raise ConfigError("--attack-param", item, "ATTACK.PARAM=VALUE, e.g. rmle.steps=500")
+        try:
+            out.setdefault(name, {})[param] = load_yaml(value, f"--attack-param {key}", value)
+        except yaml.YAMLError:
+            raise ConfigError("--attack-param", item, "a YAML value after '='") from None
+    return out

@@ -1,0 +1,92 @@
+"""``hasfl-sec audit --active ATTACK``: train a run with a malicious edge server and score what it steals.
+
+A thin layer over :func:`hasfl_sec.audit.active.run_hijack` and
+:func:`hasfl_sec.audit.active_output.write_hijack`: every option is checked before any work, the
+output folder is locked and probed first, and the passive audit's options are refused rather than
+silently ignored.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Any
+
+import click
+from click.core import ParameterSource
+
+__all__ = ["run_active", "PASSIVE_OPTIONS"]
+
+#: Options of the passive audit that mean nothing to an active one (parameter name -> option).
+PASSIVE_OPTIONS = {"cuts": "--cuts", "victims": "--devices", "attacks": "--attacks", "seeds": "--seeds",
+                   "batch_size": "--batch-size", "adaptive": "--adaptive", "preset": "--preset",
+                   "checkpoint": "--checkpoint", "epochs": "--epochs"}
+
+
+def _check_options(ctx: click.Context, name: str, run_dir: str | None, attack_params: dict[str, Any]) -> None:
+    from ..attacks.registry import ACTIVE_ATTACKS
+    from ..errors import ConfigError, check
+
+    check(name in ACTIVE_ATTACKS.names(), "--active", name, ACTIVE_ATTACKS.names())
+    if run_dir is not None:
+        raise ConfigError("--active", name, "a config to train (--config, --set), not a finished run",
+                          f"an active attack changes the training itself, so it is trained anew: hasfl-sec audit "
+                          f"--active {name} --config {Path(run_dir) / 'config.yaml'}")
+    for param, option in PASSIVE_OPTIONS.items():
+        if ctx.get_parameter_source(param) == ParameterSource.COMMANDLINE:
+            raise ConfigError(option, ctx.params[param], "no value with --active (an option of the passive audit)")
+    for other in attack_params:
+        check(other == name, f"--attack-param {other}", attack_params[other], f"parameters of {name}, the --active "
+              "attack")
+
+
+def run_active(ctx: click.Context, name: str, run_dir: str | None, config_file: str | None,
+               overrides: tuple[str, ...], given: dict[str, Any], attack_param_items: tuple[str, ...], images: int,
+               measure_every: int, out: str | None, overwrite: bool, show: bool) -> None:
+    """The ``--active`` path of ``hasfl-sec audit`` (see the command's help)."""
+    from ..audit.active import HijackSettings, run_hijack
+    from ..audit.active_output import write_hijack
+    from ..defenses.build import describe_defenses
+    from ..fileio import check_out
+    from ..locks import lock_folder
+    from .options import build_config, parse_attack_params
+
+    attack_params = parse_attack_params(attack_param_items)
+    _check_options(ctx, name, run_dir, attack_params)
+    settings = HijackSettings(name, attack_params.get(name, {}), measure_every, images)
+    settings.validate("--", "--attack-param ")  # before the config: its errors come first
+    config = build_config(config_file, overrides, {k: v for k, v in given.items() if v is not None})
+    settings.validate("--", "--attack-param ", num_devices=config.fleet.num_devices)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = Path(out or f"runs/active-{name}-{config.model.name}-{config.data.dataset}-{stamp}")
+    with lock_folder(target, "--out"):
+        check_out(target, overwrite, marker="active.json")
+        bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=config.train.rounds, desc=f"{name} training", unit="round")
+        try:
+            result = run_hijack(config, settings, on_round=(lambda _r: bar.update(1)) if bar else None)
+        finally:
+            if bar is not None:
+                bar.close()
+        write_hijack(result, target, overwrite=overwrite, run_id=target.name, defense=describe_defenses(config.defense),
+                     config=config.to_dict())
+    _summary(result)
+    click.echo(f"active audit written to {target}")
+
+
+def _summary(result: Any) -> None:
+    """The last measurement of each hijacked device, and the run's final accuracy."""
+    last: dict[int, dict[str, Any]] = {}
+    for r in result.records:
+        last[r["device"]] = r
+    for device, r in sorted(last.items()):
+        click.echo(f"device {device} (cut {r['cut']}), round {r['round']}: MSE {r['mse']:.4g} (mean-image guess "
+                   f"{r['baseline_mse']:.4g}), SSIM {r['ssim']:.3f} (guess {r['baseline_ssim']:.3f}), "
+                   f"PSNR {r['psnr']:.2f} dB")
+    accuracy = [r.test_accuracy for r in result.rounds if r.test_accuracy == r.test_accuracy]
+    if accuracy:
+        click.echo(f"test accuracy of the attacked run at the end: {accuracy[-1]:.4f}")
+    click.echo(f"{result.settings.attack}: {result.threat_model}")
