@@ -108,8 +108,8 @@ class FeatureSpaceHijacking:
         seed: int = rng_seed(0)
 
     name = "fsha"
-    threat_model = ThreatModel("edge-server", frozenset({"smashed", "labels"}), client_architecture=True,
-                               auxiliary_samples=1, active=True)
+    # the instance's threat model counts the attacker's own samples (the held-out split)
+    threat_model = ThreatModel("edge-server", frozenset({"smashed", "labels"}), client_architecture=True, active=True)
 
     def __init__(self, params: "FeatureSpaceHijacking.Params | None", *, public: torch.Tensor,
                  fresh_client: Callable[[int], nn.Module], num_devices: int,

@@ -22,6 +22,7 @@ class PassThrough:
 
     def __init__(self) -> None:
         self.replies: list[tuple[int, int, bool]] = []
+        self.param_grads: list[torch.Tensor] = []
 
     def replaces(self, round, device):
         return False
@@ -38,8 +39,9 @@ class PassThrough:
     def fake_labels(self, round, device, labels):
         return None
 
-    def on_reply(self, round, device, grad, fake):
+    def on_reply(self, round, device, grad, fake, param_grad):
         self.replies.append((round, device, fake))
+        self.param_grads.append(param_grad)
 
     def state_dict(self):
         return {}
@@ -129,3 +131,14 @@ def test_a_fake_batch_reaches_the_server_but_the_device_does_not_learn_from_it()
     assert fake_losses[0] == honest_losses[0] and fake_losses[1] != honest_losses[1]  # the server's loss
     assert all(torch.equal(a, b) for a, b in zip(before, faked.clients[1].parameters()))
     assert (1, 1, True) in monitor.replies and (1, 0, False) in monitor.replies
+
+
+def test_monitors_see_the_gradient_each_device_steps_on():
+    monitor = PassThrough()
+    trainer = _trainer(Parties(monitors=(monitor,)), rounds=1)
+    before = [next(c.parameters()).detach().clone() for c in trainer.clients]
+    trainer.step()
+    lr = trainer.cfg.lr
+    for i, c in enumerate(trainer.clients):  # plain SGD: w' = w - lr * g
+        moved = (before[i] - next(c.parameters()).detach()).flatten() / lr
+        assert torch.allclose(moved, monitor.param_grads[i], rtol=1e-3, atol=1e-6)

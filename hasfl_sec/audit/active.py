@@ -23,13 +23,15 @@ import torch
 from ..attacks.registry import ACTIVE_ATTACKS
 from ..config import ExperimentConfig
 from ..defenses.params import check_values
+from ..defenses.registry import DETECTORS
 from ..errors import check, check_count
 from ..metrics.image import mse, psnr, ssim
-from ..runs.setup import prepare
+from ..runs.setup import Setup, prepare
 from ..seeding import derive_seed
-from ..sfl.parties import DeviceMonitor, Parties
+from ..sfl.parties import Parties
 from ..sfl.protocol import Exchange, GroundTruth, Upload
 from ..sfl.rounds import RoundRecord
+from .detection import build_detectors, detection_rows
 
 __all__ = ["HijackSettings", "HijackResult", "ReconstructionMeter", "run_hijack"]
 
@@ -38,28 +40,42 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class HijackSettings:
-    """Which active attack, its parameters, and how often and on how many images it is measured."""
+    """Which active attack (None: an honest server), its parameters, the devices' detectors and
+    theirs, and how often and on how many images the attacker's reconstructions are scored."""
 
-    attack: str = "fsha"
+    attack: str | None = "fsha"
     params: dict[str, Any] = field(default_factory=dict)
+    detectors: list[str] = field(default_factory=list)
+    detector_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     measure_every: int = 10
     images: int = 32
 
-    def validate(self, option: str = "", params_prefix: str = "attack.",
-                 num_devices: int | None = None) -> "HijackSettings":
+    def validate(self, option: str = "", params_prefix: str = "attack.", num_devices: int | None = None,
+                 detector_prefix: str = "detector.") -> "HijackSettings":
         """Check every setting before any work. Errors name ``<option><setting>`` (dashed after
-        ``--``) and ``<params_prefix><attack>.<param>``; with ``num_devices`` (the fleet's size)
-        the attacked device ids are checked too."""
+        ``--``), ``<params_prefix><attack>.<param>`` and ``<detector_prefix><detector>.<param>``;
+        with ``num_devices`` (the fleet's size) the attacked device ids are checked too."""
         def name(setting: str) -> str:
             return option + (setting.replace("_", "-") if option == "--" else setting)
 
-        check(self.attack in ACTIVE_ATTACKS.names(), name("attack"), self.attack, ACTIVE_ATTACKS.names())
-        cls = ACTIVE_ATTACKS.get(self.attack)
-        values = check_values(cls.Params, self.params, f"{params_prefix}{self.attack}.", self.attack)
-        devices = values.get("devices")
-        if num_devices is not None and devices:
-            check(max(devices) < num_devices, f"{params_prefix}{self.attack}.devices", devices,
-                  f"device ids below {num_devices}, the fleet's size")
+        if self.attack is not None:
+            check(self.attack in ACTIVE_ATTACKS.names(), name("attack"), self.attack, ACTIVE_ATTACKS.names())
+            cls = ACTIVE_ATTACKS.get(self.attack)
+            values = check_values(cls.Params, self.params, f"{params_prefix}{self.attack}.", self.attack)
+            devices = values.get("devices")
+            if num_devices is not None and devices:
+                check(max(devices) < num_devices, f"{params_prefix}{self.attack}.devices", devices,
+                      f"device ids below {num_devices}, the fleet's size")
+        for detector in self.detectors:
+            check(detector in DETECTORS.names(), name("detectors"), detector, DETECTORS.names())
+        check(len(set(self.detectors)) == len(self.detectors), name("detectors"), self.detectors,
+              "each detector at most once")
+        for detector, values in self.detector_params.items():
+            check(detector in self.detectors, f"{detector_prefix}{detector}", values,
+                  "parameters of a detector being run: " + (", ".join(self.detectors) or "none"))
+            check_values(DETECTORS.get(detector).Params, values, f"{detector_prefix}{detector}.", detector)
+        check(self.attack is not None or self.detectors, name("attack"), None,
+              "an active attack, or detectors to run against an honest server")
         check_count(name("measure_every"), self.measure_every)
         check_count(name("images"), self.images)
         return self
@@ -67,17 +83,23 @@ class HijackSettings:
 
 class ReconstructionMeter:
     """An observer of the hijacked devices' exchanges: the attacker's inversion of each, scored
-    against the private batch behind it (the ground truth the runner holds)."""
+    against the private batch behind it (the ground truth the runner holds), every ``every``
+    rounds, at the last round, and at the round any detector fires on the device."""
 
-    def __init__(self, attack: Any, rounds: int, every: int, images: int, baseline: torch.Tensor) -> None:
+    def __init__(self, attack: Any, rounds: int, every: int, images: int, baseline: torch.Tensor,
+                 detectors: Sequence[Any] = ()) -> None:
         self.attack, self.rounds, self.every, self.images = attack, rounds, every, images
         self.baseline = baseline  # the mean of the attacker's own images
+        self.detectors = detectors
         self.records: list[dict[str, Any]] = []
         #: the latest (originals, reconstructions) of each hijacked device, keyed like an audit's samples
         self.samples: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def wants(self, round: int, device: int) -> bool:
-        return self.attack.replaces(round, device) and (round % self.every == 0 or round == self.rounds)
+        if not self.attack.replaces(round, device):
+            return False
+        return round % self.every == 0 or round == self.rounds or any(
+            d.detected_round(device) == round for d in self.detectors)
 
     def wants_upload(self, round: int, device: int) -> bool:
         return False
@@ -101,8 +123,9 @@ class ReconstructionMeter:
 
 @dataclass
 class HijackResult:
-    """One hijacked training: per-round reconstruction scores, the attacker's own losses, the
-    run's rounds (accuracy collapses where the task is not trained), and the threat model."""
+    """One training with an active attack and/or detectors: per-round reconstruction scores, the
+    attacker's own losses, the run's rounds (accuracy falls where the task is not trained), the
+    threat model, and each detector's outcome per device (``detections``)."""
 
     settings: HijackSettings
     threat_model: str
@@ -112,21 +135,18 @@ class HijackResult:
     attacker: list[dict[str, float]]
     rounds: list[RoundRecord]
     samples: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-    monitors: list[Any] = field(default_factory=list)
+    detections: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"settings": asdict(self.settings), "threat_model": self.threat_model, "targets": self.targets,
                 "cuts": self.cuts, "records": self.records, "attacker": self.attacker,
-                "rounds": [vars(r) for r in self.rounds]}
+                "rounds": [vars(r) for r in self.rounds], "detections": self.detections}
 
 
-def run_hijack(config: ExperimentConfig, settings: HijackSettings, *,
-               monitors: Sequence[DeviceMonitor] = (),
-               on_round: Callable[[RoundRecord], None] | None = None) -> HijackResult:
-    """Train ``config``'s run with the active attack of ``settings`` as the edge server (and the
-    devices' ``monitors``), measuring the attacker's reconstructions as it goes."""
-    settings.validate(num_devices=config.fleet.num_devices)
-    setup = prepare(config)
+def _attacker(config: ExperimentConfig, settings: HijackSettings, setup: Setup) -> Any:
+    """The active attack of ``settings`` for ``setup``'s run, or None for an honest server."""
+    if settings.attack is None:
+        return None
     cls = ACTIVE_ATTACKS.get(settings.attack)
     params = cls.Params(**check_values(cls.Params, settings.params, f"attack.{settings.attack}.", settings.attack))
     template = copy.deepcopy(setup.model)
@@ -138,15 +158,33 @@ def run_hijack(config: ExperimentConfig, settings: HijackSettings, *,
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
     public = setup.dataset.x_test  # the held-out split: the victims' distribution, none of their samples
-    attack = cls(params, public=public, fresh_client=lambda cut: copy.deepcopy(template.client_part(cut)),
-                 num_devices=setup.plan.num_devices, device=setup.device)
-    trainer = setup.trainer(parties=Parties(server=attack, monitors=tuple(monitors)))
-    meter = ReconstructionMeter(attack, config.train.rounds, settings.measure_every, settings.images,
-                                attack.public.mean(0, keepdim=True).cpu())
-    trainer.add_observer(meter)
-    logger.info("active attack %s: devices %s hijacked from round %d; %s", settings.attack, sorted(attack.targets),
-                params.start_round, attack.threat_model.describe())
+    return cls(params, public=public, fresh_client=lambda cut: copy.deepcopy(template.client_part(cut)),
+               num_devices=setup.plan.num_devices, device=setup.device)
+
+
+def run_hijack(config: ExperimentConfig, settings: HijackSettings, *,
+               on_round: Callable[[RoundRecord], None] | None = None) -> HijackResult:
+    """Train ``config``'s run with the active attack of ``settings`` as the edge server (or an
+    honest one) and the devices running ``settings.detectors``, measuring the attacker's
+    reconstructions as it goes."""
+    settings.validate(num_devices=config.fleet.num_devices)
+    setup = prepare(config)
+    attack = _attacker(config, settings, setup)
+    # detectors are fitted on the model every device starts from: an honest trainer's, laid out alike
+    detectors = build_detectors(settings.detectors, settings.detector_params, setup.trainer() if settings.detectors
+                                else None, num_classes=setup.dataset.num_classes, parts=setup.parts, seed=config.seed)
+    trainer = setup.trainer(parties=Parties(server=attack, monitors=tuple(detectors)))
+    targets = sorted(attack.targets) if attack is not None else []
+    meter = None
+    if attack is not None:
+        meter = ReconstructionMeter(attack, config.train.rounds, settings.measure_every, settings.images,
+                                    attack.public.mean(0, keepdim=True).cpu(), detectors)
+        trainer.add_observer(meter)
+        logger.info("active attack %s: devices %s hijacked; %s", settings.attack, targets,
+                    attack.threat_model.describe())
     trainer.run(on_round_end=(lambda _t, r: on_round(r)) if on_round else None)
-    return HijackResult(settings, attack.threat_model.describe(), sorted(attack.targets),
-                        sorted({trainer.cuts[i] for i in attack.targets}), meter.records, list(attack.history),
-                        list(trainer.history), meter.samples, list(monitors))
+    records = meter.records if meter is not None else []
+    return HijackResult(settings, attack.threat_model.describe() if attack is not None else "honest edge server",
+                        targets, sorted({trainer.cuts[i] for i in targets}), records,
+                        list(attack.history) if attack is not None else [], list(trainer.history),
+                        meter.samples if meter is not None else {}, detection_rows(detectors, records, targets))

@@ -10,6 +10,8 @@ Layout::
                                attack's mse/psnr/ssim per measured round and device, and the
                                mean-image baseline as attack "mean-image"
       attacker.csv             the attacker's own losses per round and cut
+      detections.csv           per detector and device: the round of its alarm (empty: none),
+                               whether the device was hijacked, the attacker's MSE/SSIM then
       rounds.csv               the run's rounds (loss, accuracy, both clocks)
       active.json              settings, threat model, hijacked devices and cuts, config
       hijack_mse.png           reconstruction MSE against rounds, per device, beside the baseline
@@ -42,7 +44,7 @@ HIJACK_METRICS = ("mse", "psnr", "ssim")
 
 def hijack_frame(result: HijackResult, run_id: str, defense: str) -> pd.DataFrame:
     """The measurements as rows of :data:`~hasfl_sec.results.METRIC_COLUMNS`."""
-    attack = result.settings.attack
+    attack = result.settings.attack or "none"
     rows: list[dict[str, Any]] = []
     for r in result.records:
         key = {"run_id": run_id, "phase": "hijack", "round": r["round"], "device": r["device"], "cut": r["cut"],
@@ -73,20 +75,23 @@ def write_hijack(result: HijackResult, out: str | Path, *, overwrite: bool = Fal
     """Write ``result`` to ``out`` (see the module docstring); returns the directory."""
     out = Path(out)
     check_out(out, overwrite, marker="active.json")
+    attack = result.settings.attack or "none"
     tmp = work_dir(out)
     try:
         frame = hijack_frame(result, run_id, defense)
         frame.to_csv(tmp / "metrics.csv", index=False)
         pd.DataFrame(result.attacker).to_csv(tmp / "attacker.csv", index=False)
+        if result.detections:
+            pd.DataFrame(result.detections).to_csv(tmp / "detections.csv", index=False)
         pd.DataFrame([vars(r) for r in result.rounds]).to_csv(tmp / "rounds.csv", index=False)
         meta = {**result.to_dict(), "run_id": run_id, "defense": defense, "config": config}
-        meta.pop("records"), meta.pop("attacker"), meta.pop("rounds")  # in the CSV files
+        for key in ("records", "attacker", "rounds", "detections"):  # in the CSV files
+            meta.pop(key)
         (tmp / "active.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
         if not frame.empty:
             _figure(frame, tmp / "hijack_mse.png")
         if result.samples:
-            reconstruction_grid(result.samples, result.settings.attack,
-                                tmp / f"reconstructions_{result.settings.attack}.png")
+            reconstruction_grid(result.samples, attack, tmp / f"reconstructions_{attack}.png")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

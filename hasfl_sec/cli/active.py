@@ -23,11 +23,14 @@ PASSIVE_OPTIONS = {"cuts": "--cuts", "victims": "--devices", "attacks": "--attac
                    "checkpoint": "--checkpoint", "epochs": "--epochs"}
 
 
-def _check_options(ctx: click.Context, name: str, run_dir: str | None, attack_params: dict[str, Any]) -> None:
+def _check_options(ctx: click.Context, name: str, run_dir: str | None, attack_params: dict[str, Any],
+                   detectors: list[str]) -> None:
     from ..attacks.registry import ACTIVE_ATTACKS
     from ..errors import ConfigError, check
 
-    check(name in ACTIVE_ATTACKS.names(), "--active", name, ACTIVE_ATTACKS.names())
+    check(name in ACTIVE_ATTACKS.names() or name == "none", "--active", name,
+          [*ACTIVE_ATTACKS.names(), "none (an honest server, with --detectors)"])
+    check(name != "none" or bool(detectors), "--active", name, "an active attack, or none with --detectors")
     if run_dir is not None:
         raise ConfigError("--active", name, "a config to train (--config, --set), not a finished run",
                           f"an active attack changes the training itself, so it is trained anew: hasfl-sec audit "
@@ -36,13 +39,14 @@ def _check_options(ctx: click.Context, name: str, run_dir: str | None, attack_pa
         if ctx.get_parameter_source(param) == ParameterSource.COMMANDLINE:
             raise ConfigError(option, ctx.params[param], "no value with --active (an option of the passive audit)")
     for other in attack_params:
-        check(other == name, f"--attack-param {other}", attack_params[other], f"parameters of {name}, the --active "
-              "attack")
+        check(other == name and name != "none", f"--attack-param {other}", attack_params[other],
+              f"parameters of {name}, the --active attack")
 
 
 def run_active(ctx: click.Context, name: str, run_dir: str | None, config_file: str | None,
                overrides: tuple[str, ...], given: dict[str, Any], attack_param_items: tuple[str, ...], images: int,
-               measure_every: int, out: str | None, overwrite: bool, show: bool) -> None:
+               measure_every: int, detectors: str | None, detector_param_items: tuple[str, ...], out: str | None,
+               overwrite: bool, show: bool) -> None:
     """The ``--active`` path of ``hasfl-sec audit`` (see the command's help)."""
     from ..audit.active import HijackSettings, run_hijack
     from ..audit.active_output import write_hijack
@@ -52,11 +56,14 @@ def run_active(ctx: click.Context, name: str, run_dir: str | None, config_file: 
     from .options import build_config, parse_attack_params
 
     attack_params = parse_attack_params(attack_param_items)
-    _check_options(ctx, name, run_dir, attack_params)
-    settings = HijackSettings(name, attack_params.get(name, {}), measure_every, images)
-    settings.validate("--", "--attack-param ")  # before the config: its errors come first
+    detector_names = [d.strip() for d in (detectors or "").split(",") if d.strip()]
+    _check_options(ctx, name, run_dir, attack_params, detector_names)
+    settings = HijackSettings(None if name == "none" else name, attack_params.get(name, {}), detector_names,
+                              parse_attack_params(detector_param_items, "--detector-param"), measure_every, images)
+    names = ("--", "--attack-param ")
+    settings.validate(*names, detector_prefix="--detector-param ")  # before the config: its errors come first
     config = build_config(config_file, overrides, {k: v for k, v in given.items() if v is not None})
-    settings.validate("--", "--attack-param ", num_devices=config.fleet.num_devices)
+    settings.validate(*names, num_devices=config.fleet.num_devices, detector_prefix="--detector-param ")
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = Path(out or f"runs/active-{name}-{config.model.name}-{config.data.dataset}-{stamp}")
     with lock_folder(target, "--out"):
@@ -82,6 +89,12 @@ def _summary(result: Any) -> None:
     last: dict[int, dict[str, Any]] = {}
     for r in result.records:
         last[r["device"]] = r
+    for row in result.detections:
+        when = f"round {row['detected_round']}" if row["detected_round"] is not None else "never"
+        leaked = (f", attacker's MSE then {row['mse_at_detection']:.4g}, SSIM {row['ssim_at_detection']:.3f}"
+                  if row["mse_at_detection"] is not None else "")
+        click.echo(f"{row['detector']} on device {row['device']} ({'hijacked' if row['hijacked'] else 'honest'}): "
+                   f"alarm {when}{leaked}")
     for device, r in sorted(last.items()):
         click.echo(f"device {device} (cut {r['cut']}), round {r['round']}: MSE {r['mse']:.4g} (mean-image guess "
                    f"{r['baseline_mse']:.4g}), SSIM {r['ssim']:.3f} (guess {r['baseline_ssim']:.3f}), "
@@ -89,4 +102,4 @@ def _summary(result: Any) -> None:
     accuracy = [r.test_accuracy for r in result.rounds if r.test_accuracy == r.test_accuracy]
     if accuracy:
         click.echo(f"test accuracy of the attacked run at the end: {accuracy[-1]:.4f}")
-    click.echo(f"{result.settings.attack}: {result.threat_model}")
+    click.echo(f"{result.settings.attack or 'server'}: {result.threat_model}")

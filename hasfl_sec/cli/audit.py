@@ -54,9 +54,13 @@ def _choice_or_list(field: str, text: str | None, words: tuple[str, ...]) -> Any
               help="Attack parameters: the defaults (full) or fewer optimisation/training steps (fast); "
                    "--attack-param overrides either.")
 @click.option("--active", help="Train the config's run with an active attack as the edge server instead "
-                                "(hasfl-sec list attacks), e.g. fsha; its parameters with --attack-param.")
+                                "(hasfl-sec list active-attacks), e.g. fsha, or none; parameters with --attack-param.")
 @click.option("--measure-every", type=int, default=10, show_default=True,
               help="--active: score the attacker's reconstructions every this many rounds.")
+@click.option("--detectors", help="--active: comma list of detectors the devices run (hasfl-sec list detectors), "
+                                  "e.g. splitguard,splitout; with --active none, against an honest server.")
+@click.option("--detector-param", "detector_params", multiple=True, metavar="DETECTOR.PARAM=VALUE",
+              help="--active: a detector's parameter, e.g. splitguard.p_fake=0.2. Repeatable.")
 @click.option("--seed", type=int, help="Bare model: master seed.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where to compute.")
 @click.option("--threads", type=int, help="Torch CPU threads [torch's default]; 1 is often fastest for the small "
@@ -67,7 +71,8 @@ def _choice_or_list(field: str, text: str | None, words: tuple[str, ...]) -> Any
 def audit(run_dir: str | None, model: str | None, dataset: str | None, config_file: str | None,
           overrides: tuple[str, ...], checkpoint: str | None, epochs: int, cuts: str | None, victims: str,
           attacks: str, images: int, seeds: str, batch_size: int, attack_params: tuple[str, ...],
-          adaptive: str, preset: str, active: str | None, measure_every: int, seed: int | None, device: str | None,
+          adaptive: str, preset: str, active: str | None, measure_every: int, detectors: str | None,
+          detector_params: tuple[str, ...], seed: int | None, device: str | None,
           threads: int | None, out: str | None, overwrite: bool, progress: bool | None) -> None:
     """Attack what each device sends across its cut, and measure the leakage per split point.
 
@@ -86,8 +91,11 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
     With --active ATTACK (fsha: feature-space hijacking) the edge server is malicious: the
     config's run is trained with the attack altering the gradients it returns, and the attacker's
     reconstructions of the hijacked devices' private batches are scored every --measure-every
-    rounds (metrics.csv, hijack_mse.png, active.json). An attacked training is another training,
-    so a finished run cannot be attacked this way: give its --config instead.
+    rounds (metrics.csv, hijack_mse.png, active.json). With --detectors the devices run SplitGuard
+    and/or SplitOut against it; each detector's round of detection per device and the attacker's
+    reconstruction quality at that round go to detections.csv (--active none: an honest server,
+    for the detectors' false alarms). An attacked training is another training, so a finished run
+    cannot be attacked this way: give its --config instead.
 
     Every attack sees only what its threat model grants (hasfl-sec list attacks). The output
     directory holds leakage.csv (mean, std and count over images and seeds per device, cut,
@@ -102,6 +110,7 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
         hasfl-sec audit runs/demo --attack-param rmle.steps=500 --out runs/demo/audit-fast
         hasfl-sec audit --model hecnn --dataset digits --set defense.use=[noise] --set defense.noise.sigma=0.3
         hasfl-sec audit --active fsha --set train.rounds=200 --attack-param fsha.devices=[0]
+        hasfl-sec audit --active fsha --detectors splitguard,splitout --set train.rounds=200
     """
     from ..audit.config import AuditConfig
     from ..audit.entry import audit_model, audit_run
@@ -122,8 +131,13 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
 
         run_active(click.get_current_context(), active, run_dir, config_file, overrides,
                    {"model": model, "dataset": dataset, "seed": seed, "device": device}, attack_params, images,
-                   measure_every, out, overwrite, show=sys.stderr.isatty() if progress is None else progress)
+                   measure_every, detectors, detector_params, out, overwrite,
+                   show=sys.stderr.isatty() if progress is None else progress)
         return
+    for option, value in (("--detectors", detectors), ("--detector-param", detector_params)):
+        if value:
+            raise ConfigError(option, value[0] if isinstance(value, tuple) else value,
+                              "no value without --active (detectors watch a training run)")
     if not bare and (model or dataset or config_file or overrides or checkpoint or seed is not None):
         raise ConfigError("RUN_DIR", run_dir, "either a run directory or --model/--dataset/--config, not both",
                           "a run is audited with its own config")

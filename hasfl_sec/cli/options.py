@@ -154,8 +154,9 @@ def rerun_command(out: Any) -> str:
     return shlex.join(["hasfl-sec", *args, "--out", str(out), "--overwrite"])
 
 
-def parse_attack_params(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """``--attack-param ATTACK.PARAM=VALUE`` items as ``{attack: {param: value}}``, values read as YAML."""
+def parse_attack_params(items: tuple[str, ...], option: str = "--attack-param") -> dict[str, dict[str, Any]]:
+    """``--attack-param ATTACK.PARAM=VALUE`` items (or ``option``'s) as ``{name: {param: value}}``,
+    each value read as YAML."""
     import yaml
 
     from ..errors import ConfigError
@@ -166,9 +167,9 @@ def parse_attack_params(items: tuple[str, ...]) -> dict[str, dict[str, Any]]:
         key, sep, value = item.partition("=")
         name, dot, param = key.rpartition(".")
         if not sep or not dot or not name or not param:
-            raise ConfigError("--attack-param", item, "ATTACK.PARAM=VALUE, e.g. rmle.steps=500")
+            raise ConfigError(option, item, "NAME.PARAM=VALUE, e.g. rmle.steps=500")
         try:
-            out.setdefault(name, {})[param] = load_yaml(value, f"--attack-param {key}", value)
+            out.setdefault(name, {})[param] = load_yaml(value, f"{option} {key}", value)
         except yaml.YAMLError:
-            raise ConfigError("--attack-param", item, "a YAML value after '='") from None
+            raise ConfigError(option, item, "a YAML value after '='") from None
     return out

@@ -23,8 +23,10 @@ Order within round t, for device i (the per-device execution, :mod:`.perdevice`)
 3. the server's reply to device i is the honest cut-layer gradient, or
    :meth:`ServerBehaviour.reply` where :meth:`ServerBehaviour.replaces` says so; the device's
    downlink defenses apply to whatever it receives;
-4. monitors see the reply (:meth:`DeviceMonitor.on_reply`); a device does not train on a fake
-   batch's reply; then every device steps;
+4. every device back-propagates the reply it received; monitors see the reply and the gradient
+   it gives the device's first parameter tensor (the first layer's weight, what SplitGuard and
+   SplitOut inspect; :meth:`DeviceMonitor.on_reply`); a device does not step on a fake batch's
+   reply; then every other device steps;
 5. :meth:`ServerBehaviour.end_round` (the attacker's own training steps), then the observers.
 """
 
@@ -74,8 +76,9 @@ class DeviceMonitor(Protocol):
     def fake_labels(self, round: int, device: int, labels: torch.Tensor) -> torch.Tensor | None:
         """Labels to send instead of ``labels`` this round (a fake batch), or None for a regular one."""
 
-    def on_reply(self, round: int, device: int, grad: torch.Tensor, fake: bool) -> None:
-        """The cut-layer gradient the device received (detached), and whether its batch was fake."""
+    def on_reply(self, round: int, device: int, grad: torch.Tensor, fake: bool, param_grad: torch.Tensor) -> None:
+        """The cut-layer gradient the device received, whether its batch was fake, and the gradient
+        it gave the device's first parameter tensor, flattened (all detached)."""
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps."""
@@ -123,10 +126,10 @@ class Parties:
             return honest
         return self.server.reply(round, device, cut, smashed.detach(), labels)
 
-    def received(self, round: int, device: int, grad: torch.Tensor, fake: bool) -> None:
-        """Hand every monitor the reply the device received."""
+    def received(self, round: int, device: int, grad: torch.Tensor, fake: bool, param_grad: torch.Tensor) -> None:
+        """Hand every monitor the reply the device received and its first parameter's gradient."""
         for m in self.monitors:
-            m.on_reply(round, device, grad.detach(), fake)
+            m.on_reply(round, device, grad.detach(), fake, param_grad.detach().flatten().cpu())
 
     def end_round(self, round: int) -> None:
         """The behaviour's end-of-round step (the attacker's own training)."""

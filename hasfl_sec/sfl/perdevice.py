@@ -88,27 +88,31 @@ class PerDeviceExecution:
                          t: int) -> list[torch.Tensor]:
         """Step 4, downlink and device backward (with any device-side loss term) and the device
         steps; returns the cut-layer gradient each device received (after the downlink defenses).
-        The server's reply is the honest gradient unless a malicious behaviour replaces it; a
-        device learns nothing from a fake batch's reply (its monitor only reads it)."""
+        The server's reply is the honest gradient unless a malicious behaviour replaces it.
+        Monitors see each reply and the gradient it gave the device's first parameter tensor; a
+        device back-propagates a fake batch's reply (its monitor reads the gradient) but does not
+        step on it."""
         parties = self.layout.parties
         tensors, tensor_grads, returned = [], [], []
         for i, idx in enumerate(batches):
             reply = parties.reply(t, i, self.layout.cuts[i], sent[i].grad, sent[i], labels[i])
             g = self.defense.transform_grad(reply, round=t, device=i)
             returned.append(g)
-            parties.received(t, i, g, fake[i])
-            if fake[i]:
-                continue
             tensors.append(smashed[i])
             tensor_grads.append(g)
-            extra = self.defense.loss_term(self.x[idx], smashed[i], round=t, device=i)
+            extra = None if fake[i] else self.defense.loss_term(self.x[idx], smashed[i], round=t, device=i)
             if extra is not None:
                 tensors.append(extra)
                 tensor_grads.append(torch.ones_like(extra))
-        if tensors:
-            torch.autograd.backward(tensors, tensor_grads)
-        for opt in self.client_opts:
-            opt.step()
+        torch.autograd.backward(tensors, tensor_grads)
+        if parties.monitors:
+            for i, g in enumerate(returned):
+                if len(batches[i]):
+                    first = next(self.clients[i].parameters())
+                    parties.received(t, i, g, fake[i], first.grad if first.grad is not None else torch.zeros_like(first))
+        for i, opt in enumerate(self.client_opts):
+            if not fake[i]:
+                opt.step()
             opt.zero_grad(set_to_none=True)
         self.server_opt.zero_grad(set_to_none=True)
         return returned
