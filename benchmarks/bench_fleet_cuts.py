@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from hasfl_sec.config import load_config
-from hasfl_sec.evaluation.tables import fleet_classes
+from hasfl_sec.fleet import fleet_classes
 from hasfl_sec.runs.setup import prepare
 from hasfl_sec.sfl.clock import plan_costs
 from hasfl_sec.sfl.latency import round_latency

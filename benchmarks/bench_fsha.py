@@ -13,9 +13,16 @@ seeds (Student t, :func:`hasfl_sec.stats.mean_ci`; ``--part``):
   and DP-SGD (noise multiplier 1, clipping 1). Final-round MSE and SSIM, and each defense's
   paired difference from the undefended run (same seeds): a difference whose interval excludes 0
   is real.
+* ``detectors`` -- the same 4-device run (150 rounds) with SplitGuard and SplitOut on every device,
+  against an honest server and against FSHA on device 0 with the default reply scale (0.1) and the
+  raw gradient (1.0, the paper's attacker). Per detector: how often it fired on the hijacked
+  device, when, the attacker's MSE and SSIM at that round ("what leaked before it was caught"),
+  and the false-alarm rate on honest devices. SplitGuard's decision rule was chosen on seeds 0-2;
+  run this part on other seeds (``--seeds 10,11,...``).
 
     python benchmarks/bench_fsha.py --part curve --rounds 1000 --seeds 0,1,2
     python benchmarks/bench_fsha.py --part defenses --rounds 300 --seeds 0,1,2
+    python benchmarks/bench_fsha.py --part detectors --rounds 150 --seeds 10,11,12,13,14,15,16,17,18,19
 """
 
 from __future__ import annotations
@@ -45,6 +52,13 @@ DEFENSES = {
 }
 
 
+DETECTOR_ARMS = {
+    "honest server": None,
+    "fsha reply x0.1": {"devices": [0]},
+    "fsha reply x1": {"devices": [0], "reply_scale": 1.0},
+}
+
+
 def _init() -> None:
     import torch
 
@@ -61,11 +75,17 @@ def _run(job: dict[str, Any]) -> list[dict[str, Any]]:
     logging.disable(logging.INFO)
     config = load_config(overrides=[*job["overrides"], f"seed={job['seed']}"])
     start = time.perf_counter()
-    result = run_hijack(config, HijackSettings(params=job["params"], measure_every=job["every"], images=64))
+    detectors = job.get("detectors", [])
+    settings = HijackSettings(attack=None if job["params"] is None else "fsha", params=job["params"] or {},
+                              detectors=detectors, measure_every=job["every"], images=64)
+    result = run_hijack(config, settings)
     wall = time.perf_counter() - start
     accuracy = [r.test_accuracy for r in result.rounds if r.test_accuracy == r.test_accuracy]
-    return [{**r, "arm": job["arm"], "seed": job["seed"], "wall_s": wall, "accuracy": accuracy[-1]}
-            for r in result.records]
+    tag = {"arm": job["arm"], "seed": job["seed"], "wall_s": wall, "accuracy": accuracy[-1]}
+    if detectors:
+        final = {r["device"]: r["mse"] for r in result.records}
+        return [{**d, **tag, "final_mse": final.get(d["device"])} for d in result.detections]
+    return [{**r, **tag} for r in result.records]
 
 
 def _jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -79,6 +99,12 @@ def _jobs(args: argparse.Namespace) -> list[dict[str, Any]]:
                 jobs.append({"arm": arm, "seed": seed, "every": args.measure_every, "params": params,
                              "overrides": [*common, "fleet.num_devices=1", f"plan.cut={args.cut}",
                                            "plan.batch_size=64"]})
+        elif args.part == "detectors":
+            for arm, params in DETECTOR_ARMS.items():
+                jobs.append({"arm": arm, "seed": seed, "every": args.measure_every, "params": params,
+                             "detectors": ["splitguard", "splitout"],
+                             "overrides": [*common, "fleet.num_devices=4", "plan.cut=[1,2,3,4]",
+                                           "plan.batch_size=32"]})
         else:
             for arm, extra in DEFENSES.items():
                 jobs.append({"arm": arm, "seed": seed, "every": args.rounds, "params": {"devices": [0]},
@@ -117,9 +143,27 @@ def _defense_table(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def _detector_table(rows: pd.DataFrame) -> pd.DataFrame:
+    out = []
+    for (arm, detector), part in rows.groupby(["arm", "detector"], sort=False):
+        hijacked, honest = part[part.hijacked], part[~part.hijacked]
+        fired = hijacked[hijacked.detected_round.notna()]
+        out.append({
+            "server": arm, "detector": detector,
+            "fired on hijacked": f"{len(fired)}/{len(hijacked)}" if len(hijacked) else "",
+            "round of alarm": _ci(fired.detected_round) if len(fired) > 1 else (
+                f"{fired.detected_round.mean():.0f}" if len(fired) else ""),
+            "mse at alarm": _ci(fired.mse_at_detection.dropna()) if fired.mse_at_detection.notna().sum() > 1 else "",
+            "ssim at alarm": _ci(fired.ssim_at_detection.dropna()) if fired.ssim_at_detection.notna().sum() > 1
+            else "",
+            "false alarms (honest devices)": f"{int(honest.detected_round.notna().sum())}/{len(honest)}",
+        })
+    return pd.DataFrame(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["curve", "defenses"], default="curve")
+    parser.add_argument("--part", choices=["curve", "defenses", "detectors"], default="curve")
     parser.add_argument("--rounds", type=int, default=1000)
     parser.add_argument("--measure-every", type=int, default=100)
     parser.add_argument("--cut", type=int, default=1)
@@ -133,7 +177,7 @@ def main() -> None:
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(args.workers, mp_context=ctx, initializer=_init) as pool:
         rows = pd.DataFrame([r for part in pool.map(_run, jobs) for r in part])
-    table = _curve_table(rows) if args.part == "curve" else _defense_table(rows)
+    table = {"curve": _curve_table, "defenses": _defense_table, "detectors": _detector_table}[args.part](rows)
     print(f"# bench_fsha --part {args.part}: {args.dataset}, {args.rounds} rounds, seeds {args.seeds}, "
           f"{len(jobs)} runs on {args.workers} workers, {time.perf_counter() - start:.0f} s")
     print(markdown_table(table))

@@ -25,6 +25,7 @@ from ..config import ExperimentConfig
 from ..defenses.params import check_values
 from ..defenses.registry import DETECTORS
 from ..errors import check, check_count
+from ..fleet import fleet_classes
 from ..metrics.image import mse, psnr, ssim
 from ..runs.setup import Setup, prepare
 from ..seeding import derive_seed
@@ -87,8 +88,9 @@ class ReconstructionMeter:
     rounds, at the last round, and at the round any detector fires on the device."""
 
     def __init__(self, attack: Any, rounds: int, every: int, images: int, baseline: torch.Tensor,
-                 detectors: Sequence[Any] = ()) -> None:
+                 detectors: Sequence[Any] = (), classes: Sequence[str] = ()) -> None:
         self.attack, self.rounds, self.every, self.images = attack, rounds, every, images
+        self.classes = list(classes)  # each device's class (fleet_classes), for per-class figures
         self.baseline = baseline  # the mean of the attacker's own images
         self.detectors = detectors
         self.records: list[dict[str, Any]] = []
@@ -113,6 +115,7 @@ class ReconstructionMeter:
         self.samples[(exchange.device, exchange.cut, self.attack.name)] = (x[:8].clone(), rec[:8].clone())
         self.records.append({
             "round": exchange.round, "device": exchange.device, "cut": exchange.cut, "images": len(x),
+            "device_class": self.classes[exchange.device] if self.classes else "",
             "mse": float(mse(rec, x).mean()), "psnr": float(psnr(rec, x).mean()), "ssim": float(ssim(rec, x).mean()),
             "baseline_mse": float(mse(guess, x).mean()), "baseline_ssim": float(ssim(guess, x).mean()),
         })
@@ -178,7 +181,7 @@ def run_hijack(config: ExperimentConfig, settings: HijackSettings, *,
     meter = None
     if attack is not None:
         meter = ReconstructionMeter(attack, config.train.rounds, settings.measure_every, settings.images,
-                                    attack.public.mean(0, keepdim=True).cpu(), detectors)
+                                    attack.public.mean(0, keepdim=True).cpu(), detectors, fleet_classes(setup.fleet))
         trainer.add_observer(meter)
         logger.info("active attack %s: devices %s hijacked; %s", settings.attack, targets,
                     attack.threat_model.describe())

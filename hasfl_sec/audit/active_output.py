@@ -6,9 +6,9 @@ Rendered in a temporary sibling directory and renamed into place at the end, lik
 Layout::
 
     OUT/
-      metrics.csv              long format (hasfl_sec.results.METRIC_COLUMNS), phase "hijack": the
-                               attack's mse/psnr/ssim per measured round and device, and the
-                               mean-image baseline as attack "mean-image"
+      metrics.csv              long format (hasfl_sec.results.METRIC_COLUMNS and the device's
+                               class), phase "hijack": the attack's mse/psnr/ssim per measured
+                               round and device, and the mean-image baseline as attack "mean-image"
       attacker.csv             the attacker's own losses per round and cut
       detections.csv           per detector and device: the round of its alarm (empty: none),
                                whether the device was hijacked, the attacker's MSE/SSIM then
@@ -43,15 +43,16 @@ HIJACK_METRICS = ("mse", "psnr", "ssim")
 
 
 def hijack_frame(result: HijackResult, run_id: str, defense: str) -> pd.DataFrame:
-    """The measurements as rows of :data:`~hasfl_sec.results.METRIC_COLUMNS`."""
+    """The measurements as rows of :data:`~hasfl_sec.results.METRIC_COLUMNS`, with each device's
+    class (``device_class``, :func:`~hasfl_sec.fleet.fleet_classes`) added as a last column."""
     attack = result.settings.attack or "none"
     rows: list[dict[str, Any]] = []
     for r in result.records:
         key = {"run_id": run_id, "phase": "hijack", "round": r["round"], "device": r["device"], "cut": r["cut"],
-               "batch": r["images"], "defense": defense}
+               "batch": r["images"], "defense": defense, "device_class": r.get("device_class", "")}
         rows += [{**key, "attack": attack, "metric": m, "value": r[m]} for m in HIJACK_METRICS]
         rows += [{**key, "attack": "mean-image", "metric": m, "value": r[f"baseline_{m}"]} for m in ("mse", "ssim")]
-    return metrics_frame(rows)
+    return pd.DataFrame(rows, columns=[*metrics_frame([]).columns, "device_class"])
 
 
 def _figure(frame: pd.DataFrame, path: Path) -> None:

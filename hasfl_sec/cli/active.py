@@ -96,7 +96,8 @@ def _summary(result: Any) -> None:
         click.echo(f"{row['detector']} on device {row['device']} ({'hijacked' if row['hijacked'] else 'honest'}): "
                    f"alarm {when}{leaked}")
     for device, r in sorted(last.items()):
-        click.echo(f"device {device} (cut {r['cut']}), round {r['round']}: MSE {r['mse']:.4g} (mean-image guess "
+        kind = f", {r['device_class']}" if r.get("device_class") else ""
+        click.echo(f"device {device} (cut {r['cut']}{kind}), round {r['round']}: MSE {r['mse']:.4g} (mean-image guess "
                    f"{r['baseline_mse']:.4g}), SSIM {r['ssim']:.3f} (guess {r['baseline_ssim']:.3f}), "
                    f"PSNR {r['psnr']:.2f} dB")
     accuracy = [r.test_accuracy for r in result.rounds if r.test_accuracy == r.test_accuracy]

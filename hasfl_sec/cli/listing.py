@@ -17,9 +17,9 @@ LISTS = ("models", "datasets", "fleets", "device-classes", "link-classes", "serv
 def list_(what: str) -> None:
     """List what can be chosen: models, datasets, fleets (presets), the device, link and server
     classes real-device presets and ``compose:`` fleet files draw from (with their sources),
-    strategies, partitions, heterogeneity
-    levels, channels, attacks and active attacks (``audit --active``; with their threat models),
-    metrics, defenses (``defense.use``), detectors (``audit --detectors``), executions (``train.execution``) and backends (``eval --backend``)."""
+    strategies, partitions, heterogeneity levels, channels, attacks and active attacks
+    (``audit --active``; with their threat models), metrics, defenses (``defense.use``), detectors
+    (``audit --detectors``), executions (``train.execution``) and backends (``eval --backend``)."""
     from ..attacks.registry import ACTIVE_ATTACKS, ATTACKS
     from ..data.datasets import DATASETS
     from ..data.partitioning import PARTITIONS

@@ -47,13 +47,14 @@ from ..audit.output import write_audit
 from ..config import ExperimentConfig
 from ..defenses.build import describe_defenses
 from ..errors import HasflError
+from ..fleet import fleet_classes
 from ..planning.bound import BoundConstants
 from ..planning.strategies import BOUND_STRATEGIES
 from ..results import EVAL_TABLES, LEAKAGE_COLUMNS, atomic_write_text, package_versions
 from ..runs.training import train
 from .sensitivity import cut_sensitivity
 from .settings import Arm
-from .tables import device_leakage, fleet_classes, plan_noise, plan_rows, representatives, summary_row
+from .tables import device_leakage, plan_noise, plan_rows, representatives, summary_row
 
 __all__ = ["Cell", "CellRecord", "CELL_FILE", "cell_name", "code_version", "make_cell", "result_key",
            "referenced_files",

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from ..fleet import fleet_classes
 from ..metrics import image_report
 from ..report.tables import device_classes, time_to_target
 from ..seeding import torch_generator
@@ -56,13 +57,6 @@ def representatives(cuts: Sequence[int], noise: Sequence[float]) -> dict[int, in
     """Device -> the first device with the same (cut, noise); the audited set is the values."""
     first: dict[tuple[int, float], int] = {}
     return {i: first.setdefault((int(c), float(s)), i) for i, (c, s) in enumerate(zip(cuts, noise))}
-
-
-def fleet_classes(fleet: Any) -> list[str]:
-    """Each device's class: the device class and link it was drawn from when the fleet says
-    (``Device.group``, docs/fleets.md), else its compute tertile (``slow``/``medium``/``fast``)."""
-    groups = [str(getattr(d, "group", "") or "") for d in fleet.devices]
-    return groups if all(groups) else device_classes(fleet.flops)
 
 
 def plan_rows(arm: Arm, plan: Any, fleet: Any, profile: Any, budget_metric: str,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from .classes import DEVICE_CLASSES, LINK_CLASSES, SERVER_CLASSES
 from .compose import Group, apportion, compose_fleet
-from .devices import GIB, Device, Fleet, dbm_to_watts, shannon_rate
+from .devices import GIB, Device, Fleet, dbm_to_watts, fleet_classes, shannon_rate
 from .files import fleet_from_dict, load_fleet
 from .generate import DEFAULT_HETEROGENEITY, FLEETS, HETEROGENEITY, FleetSpec, generate_fleet
 
@@ -43,6 +43,7 @@ __all__ = [
     "GIB",
     "shannon_rate",
     "dbm_to_watts",
+    "fleet_classes",
     "generate_fleet",
     "load_fleet",
 ]

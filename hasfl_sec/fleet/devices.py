@@ -21,7 +21,8 @@ import yaml
 
 from ..errors import ConfigError, check
 
-__all__ = ["Device", "Fleet", "GIB", "POSITIVE_FIELDS", "shannon_rate", "dbm_to_watts", "positive_number", "dbm_number"]
+__all__ = ["Device", "Fleet", "GIB", "POSITIVE_FIELDS", "shannon_rate", "dbm_to_watts", "positive_number", "dbm_number",
+           "fleet_classes"]
 
 GIB = float(2**30)
 POSITIVE_FIELDS = ("flops", "uplink_bps", "downlink_bps", "memory_bytes")
@@ -197,3 +198,12 @@ class Fleet:
         else:
             raise ConfigError("fleet.file", str(path), "a path ending in .yaml, .yml or .json")
         return path
+
+
+def fleet_classes(fleet: "Fleet") -> list[str]:
+    """Each device's class: the device class and link it was drawn from when the fleet says
+    (``Device.group``, docs/fleets.md), else its compute tertile (``slow``/``medium``/``fast``)."""
+    from ..report.tables import device_classes
+
+    groups = [str(getattr(d, "group", "") or "") for d in fleet.devices]
+    return groups if all(groups) else device_classes(fleet.flops)

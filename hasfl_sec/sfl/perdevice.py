@@ -109,7 +109,8 @@ class PerDeviceExecution:
             for i, g in enumerate(returned):
                 if len(batches[i]):
                     first = next(self.clients[i].parameters())
-                    parties.received(t, i, g, fake[i], first.grad if first.grad is not None else torch.zeros_like(first))
+                    grad = first.grad if first.grad is not None else torch.zeros_like(first)
+                    parties.received(t, i, g, fake[i], grad)
         for i, opt in enumerate(self.client_opts):
             if not fake[i]:
                 opt.step()
