@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..fleet import fleet_classes
 from ..metrics import image_report
-from ..report.tables import device_classes, time_to_target
+from ..report.tables import time_to_target
 from ..seeding import torch_generator
 from ..sfl.clock import plan_costs
 from ..sfl.latency import stage_latencies
