@@ -9,7 +9,7 @@ Layout::
       metrics.csv              long format (hasfl_sec.results.METRIC_COLUMNS and the device's
                                class), phase "hijack": the attack's mse/psnr/ssim per measured
                                round and device, and the mean-image baseline as attack "mean-image"
-      attacker.csv             the attacker's own losses per round and cut
+      attacker.csv             the attacker's own losses per round and cut (with an attack)
       detections.csv           per detector and device: the round of its alarm (empty: none),
                                whether the device was hijacked, the attacker's MSE/SSIM then
       rounds.csv               the run's rounds (loss, accuracy, both clocks)
@@ -81,7 +81,8 @@ def write_hijack(result: HijackResult, out: str | Path, *, overwrite: bool = Fal
     try:
         frame = hijack_frame(result, run_id, defense)
         frame.to_csv(tmp / "metrics.csv", index=False)
-        pd.DataFrame(result.attacker).to_csv(tmp / "attacker.csv", index=False)
+        if result.attacker:
+            pd.DataFrame(result.attacker).to_csv(tmp / "attacker.csv", index=False)
         if result.detections:
             pd.DataFrame(result.detections).to_csv(tmp / "detections.csv", index=False)
         pd.DataFrame([vars(r) for r in result.rounds]).to_csv(tmp / "rounds.csv", index=False)

@@ -89,12 +89,14 @@ def _summary(result: Any) -> None:
     last: dict[int, dict[str, Any]] = {}
     for r in result.records:
         last[r["device"]] = r
-    for row in result.detections:
-        when = f"round {row['detected_round']}" if row["detected_round"] is not None else "never"
-        leaked = (f", attacker's MSE then {row['mse_at_detection']:.4g}, SSIM {row['ssim_at_detection']:.3f}"
-                  if row["mse_at_detection"] is not None else "")
-        click.echo(f"{row['detector']} on device {row['device']} ({'hijacked' if row['hijacked'] else 'honest'}): "
-                   f"alarm {when}{leaked}")
+    for detector in dict.fromkeys(row["detector"] for row in result.detections):
+        rows = [row for row in result.detections if row["detector"] == detector]
+        caught = [_alarm(row) for row in rows if row["hijacked"]]
+        false = [str(row["device"]) for row in rows if not row["hijacked"] and row["detected_round"] is not None]
+        honest = sum(not row["hijacked"] for row in rows)
+        hijacked = f"hijacked devices: {'; '.join(caught)}; " if caught else ""
+        click.echo(f"{detector}: {hijacked}false alarms on {len(false)} of {honest} honest devices"
+                   + (f" ({', '.join(false)})" if false else ""))
     for device, r in sorted(last.items()):
         kind = f", {r['device_class']}" if r.get("device_class") else ""
         click.echo(f"device {device} (cut {r['cut']}{kind}), round {r['round']}: MSE {r['mse']:.4g} (mean-image guess "
@@ -102,5 +104,15 @@ def _summary(result: Any) -> None:
                    f"PSNR {r['psnr']:.2f} dB")
     accuracy = [r.test_accuracy for r in result.rounds if r.test_accuracy == r.test_accuracy]
     if accuracy:
-        click.echo(f"test accuracy of the attacked run at the end: {accuracy[-1]:.4f}")
+        run = "the attacked run" if result.settings.attack else "the run"
+        click.echo(f"test accuracy of {run} at the end: {accuracy[-1]:.4f}")
     click.echo(f"{result.settings.attack or 'server'}: {result.threat_model}")
+
+
+def _alarm(row: dict[str, Any]) -> str:
+    """``device 0 at round 42 (attacker's MSE then 0.05, SSIM 0.3)`` or ``device 0 never``."""
+    if row["detected_round"] is None:
+        return f"device {row['device']} never"
+    leaked = (f" (attacker's MSE then {row['mse_at_detection']:.4g}, SSIM {row['ssim_at_detection']:.3f})"
+              if row["mse_at_detection"] is not None else "")
+    return f"device {row['device']} at round {row['detected_round']}{leaked}"
