@@ -143,3 +143,30 @@ def test_audit_active_writes_the_hijacked_run(tmp_path):
     for name in ("attacker.csv", "rounds.csv", "hijack_mse.png", "reconstructions_fsha.png"):
         assert (out / name).stat().st_size > 0
     assert CliRunner().invoke(cli, args).exit_code == 2  # the output exists: refused, not replaced
+
+
+def test_a_hijacked_trainer_resumes_from_its_checkpoint_bit_for_bit():
+    from hasfl_sec.audit.active import _attacker
+    from hasfl_sec.defenses.splitguard import SplitGuard
+    from hasfl_sec.runs.setup import prepare
+    from hasfl_sec.sfl.parties import Parties
+
+    config = load_config(overrides=small_overrides(**{"fleet.num_devices": 2, "plan.cut": "[1, 2]",
+                                                      "plan.batch_size": "[8, 8]", "train.rounds": 6}))
+    settings = HijackSettings(params={"devices": [0]})
+
+    def trainer():
+        setup = prepare(config)
+        guard = SplitGuard(SplitGuard.Params(warmup=1, p_fake=0.5), num_classes=10, devices=[0, 1])
+        return setup.trainer(parties=Parties(server=_attacker(config, settings, setup), monitors=(guard,)))
+
+    straight = trainer()
+    for _ in range(3):
+        straight.step()
+    twin = trainer()  # a fresh trainer, attacker and detector, restored from the checkpoint
+    twin.load_state_dict(copy.deepcopy(straight.state_dict()))
+    for _ in range(3):
+        assert straight.step().device_losses == twin.step().device_losses
+    assert straight.parties.server.history == twin.parties.server.history
+    a, b = straight.parties.monitors[0].devices, twin.parties.monitors[0].devices
+    assert all(a[d].scores == b[d].scores and a[d].fakes.n == b[d].fakes.n for d in (0, 1))
