@@ -91,6 +91,8 @@ class FeatureSpaceHijacking:
         fresh_client: builds the client part up to a cut with fresh weights (the pilot's architecture).
         num_devices: N, to check ``devices``.
         device: where the attacker computes.
+        run_seed: the run's seed, mixed with ``Params.seed`` into the attacker's random streams
+            (its networks' initial weights, its batches), so that each seed of a study is its own draw.
     """
 
     @dataclass
@@ -113,7 +115,7 @@ class FeatureSpaceHijacking:
 
     def __init__(self, params: "FeatureSpaceHijacking.Params | None", *, public: torch.Tensor,
                  fresh_client: Callable[[int], nn.Module], num_devices: int,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", run_seed: int = 0) -> None:
         self.params = p = params if params is not None else self.Params()
         check_fields(p, "attack.fsha.")
         bad = [d for d in (p.devices or []) if d >= num_devices]
@@ -127,7 +129,8 @@ class FeatureSpaceHijacking:
         self.threat_model = dataclasses.replace(type(self).threat_model, auxiliary_samples=len(self.public))
         self.fresh_client = fresh_client
         self.device = torch.device(device)
-        self.generator = torch_generator(p.seed, "fsha", "batches")
+        self.run_seed = run_seed
+        self.generator = torch_generator(p.seed, "fsha", run_seed, "batches")
         self.players: dict[int, Players] = {}
         self._pending: dict[int, list[torch.Tensor]] = {}
         #: one row per round and cut: the players' losses (what the attacker itself can monitor)
@@ -161,7 +164,7 @@ class FeatureSpaceHijacking:
         if cut not in self.players:
             p = self.params
             with torch.random.fork_rng(devices=[]):  # fresh weights from the attacker's seed, not the run's stream
-                torch.manual_seed(derive_seed(p.seed, "fsha", "init", cut))
+                torch.manual_seed(derive_seed(p.seed, "fsha", self.run_seed, "init", cut))
                 pilot = self.fresh_client(cut).to(self.device).train()
                 dec = decoder(smashed_shape, tuple(self.public.shape[1:]), p.width).to(self.device)
                 critic = discriminator(smashed_shape, p.width).to(self.device)

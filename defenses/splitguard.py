@@ -123,11 +123,13 @@ class SplitGuard:
 
     name = "splitguard"
 
-    def __init__(self, params: "SplitGuard.Params | None", *, num_classes: int, devices: Iterable[int]) -> None:
+    def __init__(self, params: "SplitGuard.Params | None", *, num_classes: int, devices: Iterable[int],
+                 run_seed: int = 0) -> None:
         self.params = p = params if params is not None else self.Params()
         check_fields(p, "--detector-param splitguard.")
         self.num_classes = num_classes
-        self.devices = {d: _Device(torch_generator(p.seed, "splitguard", d)) for d in devices}
+        # one stream per device, from the detector's seed and the run's (each seed of a study its own draw)
+        self.devices = {d: _Device(torch_generator(p.seed, "splitguard", run_seed, d)) for d in devices}
 
     def fake_labels(self, round: int, device: int, labels: torch.Tensor) -> torch.Tensor | None:
         st = self.devices.get(device)

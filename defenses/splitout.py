@@ -80,15 +80,17 @@ class SplitOut:
 
     name = "splitout"
 
-    def __init__(self, params: "SplitOut.Params | None", *, num_classes: int, devices: Iterable[int]) -> None:
+    def __init__(self, params: "SplitOut.Params | None", *, num_classes: int, devices: Iterable[int],
+                 run_seed: int = 0) -> None:
         self.params = p = params if params is not None else self.Params()
+        self.run_seed = run_seed
         check_fields(p, "--detector-param splitout.")
         self.devices = {d: _Device(labels=collections.deque(maxlen=p.window)) for d in devices}
 
     def fit(self, device: int, client: nn.Module, server: nn.Module, x: torch.Tensor, y: torch.Tensor,
             batch_size: int, lr: float) -> None:
         """Simulate ``device``'s honest training on its data ``(x, y)`` and fit its outlier factor."""
-        gen = torch_generator(self.params.seed, "splitout", device)
+        gen = torch_generator(self.params.seed, "splitout", self.run_seed, device)
         examples = honest_gradients(client, server, x, y, batches=self.params.honest_batches,
                                     batch_size=batch_size, lr=lr, generator=gen)
         self._fit_lof(self.devices[device], examples)

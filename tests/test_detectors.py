@@ -52,29 +52,31 @@ def test_fake_batches_shift_the_labels_they_touch_after_the_warm_up():
         SplitGuard(SplitGuard.Params(p_fake=1.5), num_classes=10, devices=[0])
 
 
-def _run(attack: str | None, rounds: int, **params):
-    overrides = small_overrides(**{"fleet.num_devices": 2, "plan.cut": "[1, 2]", "plan.batch_size": "[32, 32]",
-                                   "seed": 4, "train.rounds": rounds, "train.agg_interval": 5,
-                                   "train.eval_every": rounds, "train.checkpoint_every": 0})
-    settings = HijackSettings(attack=attack, params=params, detectors=["splitguard", "splitout"],
-                              detector_params={"splitguard": {"p_fake": 0.3, "seed": 4}}, measure_every=rounds)
+def _run(attack: str | None, **params):
+    """The benchmark's setting (benchmarks/bench_fsha.py --part detectors): 4 devices at cuts 1-4,
+    150 rounds, both detectors at their defaults on every device."""
+    overrides = small_overrides(**{"plan.cut": "[1, 2, 3, 4]", "plan.batch_size": "[32, 32, 32, 32]", "seed": 0,
+                                   "train.rounds": 150, "train.agg_interval": 5, "train.eval_every": 150,
+                                   "train.checkpoint_every": 0})
+    settings = HijackSettings(attack=attack, params=params, detectors=["splitguard", "splitout"], measure_every=150)
     result = run_hijack(load_config(overrides=overrides), settings)
     return {(d["detector"], d["device"]): d for d in result.detections}
 
 
 @pytest.mark.slow
 def test_no_alarm_against_an_honest_server_on_a_seeded_run():
-    detections = _run(None, 120)
-    assert len(detections) == 4
+    detections = _run(None)
+    assert len(detections) == 8
     assert all(d["detected_round"] is None for d in detections.values()), detections
-    assert detections[("splitout", 0)]["checks"] > 90 and detections[("splitguard", 0)]["checks"] > 10
+    assert detections[("splitout", 0)]["checks"] > 120 and detections[("splitguard", 0)]["checks"] >= 5
 
 
 @pytest.mark.slow
 def test_both_detectors_fire_on_the_hijacked_device():
-    detections = _run("fsha", 120, devices=[0], reply_scale=1.0)
+    detections = _run("fsha", devices=[0], reply_scale=1.0)
     assert detections[("splitout", 0)]["detected_round"] <= 15  # the first full window of 10 replies
-    assert detections[("splitout", 1)]["detected_round"] is None
-    assert detections[("splitguard", 0)]["detected_round"] <= 120
+    assert all(detections[(name, d)]["detected_round"] is None for name in ("splitguard", "splitout")
+               for d in (1, 2, 3))
+    assert detections[("splitguard", 0)]["detected_round"] <= 150
     hit = detections[("splitout", 0)]
     assert hit["hijacked"] and hit["mse_at_detection"] is not None  # what leaked before it was caught

@@ -162,7 +162,7 @@ def _attacker(config: ExperimentConfig, settings: HijackSettings, setup: Setup) 
                 m.reset_parameters()
     public = setup.dataset.x_test  # the held-out split: the victims' distribution, none of their samples
     return cls(params, public=public, fresh_client=lambda cut: copy.deepcopy(template.client_part(cut)),
-               num_devices=setup.plan.num_devices, device=setup.device)
+               num_devices=setup.plan.num_devices, device=setup.device, run_seed=config.seed)
 
 
 def run_hijack(config: ExperimentConfig, settings: HijackSettings, *,

@@ -47,7 +47,7 @@ def build_detectors(names: Sequence[str], params: dict[str, dict[str, Any]], tra
     for name in names:
         cls = DETECTORS.get(name)
         p = cls.Params(**check_values(cls.Params, params.get(name, {}), f"detector.{name}.", name))
-        detector = cls(p, num_classes=num_classes, devices=devices)
+        detector = cls(p, num_classes=num_classes, devices=devices, run_seed=seed)
         if hasattr(detector, "fit"):  # a detector that learns from an honest local run first (SplitOut)
             for i in devices:
                 idx = torch.as_tensor(parts[i], dtype=torch.long, device=trainer.x_train.device)
