@@ -145,6 +145,8 @@ class FeatureSpaceHijacking:
 
     def reply(self, round: int, device: int, cut: int, smashed: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The gradient of the critic's mean score at the device's smashed data (and nothing else)."""
+        if len(smashed) == 0:  # an empty batch (Poisson sampling): nothing to steer or learn from
+            return torch.zeros_like(smashed)
         players = self.players_at(cut, tuple(smashed.shape[1:]))
         z = smashed.detach().to(self.device).requires_grad_(True)
         (g,) = torch.autograd.grad(players.critic(z).mean(), z)  # with respect to z only: no critic .grad

@@ -170,3 +170,11 @@ def test_a_hijacked_trainer_resumes_from_its_checkpoint_bit_for_bit():
     assert straight.parties.server.history == twin.parties.server.history
     a, b = straight.parties.monitors[0].devices, twin.parties.monitors[0].devices
     assert all(a[d].scores == b[d].scores and a[d].fakes.n == b[d].fakes.n for d in (0, 1))
+
+
+def test_an_empty_batch_gets_a_zero_reply_and_trains_no_player():
+    attack = _attack()
+    g = attack.reply(1, 0, 1, torch.empty(0, 4, 8, 8), torch.empty(0, dtype=torch.long))
+    assert g.shape == (0, 4, 8, 8)
+    attack.end_round(1)
+    assert attack.history == [] and attack.players == {}
