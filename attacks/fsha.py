@@ -26,7 +26,9 @@ says whether the server still trains the task on the other devices (a hijacked d
 never trains it). The paper's MNIST settings are kept where they carry over -- Adam for the
 attacker's networks, batch 64, gradient-penalty weight 500, a critic learning rate ten times the
 pilot's -- but its learning rates (1e-5 and 1e-4) are for 10,000 iterations, while an SFL run has a
-few hundred rounds: the defaults are 1e-3 and 1e-2 (both settable, the paper's values included).
+few hundred rounds: the defaults are 1e-3 and 1e-2 (both settable). Over 1,000 rounds of one
+device the defaults oscillated after round 400 while the paper's rates fell steadily
+(benchmarks/RESULTS.md): for long runs the paper's rates are the stronger attacker.
 The device keeps its own optimizer (the run's SGD), so the attacker also chooses the scale of what
 it returns, ``reply_scale`` (default 0.1): at 1 the game between the device and the critic
 oscillated on the bundled digits, at 0.1 it converged (docs/privacy.md, "Active attacks", has the
