@@ -143,7 +143,8 @@ class FeatureSpaceHijacking:
         return device in self.targets and round >= self.params.start_round
 
     def trains_task(self, round: int, device: int) -> bool:
-        return not self.replaces(round, device) and self.params.task_on_others
+        # before the hijacking starts the server is honest to everyone
+        return not self.replaces(round, device) and (self.params.task_on_others or round < self.params.start_round)
 
     def reply(self, round: int, device: int, cut: int, smashed: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The gradient of the critic's mean score at the device's smashed data (and nothing else)."""

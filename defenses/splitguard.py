@@ -89,7 +89,7 @@ def splitguard_score(fakes: _Set, r1: _Set, r2: _Set, alpha: float, beta: float)
     gap_fr, gap_12 = abs(fakes.mean_norm - m_r), abs(r1.mean_norm - r2.mean_norm)
     denom = gap_fr + gap_12
     if denom == 0:
-        return 1.0 / (1.0 + math.exp(0.0)) ** beta  # no magnitude difference at all: the neutral score
+        return math.nan  # no magnitude difference at all: no evidence either way (not scored)
     s = (_angle(fakes.mean, regular) * gap_fr - _angle(r1.mean, r2.mean) * gap_12) / denom
     return (1.0 / (1.0 + math.exp(-alpha * s))) ** beta
 
@@ -157,7 +157,10 @@ class SplitGuard:
 
     def _decide(self, round: int, st: _Device) -> None:
         p = self.params
-        st.scores.append((round, splitguard_score(st.fakes, st.r1, st.r2, p.alpha, p.beta)))
+        score = splitguard_score(st.fakes, st.r1, st.r2, p.alpha, p.beta)
+        if math.isnan(score):
+            return
+        st.scores.append((round, score))
         recent = sorted(s for _, s in st.scores[-p.window:])
         if st.detected is None and len(recent) == p.window and _median(recent) < p.threshold:
             st.detected = round

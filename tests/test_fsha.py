@@ -178,3 +178,9 @@ def test_an_empty_batch_gets_a_zero_reply_and_trains_no_player():
     assert g.shape == (0, 4, 8, 8)
     attack.end_round(1)
     assert attack.history == [] and attack.players == {}
+
+
+def test_without_task_on_others_the_server_is_honest_until_the_hijacking_starts():
+    attack = _attack(devices=[0], start_round=5, task_on_others=False)
+    assert attack.trains_task(4, 1) and attack.trains_task(4, 0)  # before: everyone is served honestly
+    assert not attack.trains_task(5, 1) and not attack.trains_task(5, 0)

@@ -134,6 +134,8 @@ def audit(run_dir: str | None, model: str | None, dataset: str | None, config_fi
                    measure_every, detectors, detector_params, out, overwrite,
                    show=sys.stderr.isatty() if progress is None else progress)
         return
+    if click.get_current_context().get_parameter_source("measure_every") == click.core.ParameterSource.COMMANDLINE:
+        raise ConfigError("--measure-every", measure_every, "no value without --active (it paces an active attack)")
     for option, value in (("--detectors", detectors), ("--detector-param", detector_params)):
         if value:
             raise ConfigError(option, value[0] if isinstance(value, tuple) else value,

@@ -100,7 +100,9 @@ class PerDeviceExecution:
             returned.append(g)
             tensors.append(smashed[i])
             tensor_grads.append(g)
-            extra = None if fake[i] else self.defense.loss_term(self.x[idx], smashed[i], round=t, device=i)
+            # on a fake batch too: the monitors compare its gradient with regular ones, so both carry
+            # the device's own loss term (the device does not step on a fake batch anyway)
+            extra = self.defense.loss_term(self.x[idx], smashed[i], round=t, device=i)
             if extra is not None:
                 tensors.append(extra)
                 tensor_grads.append(torch.ones_like(extra))
