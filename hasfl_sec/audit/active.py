@@ -32,7 +32,7 @@ from ..seeding import derive_seed
 from ..sfl.parties import Parties
 from ..sfl.protocol import Exchange, GroundTruth, Upload
 from ..sfl.rounds import RoundRecord
-from .detection import build_detectors, detection_rows
+from .detection import build_detectors, detection_rows, fresh_copy
 
 __all__ = ["HijackSettings", "HijackResult", "ReconstructionMeter", "run_hijack"]
 
@@ -152,14 +152,9 @@ def _attacker(config: ExperimentConfig, settings: HijackSettings, setup: Setup) 
         return None
     cls = ACTIVE_ATTACKS.get(settings.attack)
     params = cls.Params(**check_values(cls.Params, settings.params, f"attack.{settings.attack}.", settings.attack))
-    template = copy.deepcopy(setup.model)
     # the pilot's architecture: the server distributes the model in SFL, so it knows the client part;
     # its weights are the attacker's own draw (the run's random stream is left as it was)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(config.seed, "attacker-template"))
-        for m in template.modules():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+    template = fresh_copy(setup.model, derive_seed(config.seed, "attacker-template"))
     public = setup.dataset.x_test  # the held-out split: the victims' distribution, none of their samples
     return cls(params, public=public, fresh_client=lambda cut: copy.deepcopy(template.client_part(cut)),
                num_devices=setup.plan.num_devices, device=setup.device, run_seed=config.seed)

@@ -22,11 +22,12 @@ from ..defenses.registry import DETECTORS
 from ..seeding import derive_seed
 from ..sfl.trainer import SFLTrainer
 
-__all__ = ["build_detectors", "detection_rows"]
+__all__ = ["build_detectors", "detection_rows", "fresh_copy"]
 
 
-def _fresh(module: nn.Module, seed: int) -> nn.Module:
-    """A copy of ``module`` with every resettable layer re-initialised from ``seed``."""
+def fresh_copy(module: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``module`` with every resettable layer re-initialised from ``seed`` (the run's
+    random stream is left as it was)."""
     out = copy.deepcopy(module)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -51,7 +52,7 @@ def build_detectors(names: Sequence[str], params: dict[str, dict[str, Any]], tra
         if hasattr(detector, "fit"):  # a detector that learns from an honest local run first (SplitOut)
             for i in devices:
                 idx = torch.as_tensor(parts[i], dtype=torch.long, device=trainer.x_train.device)
-                server = _fresh(nn.Sequential(*trainer.noncommon[i], *trainer.common), derive_seed(seed, name, i))
+                server = fresh_copy(nn.Sequential(*trainer.noncommon[i], *trainer.common), derive_seed(seed, name, i))
                 detector.fit(i, trainer.clients[i], server, trainer.x_train[idx], trainer.y_train[idx],
                              trainer.batch_sizes[i], trainer.cfg.lr)
         out.append(detector)
