@@ -354,12 +354,15 @@ def _immutable(folder: Path) -> bool:
 def test_output_that_cannot_be_written_is_refused_before_any_work(workspace: Path, command: str) -> None:
     ro = workspace / "ro"
     ro.mkdir()
-    if not _immutable(ro):
-        pytest.skip("no way to make a folder unwritable here (root without chattr)")
+    outs: tuple[str, ...] = ("ro", "ro/sub")
+    if not _immutable(ro):  # root without chattr: nothing, not even root, creates a folder below a file
+        ro.rmdir()
+        ro.write_text("a file\n")
+        outs = ("ro/sub",)
     try:
         argv = {"train": TRAIN, "audit": ["audit", *AUDIT], "report": ["report", "run"],
                 "eval": ["eval", *ONE_ARM]}[command]
-        for out in ("ro", "ro/sub"):
+        for out in outs:
             extra = ["--overwrite"] if command != "train" and out == "ro" else []
             _refused(workspace, [*argv, "--out", out, *extra], "--out", out)
     finally:
