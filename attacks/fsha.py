@@ -102,7 +102,7 @@ class FeatureSpaceHijacking:
         devices: list[int] | None = count(None, low=0, note="a list of device ids, or null for every device")
         start_round: int = count(1)  # the round the hijacking starts (the paper: from the first step)
         task_on_others: bool = flag(True)
-        public_samples: int | None = count(None, note="or null for all the attacker's data")
+        public_samples: int | None = count(None, low=2, note="or null for all the attacker's data")
         batch_size: int = count(64)
         lr_pilot: float = positive(1e-3)  # pilot and decoder, Adam (the paper's lr_tilde: 1e-5)
         lr_critic: float = positive(1e-2)  # the paper's lr_D: 1e-4 (ten times lr_tilde, kept)

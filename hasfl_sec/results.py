@@ -138,8 +138,8 @@ LEAKAGE_COLUMNS = ["run_id", "phase", "round", "device", "cut", "batch", "attack
                    "std", "n", "seeds", "source", "threat_model", "params"]
 
 #: Every table of an eval directory, in report order, and the columns it has. ``seed`` is the
-#: training seed: the per-seed tables hold one row per seed; ``comparisons``, ``classes`` and
-#: ``pareto`` are over seeds (means, 95% interval bounds ``*_low``/``*_high``, see
+#: training seed: the per-seed tables hold one row per seed; ``comparisons``, ``classes``,
+#: ``pareto``, ``hijack`` and ``detectors`` are over seeds (means, 95% interval bounds ``*_low``/``*_high``, see
 #: :mod:`hasfl_sec.stats`).
 EVAL_TABLES: dict[str, list[str]] = {
     "comparisons": ["comparison", "plan", "reference", "metric", "scale", "estimate", "low", "high", "pairs",
@@ -165,4 +165,17 @@ EVAL_TABLES: dict[str, list[str]] = {
                "measured_time_to_target_s_n", "final_accuracy", "final_accuracy_low", "final_accuracy_high",
                "on_front"],
     "failed": ["plan", "seed", "kind", "reason"],
+    "active": ["plan", "seed", "attack", "defense", "setting", "round", "device", "device_class", "cut", "images",
+               "mse", "psnr", "ssim", "baseline_mse", "baseline_ssim"],
+    "detections": ["plan", "seed", "defense", "setting", "detector", "device", "device_class", "cut", "hijacked",
+                   "detected_round", "checks", "mse_at_detection", "ssim_at_detection"],
+    "hijack": ["plan", "attack", "defense", "setting", "cut", "device_class", "seeds", "round",
+               *[f"{c}{s}" for c in ("mse", "ssim", "psnr", "baseline_mse", "below_guess_round", "accuracy")
+                 for s in ("", "_low", "_high", "_n")],
+               "mse_change", "mse_change_low", "mse_change_high", "mse_change_n", "mse_change_significant"],
+    "detectors": ["plan", "defense", "setting", "detector", "seeds", "hijacked_runs", "caught", "caught_rate",
+                  "caught_low", "caught_high",
+                  *[f"{c}{s}" for c in ("detection_round", "mse_at_detection", "ssim_at_detection")
+                    for s in ("", "_low", "_high", "_n")],
+                  "honest_runs", "false_alarms", "false_alarm_rate", "false_alarm_low", "false_alarm_high"],
 }

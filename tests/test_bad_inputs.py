@@ -105,6 +105,10 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "deep.yaml").write_text("[" * 20000 + "]" * 20000 + "\n")
     (root / "deep.json").write_text("[" * 20000 + "]" * 20000 + "\n")
     (root / "steps.yaml").write_text("attack_params: {rmle: {steps: abc}}\n")
+    for name, text in (("nope", "attack: nope"), ("device", "devices: [7]"),
+                       ("param", "attack_params: {fsha: {devices: [0]}}"),
+                       ("late", "attack_params: {fsha: {start_round: 99}}"), ("detector", "detectors: [nope]")):
+        (root / f"active-{name}.yaml").write_text(f"active: {{{text}}}\n")
     (root / "grid-bomb.yaml").write_text(_bomb())
     (root / "grid-axis.yaml").write_text("axes: {train.nope: [1, 2]}\n")
     (root / "grid.yaml").write_text("axes: {train.lr: [0.05]}\n")
@@ -171,8 +175,11 @@ def _refused(workspace: Path, argv: list[str], field: str, value: str) -> str:
     return line
 
 
-ONE_ARM = ["--strategies", "sfl", "--baselines", "", "--budgets", "", "--no-defenses", "--attacks", "rmle",
-           "--images", "2", "--seeds", "0", "--no-progress", *(a for o in TINY for a in ("--set", o))]
+ONE_ARM = ["--strategies", "sfl", "--baselines", "", "--budgets", "", "--no-defenses", "--no-active",
+           "--attacks", "rmle", "--images", "2", "--seeds", "0", "--no-progress",
+           *(a for o in TINY for a in ("--set", o))]
+#: ONE_ARM with the malicious edge server's arms, their settings from the file named next
+ACTIVE = [a for a in ONE_ARM if a != "--no-active"] + ["--eval-config"]
 AUDIT = ["run", "--attacks", "rmle", "--images", "2", "--no-progress"]
 TRAIN = ["train", "--rounds", "2", "--devices", "2", "--image-size", "8", "--no-progress"]
 
@@ -301,6 +308,15 @@ CASES = [
     ("eval-unknown-baseline", ["eval", *ONE_ARM[2:], "--baselines", "nope", "--out", "o"], "eval.baselines", "nope"),
     ("eval-unknown-attack", ["eval", *ONE_ARM, "--attacks", "nope", "--out", "o"], "eval.attacks", "nope"),
     ("eval-seeds-repeated", ["eval", *ONE_ARM, "--seeds", "0,0", "--out", "o"], "eval.seeds", "[0, 0]"),
+    ("eval-active-unknown-attack", ["eval", *ACTIVE, "active-nope.yaml", "--out", "o"], "eval.active.attack", "nope"),
+    ("eval-active-device-outside-fleet", ["eval", *ACTIVE, "active-device.yaml", "--out", "o"],
+     "eval.active.devices", "[7]"),
+    ("eval-active-devices-as-parameter", ["eval", *ACTIVE, "active-param.yaml", "--out", "o"],
+     "eval.active.attack_params.fsha.devices", "[0]"),
+    ("eval-active-starts-after-the-run", ["eval", *ACTIVE, "active-late.yaml", "--out", "o"],
+     "eval.active.attack_params.fsha.start_round", "99"),
+    ("eval-active-unknown-detector", ["eval", *ACTIVE, "active-detector.yaml", "--out", "o"], "eval.active.detectors",
+     "nope"),
     ("train-unknown-partition", ["train", "--partition", "nope", "--out", "o"], "data.partition", "nope"),
     ("train-tap-device-absent", [*TRAIN, "--set", "tap.devices=[5]", "--out", "o"], "tap.devices", "[5]"),
     ("list-unknown", ["list", "nope"], "Invalid value for", "nope"),

@@ -27,7 +27,7 @@ TINY = ["train.rounds=6", "fleet.num_devices=4", "data.image_size=8", "optimizer
 TINY_ARGS = [a for o in TINY for a in ("--set", o)]
 #: Four cells: two plans, one privacy budget, one defense setting.
 SETTINGS = dict(budgets=[20.0], attacks=["rmle", "label-direction"], images=2,
-                attack_params={"rmle": {"steps": 5}}, seeds=[0], baselines=[])
+                attack_params={"rmle": {"steps": 5}}, seeds=[0], baselines=[], active={"attack": None, "honest": False})
 DEFENSES = "defenses:\n  - {defense: noise, param: sigma, values: [1.0]}\n"
 #: Columns that hold this machine's wall-clock times: the only ones that may differ between runs.
 WALL = {"wall_time_s"}
@@ -123,6 +123,7 @@ def test_a_changed_setting_recomputes_exactly_the_cells_it_changes(sequential, t
 
 def _eval_cmd(out: Path, *extra: str) -> list[str]:
     return [str(Path(sys.executable).with_name("hasfl-sec")), "eval", *TINY_ARGS, "--budgets", "20", "--no-defenses",
+            "--no-active",
             "--images", "2", "--attacks", "rmle,label-direction", "--no-progress", "--seeds", "0", "--baselines", "",
             "--out", str(out), *extra]
 
@@ -147,7 +148,7 @@ def test_a_killed_evaluation_continues_and_computes_only_the_missing_cells(tmp_p
     assert finished and len(finished) < 3, proc.stderr.read().decode()[-2000:]
     assert not out.exists()
     settings = load_settings(budgets=[20.0], defenses=[], attacks=["rmle", "label-direction"], images=2, seeds=[0],
-                             baselines=[])
+                             baselines=[], active={"attack": None, "honest": False})
     # the same config the command built: its own defaults (EVAL_DEFAULTS), then --set
     result = run_eval(load_config(overrides=[*EVAL_DEFAULTS, *TINY]), settings, out=out,
                       executor=ExecutorConfig(workers=1))
@@ -160,7 +161,8 @@ def test_a_killed_evaluation_continues_and_computes_only_the_missing_cells(tmp_p
 def test_a_failing_cell_leaves_the_others_and_the_report(tmp_path: Path) -> None:
     # A leakage budget below what any cut and noise can meet fails its cell only.
     out = tmp_path / "out"
-    result = CliRunner().invoke(cli, ["eval", *TINY_ARGS, "--budgets", "20,-50", "--no-defenses", "--images", "2",
+    result = CliRunner().invoke(cli, ["eval", *TINY_ARGS, "--budgets", "20,-50", "--no-defenses", "--no-active",
+                                      "--images", "2",
                                       "--attacks", "label-direction", "--no-progress", "--out", str(out),
                                       "--workers", "2", "--seeds", "0", "--baselines", ""])
     assert result.exit_code == 1, result.output

@@ -62,11 +62,39 @@ def tiny_eval(tmp_path_factory: pytest.TempPathFactory):
     settings.write_text(
         "attack_params: {rmle: {steps: 10}}\n"
         "defenses:\n  - {defense: noise, param: sigma, values: [1.0]}\n"
+        "active: {defenses: true, measure_every: 4}\n"
     )
     result = CliRunner().invoke(cli, ["eval", *TINY_ARGS, *LIGHT, "--eval-config", str(settings), "--budgets", "20",
                                       "--seeds", "0,1", "--baselines", "random", "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out, result.output
+
+
+def test_eval_trains_the_malicious_server_arms_and_reports_them(tiny_eval):
+    out, _ = tiny_eval
+    active = pd.read_csv(out / "active.csv")
+    assert set(active["plan"]) == {"fsha-hasfl", "fsha-hasfl-noise-sigma=1"} and set(active["seed"]) == {0, 1}
+    assert sorted(active["round"].unique()) == [4, 8, 12]
+    plans = pd.read_csv(out / "plans.csv")  # the attacked devices: one per cut and class of each seed's plan
+    hasfl = plans[(plans["plan"] == "hasfl") & (plans["seed"] == 0)]
+    attacked = active[(active["plan"] == "fsha-hasfl") & (active["seed"] == 0)]
+    assert attacked["device"].nunique() == len(hasfl.groupby(["cut", "device_class"]))
+    hijack = pd.read_csv(out / "hijack.csv")
+    assert set(hijack["plan"]) == set(active["plan"]) and (hijack["seeds"] <= 2).all()
+    assert hijack.loc[hijack["plan"] != "fsha-hasfl", "mse_change"].notna().any()
+    detectors = pd.read_csv(out / "detectors.csv")
+    honest = detectors[detectors["plan"] == "honest-hasfl"]
+    assert set(honest["detector"]) == {"splitguard", "splitout"} and (honest["honest_runs"] == 4 * 2).all()
+    assert (honest["hijacked_runs"] == 0).all()
+    comp = pd.read_csv(out / "comparisons.csv")
+    assert set(comp.loc[comp["comparison"] == "hijack", "metric"]) == {"hijack_mse", "hijack_ssim"}
+    summary = pd.read_csv(out / "summary.csv")
+    assert not summary["plan"].isin(active["plan"]).any()  # an attacked training is not a plan to compare
+    report = (out / "report.md").read_text()
+    section = report[report.index("## A malicious edge server"):]
+    assert "edge-server (active)" in section and "figures/hijack.png" in section
+    assert "false alarms (honest devices)" in section and "hijack_fsha-hasfl.png" in section
+    assert (out / "figures" / "hijack.png").is_file() and (out / "runs" / "fsha-hasfl.seed0" / "active").is_dir()
 
 
 def test_eval_writes_every_table_figure_and_report(tiny_eval):
@@ -186,7 +214,8 @@ def test_arms_and_sweep_overrides():
     s = load_settings(budgets=[20.0], defenses=[{"defense": "noise", "param": "sigma", "values": [0.5, 1]}],
                       strategies=["hasfl"], baselines=[])
     arms = build_arms(s)
-    assert [a.name for a in arms] == ["hasfl", "sfl", "private-20", "noise-sigma=0.5", "noise-sigma=1"]
+    assert [a.name for a in arms] == ["hasfl", "sfl", "private-20", "noise-sigma=0.5", "noise-sigma=1",
+                                      "fsha-hasfl", "honest-hasfl"]
     assert "defense.noise.sigma=0.5" in arms[3].overrides and arms[3].setting == "sigma=0.5"
     with pytest.raises(ConfigError, match="eval.defenses.noise"):
         load_settings(defenses=[DefenseSweep("noise", "nope", [1.0])])
@@ -252,7 +281,7 @@ def test_bundled_faces_and_a_plain_image_folder_run_a_tiny_evaluation(tmp_path, 
     out = tmp_path / "out"
     result = CliRunner().invoke(cli, ["eval", *TINY_ARGS, *extra, "--images", "2", "--attacks", "label-direction",
                                       "--no-progress", "--threads", "1", "--seeds", "0,1", "--baselines", "",
-                                      "--budgets", "", "--no-defenses", "--out", str(out)])
+                                      "--budgets", "", "--no-defenses", "--no-active", "--out", str(out)])
     assert result.exit_code == 0, result.output
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) == 4 and json.loads((out / "eval.json").read_text())["config"]["data"]["dataset"] == dataset

@@ -18,7 +18,7 @@ from hasfl_sec.fileio import first_free_dir, work_dir
 TINY = ["train.rounds=3", "fleet.num_devices=2", "data.image_size=8", "train.eval_every=1"]
 #: One arm (the sfl plan), no bound estimate, one cheap attack: a complete report in seconds.
 ONE_ARM = [*(a for o in TINY for a in ("--set", o)), "--strategies", "sfl", "--budgets", "", "--no-defenses",
-           "--attacks", "rmle", "--images", "2", "--threads", "1", "--no-progress"]
+           "--no-active", "--attacks", "rmle", "--images", "2", "--threads", "1", "--no-progress"]
 
 
 def _snapshot(root: Path) -> dict[str, str]:

@@ -22,6 +22,7 @@ from hasfl_sec.cli.app import cli
 from hasfl_sec.config import load_config
 from hasfl_sec.errors import ConfigError
 from hasfl_sec.evaluation.collect import collect_runs
+from hasfl_sec.evaluation.hijack_tables import detector_table, hijack_table
 from hasfl_sec.report import build_report, device_classes, pareto_front
 from hasfl_sec.report.figures import FIGURES
 from hasfl_sec.report.sections import SECTIONS
@@ -74,8 +75,29 @@ def full(collected, tmp_path) -> Path:
     pd.DataFrame([("speed", "hetero", "uniform", "speedup_time_to_target", "ratio", 2.0, 1.5, 2.7, 3, True,
                    "paired, Student t, 95%, log scale")],
                  columns=EVAL_TABLES["comparisons"]).to_csv(path / "comparisons.csv", index=False)
+    _hijack_tables(path)
     build_report(path)
     return path
+
+
+def _hijack_tables(path: Path) -> None:
+    """A malicious server's per-seed rows (two seeds, two rounds, one hijacked device per arm and an
+    honest one) and the tables over seeds the evaluation derives from them."""
+    active, detections = [], []
+    for seed in (0, 1):
+        for plan, defense, mse in (("fsha-hetero", "none", 0.01), ("fsha-hetero-noise", "noise", 0.02)):
+            for rnd in (10, 20):
+                active.append((plan, seed, "fsha", defense, "", rnd, 0, "slow", 2, 8, mse * 30 / rnd, 15.0, 0.6,
+                               0.05, 0.1))
+            for device, hijacked, caught in ((0, True, 20), (1, False, None)):
+                detections.append((plan, seed, defense, "", "splitguard", device, "slow", 2, hijacked, caught, 4,
+                                   0.02 if caught else None, 0.5 if caught else None))
+    active_frame = pd.DataFrame(active, columns=EVAL_TABLES["active"])
+    detection_frame = pd.DataFrame(detections, columns=EVAL_TABLES["detections"])
+    accuracy = active_frame[["plan", "seed"]].drop_duplicates().assign(final_accuracy=0.8)
+    for name, frame in (("active", active_frame), ("detections", detection_frame),
+                        ("hijack", hijack_table(active_frame, accuracy)), ("detectors", detector_table(detection_frame))):
+        frame.to_csv(path / f"{name}.csv", index=False)
 
 
 # reading helpers -------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import torch
@@ -27,6 +27,7 @@ from ..defenses.registry import DETECTORS
 from ..errors import check, check_count
 from ..fleet import fleet_classes
 from ..metrics.image import mse, psnr, ssim
+from ..planning.bound import BoundConstants
 from ..runs.setup import Setup, prepare
 from ..seeding import derive_seed
 from ..sfl.parties import Parties
@@ -34,7 +35,7 @@ from ..sfl.protocol import Exchange, GroundTruth, Upload
 from ..sfl.rounds import RoundRecord
 from .detection import build_detectors, detection_rows, fresh_copy
 
-__all__ = ["HijackSettings", "HijackResult", "ReconstructionMeter", "run_hijack"]
+__all__ = ["HijackSettings", "HijackResult", "ReconstructionMeter", "run_hijack", "hijack_setup"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +53,11 @@ class HijackSettings:
     images: int = 32
 
     def validate(self, option: str = "", params_prefix: str = "attack.", num_devices: int | None = None,
-                 detector_prefix: str = "detector.") -> "HijackSettings":
+                 detector_prefix: str = "detector.", rounds: int | None = None) -> "HijackSettings":
         """Check every setting before any work. Errors name ``<option><setting>`` (dashed after
         ``--``), ``<params_prefix><attack>.<param>`` and ``<detector_prefix><detector>.<param>``;
-        with ``num_devices`` (the fleet's size) the attacked device ids are checked too."""
+        with ``num_devices`` (the fleet's size) the attacked device ids are checked too, and with
+        ``rounds`` (the run's) a hijacking that would start after the last round."""
         def name(setting: str) -> str:
             return option + (setting.replace("_", "-") if option == "--" else setting)
 
@@ -67,6 +69,10 @@ class HijackSettings:
             if num_devices is not None and devices:
                 check(max(devices) < num_devices, f"{params_prefix}{self.attack}.devices", devices,
                       f"device ids below {num_devices}, the fleet's size")
+            start = values.get("start_round")
+            if rounds is not None and start is not None:
+                check(start <= rounds, f"{params_prefix}{self.attack}.start_round", start,
+                      f"a round of the run (at most train.rounds = {rounds})", "the server would hijack nothing")
         for detector in self.detectors:
             check(detector in DETECTORS.names(), name("detectors"), detector, DETECTORS.names())
         check(len(set(self.detectors)) == len(self.detectors), name("detectors"), self.detectors,
@@ -139,11 +145,15 @@ class HijackResult:
     rounds: list[RoundRecord]
     samples: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     detections: list[dict[str, Any]] = field(default_factory=list)
+    defense: str = "none"
+    classes: list[str] = field(default_factory=list)  # every device's class (fleet_classes)
+    device_cuts: list[int] = field(default_factory=list)  # every device's cut
 
     def to_dict(self) -> dict[str, Any]:
         return {"settings": asdict(self.settings), "threat_model": self.threat_model, "targets": self.targets,
                 "cuts": self.cuts, "records": self.records, "attacker": self.attacker,
-                "rounds": [vars(r) for r in self.rounds], "detections": self.detections}
+                "rounds": [vars(r) for r in self.rounds], "detections": self.detections, "defense": self.defense,
+                "classes": self.classes, "device_cuts": self.device_cuts}
 
 
 def _attacker(config: ExperimentConfig, settings: HijackSettings, setup: Setup) -> Any:
@@ -160,13 +170,28 @@ def _attacker(config: ExperimentConfig, settings: HijackSettings, setup: Setup) 
                num_devices=setup.plan.num_devices, device=setup.device, run_seed=config.seed)
 
 
-def run_hijack(config: ExperimentConfig, settings: HijackSettings, *,
+def run_hijack(config: ExperimentConfig, settings: HijackSettings, *, bound: BoundConstants | None = None,
+               choose: Callable[[Setup], list[int]] | None = None,
                on_round: Callable[[RoundRecord], None] | None = None) -> HijackResult:
     """Train ``config``'s run with the active attack of ``settings`` as the edge server (or an
     honest one) and the devices running ``settings.detectors``, measuring the attacker's
-    reconstructions as it goes."""
-    settings.validate(num_devices=config.fleet.num_devices)
-    setup = prepare(config)
+    reconstructions as it goes.
+
+    ``bound`` gives the planner constants already estimated (as :func:`~hasfl_sec.runs.setup.prepare`);
+    ``choose`` picks the hijacked devices once the plan is known (the evaluation hijacks one device
+    per cut and device class of the plan it attacks), replacing the attack's ``devices`` parameter.
+    """
+    settings.validate(num_devices=config.fleet.num_devices, rounds=config.train.rounds)
+    setup = prepare(config, bound=bound)
+    if choose is not None and settings.attack is not None:
+        settings = replace(settings, params={**settings.params, "devices": choose(setup)})
+    return hijack_setup(setup, settings, on_round=on_round)
+
+
+def hijack_setup(setup: Setup, settings: HijackSettings, *,
+                 on_round: Callable[[RoundRecord], None] | None = None) -> HijackResult:
+    """:func:`run_hijack` on a prepared run (``settings`` already validated)."""
+    config = setup.config
     attack = _attacker(config, settings, setup)
     # detectors are fitted on the model every device starts from: an honest trainer's, laid out alike
     detectors = build_detectors(settings.detectors, settings.detector_params, setup.trainer() if settings.detectors
@@ -185,4 +210,6 @@ def run_hijack(config: ExperimentConfig, settings: HijackSettings, *,
     return HijackResult(settings, attack.threat_model.describe() if attack is not None else "honest edge server",
                         targets, sorted({trainer.cuts[i] for i in targets}), records,
                         list(attack.history) if attack is not None else [], list(trainer.history),
-                        meter.samples if meter is not None else {}, detection_rows(detectors, records, targets))
+                        meter.samples if meter is not None else {}, detection_rows(detectors, records, targets),
+                        defense=setup.defense_label(), classes=fleet_classes(setup.fleet),
+                        device_cuts=list(trainer.cuts))

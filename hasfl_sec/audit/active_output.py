@@ -42,14 +42,14 @@ __all__ = ["write_hijack", "hijack_frame", "HIJACK_METRICS"]
 HIJACK_METRICS = ("mse", "psnr", "ssim")
 
 
-def hijack_frame(result: HijackResult, run_id: str, defense: str) -> pd.DataFrame:
+def hijack_frame(result: HijackResult, run_id: str) -> pd.DataFrame:
     """The measurements as rows of :data:`~hasfl_sec.results.METRIC_COLUMNS`, with each device's
     class (``device_class``, :func:`~hasfl_sec.fleet.fleet_classes`) added as a last column."""
     attack = result.settings.attack or "none"
     rows: list[dict[str, Any]] = []
     for r in result.records:
         key = {"run_id": run_id, "phase": "hijack", "round": r["round"], "device": r["device"], "cut": r["cut"],
-               "batch": r["images"], "defense": defense, "device_class": r.get("device_class", "")}
+               "batch": r["images"], "defense": result.defense, "device_class": r.get("device_class", "")}
         rows += [{**key, "attack": attack, "metric": m, "value": r[m]} for m in HIJACK_METRICS]
         rows += [{**key, "attack": "mean-image", "metric": m, "value": r[f"baseline_{m}"]} for m in ("mse", "ssim")]
     return pd.DataFrame(rows, columns=[*metrics_frame([]).columns, "device_class"])
@@ -72,21 +72,21 @@ def _figure(frame: pd.DataFrame, path: Path) -> None:
 
 
 def write_hijack(result: HijackResult, out: str | Path, *, overwrite: bool = False, run_id: str = "hijack",
-                 defense: str = "none", config: dict[str, Any] | None = None) -> Path:
+                 config: dict[str, Any] | None = None) -> Path:
     """Write ``result`` to ``out`` (see the module docstring); returns the directory."""
     out = Path(out)
     check_out(out, overwrite, marker="active.json")
     attack = result.settings.attack or "none"
     tmp = work_dir(out)
     try:
-        frame = hijack_frame(result, run_id, defense)
+        frame = hijack_frame(result, run_id)
         frame.to_csv(tmp / "metrics.csv", index=False)
         if result.attacker:
             pd.DataFrame(result.attacker).to_csv(tmp / "attacker.csv", index=False)
         if result.detections:
             pd.DataFrame(result.detections).to_csv(tmp / "detections.csv", index=False)
         pd.DataFrame([vars(r) for r in result.rounds]).to_csv(tmp / "rounds.csv", index=False)
-        meta = {**result.to_dict(), "run_id": run_id, "defense": defense, "config": config}
+        meta = {**result.to_dict(), "run_id": run_id, "config": config}
         for key in ("records", "attacker", "rounds", "detections"):  # in the CSV files
             meta.pop(key)
         (tmp / "active.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")

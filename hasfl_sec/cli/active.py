@@ -50,7 +50,6 @@ def run_active(ctx: click.Context, name: str, run_dir: str | None, config_file: 
     """The ``--active`` path of ``hasfl-sec audit`` (see the command's help)."""
     from ..audit.active import HijackSettings, run_hijack
     from ..audit.active_output import write_hijack
-    from ..defenses.build import describe_defenses
     from ..fileio import check_out
     from ..locks import lock_folder
     from .options import build_config, parse_attack_params
@@ -63,7 +62,8 @@ def run_active(ctx: click.Context, name: str, run_dir: str | None, config_file: 
     names = ("--", "--attack-param ")
     settings.validate(*names, detector_prefix="--detector-param ")  # before the config: its errors come first
     config = build_config(config_file, overrides, {k: v for k, v in given.items() if v is not None})
-    settings.validate(*names, num_devices=config.fleet.num_devices, detector_prefix="--detector-param ")
+    settings.validate(*names, num_devices=config.fleet.num_devices, detector_prefix="--detector-param ",
+                      rounds=config.train.rounds)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     target = Path(out or f"runs/active-{name}-{config.model.name}-{config.data.dataset}-{stamp}")
     with lock_folder(target, "--out"):
@@ -78,8 +78,7 @@ def run_active(ctx: click.Context, name: str, run_dir: str | None, config_file: 
         finally:
             if bar is not None:
                 bar.close()
-        write_hijack(result, target, overwrite=overwrite, run_id=target.name, defense=describe_defenses(config.defense),
-                     config=config.to_dict())
+        write_hijack(result, target, overwrite=overwrite, run_id=target.name, config=config.to_dict())
     _summary(result)
     click.echo(f"active audit written to {target}")
 

@@ -64,13 +64,15 @@ def _floats(field: str, text: str | None) -> list[float] | None:
 @click.option("--budgets", help="Leakage budgets of privacy-constrained plans (unit: privacy.metric), "
               "comma-separated; '' for none [30,20,12].")
 @click.option("--no-defenses", is_flag=True, help="Skip the defense sweep.")
+@click.option("--no-active", is_flag=True, help="Skip the malicious edge server's arms (FSHA on the hasfl plan and "
+              "the honest-server arm of the detectors; eval settings 'active:' tune them).")
 @click.option("--attacks", help="Attacks of every audit, comma-separated [rmle,inverse-network,label-direction].")
 @click.option("--images", type=int, help="Victim images per audited device [16].")
 @click.option("--attack-seeds", help="Attack seeds of every audit, comma-separated [0].")
 @executor_options
 def eval_(config_file: str | None, overrides: tuple[str, ...], eval_config: str | None, name: str | None,
           out: str | None, overwrite: bool, seeds: str | None, fleet_per_seed: bool | None, full: bool,
-          strategies: str | None, baselines: str | None, budgets: str | None, no_defenses: bool,
+          strategies: str | None, baselines: str | None, budgets: str | None, no_defenses: bool, no_active: bool,
           attacks: str | None, images: int | None, attack_seeds: str | None, workers: int | None, threads: int,
           backend: str, address: str | None, fresh: bool, progress: bool | None, **options: Any) -> None:
     """Plan, train, attack and report: the whole question in one command.
@@ -81,7 +83,10 @@ def eval_(config_file: str | None, overrides: tuple[str, ...], eval_config: str 
     paper's other baselines (bs-only, cut-only, random) and privacy-constrained plans for each
     --budgets value; train each; train the SFL plan again under each defense setting (noise,
     NoPeek, top-k, quantization; --full adds DP-SGD and strong settings); audit every split each
-    audited plan picked with each attack (adaptive attackers against defenses); and write
+    audited plan picked with each attack (adaptive attackers against defenses); train the HASFL
+    plan again with a malicious edge server hijacking one device per cut and device class (FSHA),
+    every device running SplitGuard and SplitOut, and once more with an honest server for the
+    detectors' false alarms (--full: under every defense setting too); and write
     reports/<name>/ with report.html, report.md, the CSV tables behind them (every figure a mean
     over seeds with a 95% interval; comparisons paired over seeds), the figures and every run
     directory.
@@ -115,7 +120,8 @@ def eval_(config_file: str | None, overrides: tuple[str, ...], eval_config: str 
                              baselines=_split(baselines), budgets=_floats("--budgets", budgets),
                              defenses=[] if no_defenses else None, attacks=_split(attacks), images=images,
                              seeds=_ints("--seeds", seeds), attack_seeds=_ints("--attack-seeds", attack_seeds),
-                             fleet_per_seed=fleet_per_seed)
+                             fleet_per_seed=fleet_per_seed,
+                             active={"attack": None, "honest": False} if no_active else None)
     show = sys.stderr.isatty() if progress is None else progress
     try:
         result = run_eval(config, settings, out=out, overwrite=overwrite, progress=show, executor=executor,

@@ -20,6 +20,7 @@ import pandas as pd
 from ..report.tables import pareto_front
 from ..results import EVAL_TABLES
 from ..stats import METHOD, Interval, mean_ci, paired_difference, paired_ratio, summarize
+from .hijack_tables import hijack_comparisons
 
 __all__ = ["class_table", "pareto_over_seeds", "comparisons", "accuracy_at", "time_budget", "headline_text",
            "SPEED_REFERENCE", "DEFENSE_REFERENCE"]
@@ -162,11 +163,13 @@ def _against(summary: pd.DataFrame, kind: str, reference: str, comparison: str) 
     return rows
 
 
-def comparisons(summary: pd.DataFrame, rounds: pd.DataFrame, budget_s: float) -> pd.DataFrame:
+def comparisons(summary: pd.DataFrame, rounds: pd.DataFrame, budget_s: float,
+                active: pd.DataFrame | None = None) -> pd.DataFrame:
     """``comparisons.csv``: the paired comparisons of the report (see module doc): HASFL's speed-up
     and accuracy advantage over every other unconstrained plan, each private plan against HASFL,
-    each defense setting against the undefended ``sfl`` arm. Rows whose reference is missing are
-    left out."""
+    each defense setting against the undefended ``sfl`` arm, and (with the active cells' rows)
+    each defense against the hijacking server (:func:`~.hijack_tables.hijack_comparisons`). Rows
+    whose reference is missing are left out."""
     plans = set(summary["plan"])
     rows: list[dict] = []
     if SPEED_REFERENCE in plans:
@@ -174,6 +177,9 @@ def comparisons(summary: pd.DataFrame, rounds: pd.DataFrame, budget_s: float) ->
         rows += _against(summary, "private", SPEED_REFERENCE, "privacy")
     if DEFENSE_REFERENCE in plans:
         rows += _against(summary, "defense", DEFENSE_REFERENCE, "defense")
+    if active is not None:
+        rows += [_row("hijack", plan, ref, metric, ci, "difference")
+                 for plan, ref, metric, ci in hijack_comparisons(active)]
     return pd.DataFrame(rows)
 
 

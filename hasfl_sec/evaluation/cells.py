@@ -29,16 +29,13 @@ import hashlib
 import json
 import logging
 import math
-import os
-import platform
 import shutil
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 
 from ..audit.config import AuditConfig
@@ -50,8 +47,10 @@ from ..errors import HasflError
 from ..fleet import fleet_classes
 from ..planning.bound import BoundConstants
 from ..planning.strategies import BOUND_STRATEGIES
-from ..results import EVAL_TABLES, LEAKAGE_COLUMNS, atomic_write_text, package_versions
+from ..results import EVAL_TABLES, LEAKAGE_COLUMNS, package_versions
 from ..runs.training import train
+from .hijack import compute_active
+from .records import CELL_FILE, ERROR_FILE, CellRecord, frame_table, read_cell, record_files, write_record
 from .sensitivity import cut_sensitivity
 from .settings import Arm
 from .tables import device_leakage, plan_noise, plan_rows, representatives, summary_row
@@ -63,10 +62,6 @@ __all__ = ["Cell", "CellRecord", "CELL_FILE", "cell_name", "code_version", "make
 
 logger = logging.getLogger(__name__)
 
-#: The file that marks a finished (or failed) cell; written last.
-CELL_FILE = "cell.json"
-#: A failed cell's traceback, for the user who wants more than the one-line reason.
-ERROR_FILE = "error.txt"
 
 
 @functools.lru_cache(maxsize=1)
@@ -145,98 +140,6 @@ def make_cell(arm: Arm, seed: int, config: ExperimentConfig, audit: AuditConfig,
     return Cell(arm, seed, config, audit, threads, used, key)
 
 
-@dataclass
-class CellRecord:
-    """What ``cell.json`` holds: the cell's status and, when it finished, its rows of the tables.
-
-    Attributes:
-        name, key: the cell's name (``<arm>.seed<seed>``) and key.
-        status: ``ok`` or ``failed``; ``reason`` is a failure's one line.
-        plans, summary: rows of ``plans.csv`` and ``summary.csv`` (with the cell's ``seed``).
-        rounds, leakage: the cell's parts of ``rounds.csv`` and ``leakage.csv`` (column names and rows).
-        leaks: per device, the strongest attack's leakage at its cut (for the Pareto table).
-        cuts: the cell's part of ``cuts.csv`` (plans of :data:`EXPLAINED` only,
-            :mod:`~hasfl_sec.evaluation.sensitivity`).
-        epsilon: the largest finite privacy loss a defense claims (NaN: none).
-        timings: wall-clock seconds of ``train`` and ``audit``.
-        files: every file of the run folder and its size, to verify the folder is complete.
-        host, pid: the machine and process that computed the cell.
-    """
-
-    name: str
-    key: str
-    status: str = "ok"
-    reason: str = ""
-    plans: list[dict[str, Any]] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
-    rounds: dict[str, list] = field(default_factory=dict)
-    leakage: dict[str, list] = field(default_factory=dict)
-    leaks: dict[str, float] = field(default_factory=dict)
-    cuts: dict[str, list] = field(default_factory=dict)
-    epsilon: float = math.nan
-    timings: dict[str, float] = field(default_factory=dict)
-    files: dict[str, int] = field(default_factory=dict)
-    host: str = ""
-    pid: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """Whether the cell finished."""
-        return self.status == "ok"
-
-    def frame(self, part: str) -> pd.DataFrame:
-        """``rounds``, ``leakage`` or ``cuts`` as a DataFrame."""
-        table = getattr(self, part)
-        return pd.DataFrame(table.get("data", []), columns=table.get("columns", []))
-
-    def device_leaks(self) -> dict[int, float]:
-        """``leaks`` with integer device ids (JSON keys are strings)."""
-        return {int(d): float(v) for d, v in self.leaks.items()}
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe Python scalars for numpy ones (floats keep every bit: JSON writes ``repr``)."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON-serializable: {type(value).__name__}")
-
-
-def _table(frame: pd.DataFrame) -> dict[str, list]:
-    return {"columns": [str(c) for c in frame.columns], "data": frame.astype(object).to_numpy().tolist()}
-
-
-def _files(run_dir: Path) -> dict[str, int]:
-    return {str(p.relative_to(run_dir)): p.stat().st_size for p in sorted(run_dir.rglob("*"))
-            if p.is_file() and p.name not in (CELL_FILE, ERROR_FILE)}
-
-
-def _write(record: CellRecord, run_dir: Path) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    record.host, record.pid = platform.node(), os.getpid()
-    text = json.dumps(dataclasses.asdict(record), indent=1, default=_plain)
-    atomic_write_text(run_dir / CELL_FILE, text + "\n")
-
-
-def read_cell(run_dir: Path, key: str | None = None) -> CellRecord | None:
-    """The record in ``run_dir/cell.json``; None if there is none, it does not parse, it names
-    another key than ``key`` (when given), or a finished cell's files are missing or changed size."""
-    try:
-        values = json.loads((run_dir / CELL_FILE).read_text())
-        record = CellRecord(**values)
-    except (OSError, ValueError, TypeError):
-        return None
-    if key is not None and record.key != key:
-        return None
-    if record.ok:
-        for name, size in record.files.items():
-            path = run_dir / name
-            if not path.is_file() or path.stat().st_size != size:
-                return None
-    return record
-
-
 def _reason(exc: BaseException) -> str:
     """A failure in one line: our own errors say it already; others get their type."""
     text = " ".join(str(exc).split())
@@ -247,7 +150,7 @@ def _reason(exc: BaseException) -> str:
 def fail_cell(cell: Cell, run_dir: Path, reason: str) -> CellRecord:
     """Record ``cell`` as failed with ``reason`` (one line) in ``run_dir``."""
     record = CellRecord(cell.name, cell.key, status="failed", reason=reason)
-    _write(record, run_dir)
+    write_record(record, run_dir)
     return record
 
 
@@ -281,14 +184,14 @@ def run_cell(cell: Cell, run_dir: Path) -> CellRecord:
         shutil.rmtree(run_dir)
     try:
         with torch_threads(cell.threads):
-            record = _compute(cell, run_dir)
+            record = COMPUTE.get(cell.arm.kind, _compute)(cell, run_dir)
     except Exception as exc:  # one cell's failure must not stop the others (recorded, not hidden)
         logger.error("cell %s failed: %s", cell.name, _reason(exc))
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / ERROR_FILE).write_text("".join(traceback.format_exception(exc)))
         return fail_cell(cell, run_dir, _reason(exc))
-    record.files = _files(run_dir)
-    _write(record, run_dir)
+    record.files = record_files(run_dir)
+    write_record(record, run_dir)
     return record
 
 
@@ -326,10 +229,14 @@ def _compute(cell: Cell, run_dir: Path) -> CellRecord:
     return CellRecord(
         cell.name, cell.key,
         plans=[{"plan": arm.name, "seed": cell.seed, **row, "leakage": per_device[row["device"]][0]} for row in plans],
-        summary={"plan": arm.name, "seed": cell.seed, **summary}, rounds=_table(rounds), leakage=_table(leakage),
-        cuts=_table(cuts),
+        summary={"plan": arm.name, "seed": cell.seed, **summary}, rounds=frame_table(rounds),
+        leakage=frame_table(leakage), cuts=frame_table(cuts),
         leaks={str(d): float(v) for d, (v, _) in per_device.items()}, epsilon=epsilon, timings=timings)
 
+
+#: How a cell of each arm kind is computed, where it differs from :func:`_compute` (train, then audit):
+#: an active arm trains with a malicious server (:mod:`~hasfl_sec.evaluation.hijack`).
+COMPUTE: dict[str, Callable[[Cell, Path], CellRecord]] = {"active": compute_active}
 
 #: Planners whose cuts the evaluation explains (``cuts.csv``): those that choose cuts from the bound.
 EXPLAINED = ("hasfl",)

@@ -50,6 +50,8 @@ from ..typed import apply_overrides
 from .aggregate import class_table, comparisons, pareto_over_seeds, time_budget
 from .cells import Cell, CellRecord, cell_name, code_version, fail_cell, make_cell, read_cell
 from .executors import EXECUTORS, ExecutorConfig, Task, session
+from .hijack import check_active_arm
+from .hijack_tables import detector_table, hijack_table
 from .settings import Arm, EvalSettings, build_arms
 from .tables import class_mean_ssim, defense_table
 from .workspace import claim_output, kept_work, reuse, shared_bound
@@ -173,6 +175,9 @@ def plan_point(config: ExperimentConfig, settings: EvalSettings) -> Point:
     settings.validate()
     arms = build_arms(settings)
     configs = arm_configs(config, arms, list(settings.seeds), settings.fleet_per_seed)
+    for arm in arms:
+        if arm.kind == "active":  # device ids inside the fleet, a hijacking that starts within the run
+            check_active_arm(arm, configs[cell_name(arm.name, settings.seeds[0])])
     checked = set()
     for c in configs.values():  # whether data and model fit in memory, once per distinct pair
         key = (repr(c.data), repr(c.model), c.plan.strategy)
@@ -274,6 +279,9 @@ class _Rows:
     rounds: list[pd.DataFrame] = field(default_factory=list)
     leakage: list[pd.DataFrame] = field(default_factory=list)
     cuts: list[pd.DataFrame] = field(default_factory=list)
+    active: list[pd.DataFrame] = field(default_factory=list)
+    detections: list[pd.DataFrame] = field(default_factory=list)
+    hijacks: list[dict[str, Any]] = field(default_factory=list)
     epsilons: dict[tuple[str, int], float] = field(default_factory=dict)
     failed: list[dict[str, Any]] = field(default_factory=list)
 
@@ -281,6 +289,11 @@ class _Rows:
         if not record.ok:
             self.failed.append({"plan": cell.arm.name, "seed": cell.seed, "kind": cell.arm.kind,
                                 "reason": record.reason})
+            return
+        if cell.arm.kind == "active":  # its own tables: an attacked training is not a plan to compare
+            self.active.append(record.frame("active"))
+            self.detections.append(record.frame("detections"))
+            self.hijacks.append(record.hijack)
             return
         self.plans += record.plans
         self.summary.append(record.summary)
@@ -310,8 +323,18 @@ class _Rows:
         tables["pareto"] = pareto_over_seeds(tables["plans"], summary)
         tables["classes"] = class_table(tables["plans"])
         budget = time_budget(summary, budget_s)
-        tables["comparisons"] = comparisons(summary, tables["rounds"], budget)
+        active = _concat(self.active, "active")
+        tables.update(active=active, detections=_concat(self.detections, "detections"))
+        tables["hijack"] = hijack_table(active, pd.DataFrame(self.hijacks, columns=["plan", "seed", "final_accuracy"]))
+        tables["detectors"] = detector_table(tables["detections"])
+        tables["comparisons"] = comparisons(summary, tables["rounds"], budget, active)
         return tables, budget
+
+
+def _concat(frames: list[pd.DataFrame], table: str) -> pd.DataFrame:
+    """The non-empty ``frames`` as one table with the columns of :data:`EVAL_TABLES` ``[table]``."""
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EVAL_TABLES[table])
 
 
 def finish_point(point: Point, name: str, start: float) -> EvalResult:
@@ -321,9 +344,9 @@ def finish_point(point: Point, name: str, start: float) -> EvalResult:
     rows = _Rows()
     for cell in point.cells:
         rows.add(cell, point.records[cell.name])
-    if not rows.summary:
+    if not rows.summary:  # the tables are built around the trained plans: without one there is no report
         reasons = "; ".join(f"{f['plan']} (seed {f['seed']}): {f['reason']}" for f in rows.failed)
-        raise EvalFailed(f"every cell of the evaluation failed ({reasons}); their folders are kept in {work}")
+        raise EvalFailed(f"no plan of the evaluation finished ({reasons}); their folders are kept in {work}")
     tables, budget = rows.tables(arms, point.settings.time_budget_s)
     for table in EVAL_TABLES:
         path = work / f"{table}.csv"
@@ -335,9 +358,12 @@ def finish_point(point: Point, name: str, start: float) -> EvalResult:
     figures.mkdir()
     first_seed = point.settings.seeds[0]  # one seed's grids: the others look alike and would swell the report
     for arm in arms:
-        for grid in sorted((work / "runs" / cell_name(arm.name, first_seed) / "audit").glob("reconstructions_*.png")):
+        run = work / "runs" / cell_name(arm.name, first_seed)
+        for grid in sorted((run / "audit").glob("reconstructions_*.png")):
             attack = grid.stem.removeprefix("reconstructions_")
             shutil.copyfile(grid, figures / f"reconstructions_{arm.name}_{attack}.png")
+        for grid in sorted((run / "active").glob("reconstructions_*.png")):  # the hijacker's, in its own section
+            shutil.copyfile(grid, figures / f"hijack_{arm.name}.png")
     meta = _meta(point, name, start, budget)
     (work / "eval.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
     build_report(work)
@@ -368,6 +394,18 @@ def _meta(point: Point, name: str, start: float, budget_s: float) -> dict[str, A
              "strongest (adaptive) attack far below it.",
              "Defense settings are trained on the sfl plan at plan.cut; their predicted time to target is "
              "the undefended plan's (the bound does not model these defenses)."]
+    active = [a for a in arms if a.kind == "active"]
+    if active:
+        hijack = settings.active
+        chosen = ("one device per cut and device class of the plan" if hijack.devices == "representatives" else
+                  "every device" if hijack.devices == "all" else f"devices {hijack.devices}")
+        notes.append(f"Malicious edge server: {', '.join(a.name for a in active)} train the {hijack.strategy} plan "
+                     "anew with the server as the attacker"
+                     + (f" ({hijack.attack}, hijacking {chosen}; the others are trained honestly)"
+                        if hijack.attack else "")
+                     + (f", every device running {', '.join(hijack.detectors)}" if hijack.detectors else "")
+                     + ". They are not audited and not compared as plans; section 'A malicious edge server' "
+                       "reports them.")
     if any(a.kind == "baseline" and not a.audited for a in arms):
         notes.append("Baseline plans (" + ", ".join(a.name for a in arms if a.kind == "baseline")
                      + ") are trained for the speed comparison and not audited (--full audits them).")
@@ -384,5 +422,6 @@ def _meta(point: Point, name: str, start: float, budget_s: float) -> dict[str, A
             "config": config.to_dict(), "settings": settings.to_dict(), "arms": [vars(a) for a in arms],
             "cells": {c.name: {"key": c.key, "status": records[c.name].status, "reason": records[c.name].reason}
                       for c in cells},
+            "hijack": {r.name: r.hijack for r in records.values() if r.ok and r.hijack},
             "code": code_version(), "timings": timings, "time_budget_s": budget_s,
             "wall_time_s": time.perf_counter() - start, "versions": package_versions(), "notes": notes}

@@ -8,7 +8,12 @@ and seed, :mod:`~hasfl_sec.evaluation.cells`). The default evaluation has four k
   for the time-to-target comparison, not audited unless ``full``;
 * ``private`` arms -- the privacy-constrained planner (``hasfl-private``) at each leakage budget;
 * ``defense`` arms -- the ``sfl`` plan (uniform batch, the config's ``plan.cut``: the default cut)
-  trained under one defense setting each. The undefended reference is the ``sfl`` plan arm.
+  trained under one defense setting each. The undefended reference is the ``sfl`` plan arm;
+* ``active`` arms -- a malicious edge server (:class:`ActiveEval`, docs/privacy.md section 7): the
+  ``hasfl`` plan trained with the server hijacking one device per cut and device class (FSHA),
+  every device running the detectors (and, with ``--full``, under each defense setting too); and
+  the same plan with an honest server and the same detectors, for their false alarms. An attacked
+  training is a different training, so these arms are trained anew, not audited.
 
 The default grid is trimmed so that three seeds fit in ten minutes on two cores; ``full``
 (``hasfl-sec eval --full``) is :func:`full_settings`: every defense at two strengths, three budgets,
@@ -26,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
+from ..audit.active import HijackSettings
 from ..audit.config import AuditConfig
 from ..defenses.params import check_param
 from ..defenses.registry import DEFENSES
@@ -37,11 +43,11 @@ from ..typed import build_dataclass
 #: The report name of an evaluation that is given none (see :attr:`EvalSettings.name`).
 DEFAULT_NAME = "default"
 
-__all__ = ["DEFAULT_NAME", "DefenseSweep", "EvalSettings", "Arm", "load_settings", "settings_from_mapping",
-           "check_sweep", "default_sweeps", "full_sweeps", "full_settings", "ARM_KINDS"]
+__all__ = ["DEFAULT_NAME", "DefenseSweep", "ActiveEval", "ACTIVE_DEVICES", "EvalSettings", "Arm", "load_settings",
+           "settings_from_mapping", "check_sweep", "default_sweeps", "full_sweeps", "full_settings", "ARM_KINDS"]
 
 #: The kinds of arm, in the order they run; only ``baseline`` arms may go unaudited.
-ARM_KINDS = ("plan", "baseline", "private", "defense")
+ARM_KINDS = ("plan", "baseline", "private", "defense", "active")
 
 
 @dataclass
@@ -86,6 +92,73 @@ def full_sweeps() -> list[DefenseSweep]:
     ]
 
 
+#: How :attr:`ActiveEval.devices` names the hijacked devices (besides a list of device ids).
+ACTIVE_DEVICES = ("representatives", "all")
+
+
+@dataclass
+class ActiveEval:
+    """The malicious edge server of an evaluation: its arms (see the module doc) and their settings.
+
+    Attributes:
+        attack: the active attack (``hasfl-sec list active-attacks``); null: no attacked arms.
+        strategy: the planner whose plan is attacked (its cuts and batch sizes are the optimizer's).
+        devices: the hijacked devices: ``representatives`` (one per cut and device class of the plan;
+            the server trains the task honestly on the others), ``all``, or a list of device ids.
+        defenses: also attack the plan under every defense setting of ``eval.defenses`` (off by
+            default: each is a training of its own; ``--full`` turns it on).
+        detectors: what every device runs against its server (``hasfl-sec list detectors``).
+        honest: add the plan with an honest server and the same detectors: their false alarms.
+        attack_params, detector_params: per attack / detector, overrides of its Params.
+        measure_every: score the attacker's reconstructions every this many rounds (and at the last
+            round, and when a detector fires), on ``images`` images of the device's batch.
+    """
+
+    attack: Optional[str] = "fsha"
+    strategy: str = "hasfl"
+    devices: Union[str, list[int]] = "representatives"
+    defenses: bool = False
+    detectors: list[str] = field(default_factory=lambda: ["splitguard", "splitout"])
+    honest: bool = True
+    attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    detector_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    measure_every: int = 10
+    images: int = 32
+
+    def hijack(self, attack: str | None) -> HijackSettings:
+        """The training-time settings of an arm with ``attack`` (None: the honest-server arm)."""
+        params = dict(self.attack_params.get(attack, {})) if attack is not None else {}
+        if attack is not None and isinstance(self.devices, list):
+            params["devices"] = list(self.devices)
+        return HijackSettings(attack, params, list(self.detectors),
+                              {k: dict(v) for k, v in self.detector_params.items()}, self.measure_every, self.images)
+
+    @property
+    def arms(self) -> bool:
+        """Whether these settings add any arm."""
+        return self.attack is not None or (self.honest and bool(self.detectors))
+
+    def validate(self) -> "ActiveEval":
+        """Names, device choices and every attack and detector parameter (errors name ``eval.active.*``)."""
+        check(self.strategy in STRATEGIES.names(), "eval.active.strategy", self.strategy, STRATEGIES.names())
+        if isinstance(self.devices, str):
+            check(self.devices in ACTIVE_DEVICES, "eval.active.devices", self.devices,
+                  "representatives, all, or a list of device ids")
+        else:
+            check(len(self.devices) >= 1 and len(set(self.devices)) == len(self.devices)
+                  and all(d >= 0 for d in self.devices), "eval.active.devices", self.devices,
+                  "representatives, all, or a list of distinct device ids >= 0")
+        for name, values in self.attack_params.items():
+            check(name == self.attack, f"eval.active.attack_params.{name}", values,
+                  f"parameters of eval.active.attack ({self.attack})")
+            check("devices" not in values, f"eval.active.attack_params.{name}.devices", values.get("devices"),
+                  "no value here", "the hijacked devices are eval.active.devices")
+        if self.arms:
+            self.hijack(self.attack).validate("eval.active.", "eval.active.attack_params.",
+                                              detector_prefix="eval.active.detector_params.")
+        return self
+
+
 @dataclass
 class EvalSettings:
     """Options of one evaluation (everything but the experiment config itself).
@@ -118,6 +191,8 @@ class EvalSettings:
             shortest simulated training time of any finished plan arm and seed, so every arm is
             measured within its own training.
         attack_seeds: attack seeds of every audit (each re-runs every attack from a fresh start).
+        active: the malicious edge server's arms (:class:`ActiveEval`; ``attack: null`` and
+            ``honest: false`` for none).
 
     Every audit attacks one device per distinct (cut, noise) of a plan: devices that share both
     send the same kind of smashed data from the same aggregated model.
@@ -137,6 +212,7 @@ class EvalSettings:
     fleet_per_seed: bool = False
     time_budget_s: Optional[float] = None
     attack_seeds: list[int] = field(default_factory=lambda: [0])
+    active: ActiveEval = field(default_factory=ActiveEval)
 
     def validate(self) -> "EvalSettings":
         """Check names and ranges; returns self."""
@@ -158,6 +234,7 @@ class EvalSettings:
         check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "eval.seeds", self.seeds,
               "at least one seed, none repeated")
         check(all(0 <= s < 2**31 for s in self.seeds), "eval.seeds", self.seeds, "integers in [0, 2^31)")
+        self.active.validate()
         check(self.time_budget_s is None or (math.isfinite(self.time_budget_s) and self.time_budget_s > 0),
               "eval.time_budget_s", self.time_budget_s, "a finite number > 0, or null")
         return self
@@ -194,9 +271,10 @@ def check_sweep(sweep: DefenseSweep) -> None:
 
 def full_settings() -> dict[str, Any]:
     """What ``--full`` changes in the defaults: the full defense grid, three budgets, audited
-    baselines and the audit's full attack settings (about an hour on two cores with 3 seeds)."""
+    baselines, the audit's full attack settings, and the malicious server attacking every defense
+    setting (about an hour and a half on two cores with 3 seeds)."""
     return {"defenses": [asdict(d) for d in full_sweeps()], "budgets": [30.0, 20.0, 12.0],
-            "audit_baselines": True, "preset": "full"}
+            "audit_baselines": True, "preset": "full", "active": {"defenses": True}}
 
 
 def load_settings(path: str | Path | None = None, full: bool = False, **changes: Any) -> EvalSettings:
@@ -207,6 +285,8 @@ def load_settings(path: str | Path | None = None, full: bool = False, **changes:
         loaded = read_structured(path, "--eval-config") or {}
         if not isinstance(loaded, dict):
             raise ConfigError("--eval-config", str(path), "a mapping of eval settings")
+        if isinstance(values.get("active"), dict) and isinstance(loaded.get("active"), dict):
+            loaded = {**loaded, "active": {**values["active"], **loaded["active"]}}  # --full's, then the file's
         values.update(loaded)
     values.update({k: v for k, v in changes.items() if v is not None})
     return settings_from_mapping(values)
@@ -231,7 +311,10 @@ class Arm:
         kind: one of :data:`ARM_KINDS`.
         overrides: ``--set`` strings applied to the base experiment config.
         strategy: the planner; budget: the leakage budget (private arms).
-        defense, param, strength: the defense setting (defense arms).
+        defense, param, strength: the defense setting (defense arms, and active arms under one).
+        active: an active arm's :class:`~hasfl_sec.audit.active.HijackSettings` as a mapping, and
+            under ``choose`` how its hijacked devices are picked from the plan (:data:`ACTIVE_DEVICES`,
+            or ``list`` when the settings name them).
     """
 
     name: str
@@ -243,6 +326,12 @@ class Arm:
     param: str = ""
     strength: float = math.nan
     audited: bool = True
+    active: dict[str, Any] = field(default_factory=dict)
+
+    def hijack(self) -> HijackSettings:
+        """An active arm's training-time settings."""
+        values = {k: v for k, v in self.active.items() if k != "choose"}
+        return HijackSettings(**values)
 
     @property
     def setting(self) -> str:
@@ -254,6 +343,34 @@ def _yaml_value(value: Any) -> str:
     return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
+def _defense_overrides(sweep: DefenseSweep, value: Union[int, float]) -> list[str]:
+    """The ``--set`` strings of one defense setting (the plan's strategy aside)."""
+    fixed = [f"defense.{sweep.defense}.{k}={_yaml_value(v)}" for k, v in sweep.fixed.items()]
+    return [f"defense.use=[{sweep.defense}]", *fixed, f"defense.{sweep.defense}.{sweep.param}={value}"]
+
+
+def _active_arms(settings: EvalSettings) -> list[Arm]:
+    """The malicious edge server's arms: the attacked plan undefended and under each defense
+    setting, then the plan with an honest server and the detectors."""
+    active = settings.active
+    strategy = active.strategy
+    choose = "list" if isinstance(active.devices, list) else active.devices
+    plan = [f"plan.strategy={strategy}"]
+    arms = []
+    if active.attack is not None:
+        hijack = {**asdict(active.hijack(active.attack)), "choose": choose}
+        arms.append(Arm(f"{active.attack}-{strategy}", "active", plan, strategy, audited=False, active=hijack))
+        for sweep in settings.defenses if active.defenses else []:
+            for v in sweep.values:
+                arms.append(Arm(f"{active.attack}-{strategy}-{sweep.defense}-{sweep.param}={v:g}", "active",
+                                [*plan, *_defense_overrides(sweep, v)], strategy, defense=sweep.defense,
+                                param=sweep.param, strength=float(v), audited=False, active=hijack))
+    if active.honest and active.detectors:
+        arms.append(Arm(f"honest-{strategy}", "active", plan, strategy, audited=False,
+                        active={**asdict(active.hijack(None)), "choose": "none"}))
+    return arms
+
+
 def build_arms(settings: EvalSettings) -> list[Arm]:
     """Every arm of an evaluation, in the order they run."""
     arms = [Arm(s, "plan", [f"plan.strategy={s}"], s) for s in settings.strategies]
@@ -263,20 +380,18 @@ def build_arms(settings: EvalSettings) -> list[Arm]:
         arms.append(Arm(f"private-{b:g}", "private", ["plan.strategy=hasfl-private", f"privacy.budget={b}"],
                         "hasfl-private", budget=float(b)))
     for sweep in settings.defenses:
-        fixed = [f"defense.{sweep.defense}.{k}={_yaml_value(v)}" for k, v in sweep.fixed.items()]
         for v in sweep.values:
-            arms.append(Arm(
-                f"{sweep.defense}-{sweep.param}={v:g}", "defense",
-                ["plan.strategy=sfl", f"defense.use=[{sweep.defense}]", *fixed,
-                 f"defense.{sweep.defense}.{sweep.param}={v}"],
-                "sfl", defense=sweep.defense, param=sweep.param, strength=float(v)))
+            arms.append(Arm(f"{sweep.defense}-{sweep.param}={v:g}", "defense",
+                            ["plan.strategy=sfl", *_defense_overrides(sweep, v)],
+                            "sfl", defense=sweep.defense, param=sweep.param, strength=float(v)))
     if settings.defenses and "sfl" not in settings.strategies:
         arms.insert(len(settings.strategies), Arm("sfl", "plan", ["plan.strategy=sfl"], "sfl"))
+    arms += _active_arms(settings)
     seen: dict[str, Arm] = {}
     for arm in arms:  # an arm's name is its run folder and its row: two arms may not share one
         if arm.name in seen:
-            field = {"plan": "eval.strategies", "baseline": "eval.baselines",
-                     "private": "eval.budgets"}.get(arm.kind, f"eval.defenses.{arm.defense}")
+            field = {"plan": "eval.strategies", "baseline": "eval.baselines", "private": "eval.budgets",
+                     "active": "eval.active.strategy"}.get(arm.kind, f"eval.defenses.{arm.defense}")
             raise ConfigError(field, arm.name, "settings that give every arm its own name",
                               "two values give the same name (a repeated value, or values equal to 6 significant "
                               "digits)")

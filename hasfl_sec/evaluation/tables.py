@@ -21,6 +21,7 @@ import pandas as pd
 from ..fleet import fleet_classes
 from ..metrics import image_report
 from ..report.tables import time_to_target
+from ..results import EVAL_TABLES
 from ..seeding import torch_generator
 from ..sfl.clock import plan_costs
 from ..sfl.latency import stage_latencies
@@ -149,4 +150,5 @@ def defense_table(arms: Sequence[Arm], summary: pd.DataFrame, leakage: pd.DataFr
                 "mse": float(values.get("mse", math.nan)), "psnr": float(values.get("psnr", math.nan)),
                 "epsilon": float(epsilons.get(name, math.nan)),
             })
-    return pd.DataFrame(rows)
+    # columns even without rows (only label attacks): the caller inserts the seed column by position
+    return pd.DataFrame(rows, columns=[c for c in EVAL_TABLES["defenses"] if c != "seed"])

@@ -8,6 +8,7 @@ figures made without pyplot's global state, and no ``Software``/date metadata in
 * :func:`leakage_vs_cut` -- SSIM against cut depth per attack, a marker per plan (``leakage.csv``)
 * :func:`defense_tradeoff` -- accuracy drop against SSIM per defense, adaptive vs unaware attackers
 * :func:`pareto` -- leakage against measured and predicted time to target per device class
+* :func:`hijack_curves` -- a malicious server's reconstruction error against rounds (``active.csv``)
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from ..stats import mean_ci  # noqa: E402
 from .tables import EvalData, leakage_frame  # noqa: E402
 
-__all__ = ["FIGURES", "draw_figures", "accuracy_vs_time", "leakage_vs_cut", "defense_tradeoff", "pareto"]
+__all__ = ["FIGURES", "draw_figures", "accuracy_vs_time", "leakage_vs_cut", "defense_tradeoff", "pareto",
+           "hijack_curves"]
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +263,57 @@ def pareto(data: EvalData, path: Path) -> bool:
     return True
 
 
+def _round_curve(part: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rounds, and the mean MSE over seeds at each (a seed's devices averaged first) with its 95%
+    interval."""
+    per_seed = part.groupby(["round", "seed"], as_index=False)["mse"].mean()
+    rounds, means, lows, highs = [], [], [], []
+    for r, g in per_seed.groupby("round", sort=True):
+        ci = mean_ci(g["mse"])
+        rounds.append(float(r))
+        means.append(ci.mean)
+        lows.append(ci.low)
+        highs.append(ci.high)
+    return np.array(rounds), np.array(means), np.array(lows), np.array(highs)
+
+
+def _band(ax: Any, part: Any, label: str, color: str, style: str = "-") -> None:
+    rounds, mean, low, high = _round_curve(part)
+    ax.plot(rounds, mean, style, color=color, marker="o", markersize=2.5, label=label)
+    if np.isfinite(low).any():
+        ax.fill_between(rounds, low, high, color=color, alpha=0.15, linewidth=0)
+
+
+def hijack_curves(data: EvalData, path: Path) -> bool:
+    """The hijacking server's reconstruction MSE against rounds (means over seeds, 95% bands): left,
+    the undefended attacked arm per cut and device class; right, every attacked arm (its hijacked
+    devices averaged). Dashed: the attacker's guess without the attack (the mean of its images)."""
+    active = data.table("active")
+    active = active[active["mse"].notna()]
+    if active.empty:
+        return False
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    undefended = active[active["defense"].isin(["none", ""])]
+    reference = undefended if not undefended.empty else active[active["plan"] == active["plan"].iloc[0]]
+    fig = Figure(figsize=(9.0, 3.6))
+    left, right = fig.subplots(1, 2, sharey=True)
+    groups = list(reference.groupby(["cut", "device_class"], sort=True))
+    for k, ((cut, cls), part) in enumerate(groups):
+        _band(left, part, f"cut {int(cut)}, {cls} devices", colors[k % len(colors)])
+    _band(left, reference.assign(mse=reference["baseline_mse"]), "guess (mean image)", "0.4", "--")
+    left.set_title(f"{reference['plan'].iloc[0]}: per cut and device class")
+    for k, (plan, part) in enumerate(active.groupby("plan", sort=False)):
+        _band(right, part, str(plan), colors[k % len(colors)])
+    _band(right, active.assign(mse=active["baseline_mse"]), "guess (mean image)", "0.4", "--")
+    right.set_title("per attacked arm (defenses)")
+    for ax in (left, right):
+        ax.set_xlabel("round")
+        ax.legend(loc="best")
+    left.set_ylabel("reconstruction MSE ([0, 1] pixels)")
+    _save(fig, path)
+    return True
+
+
 #: generated figures: file name -> (drawing function, caption).
 FIGURES: dict[str, tuple[Callable[[EvalData, Path], bool], str]] = {
     "accuracy_vs_time.png": (accuracy_vs_time, "Test accuracy against simulated training time, per plan."),
@@ -271,6 +324,9 @@ FIGURES: dict[str, tuple[Callable[[EvalData, Path], bool], str]] = {
                                        "dashed/hollow = attackers unaware of it."),
     "pareto.png": (pareto, "Leakage against measured (left) and predicted (right) time to target; "
                            "ringed points are on the Pareto front of their device class."),
+    "hijack.png": (hijack_curves, "The hijacking server's reconstruction MSE against rounds: per cut and "
+                                  "device class without a defense (left), per defense (right); dashed: its "
+                                  "guess without the attack."),
 }
 
 

@@ -13,10 +13,12 @@ in one line). Every figure is a mean over training seeds ± the half-width of it
    threat model beside its numbers; attack-independent dependence figures.
 4. Reconstructions -- the audits' grids of originals and reconstructions.
 5. Defenses -- accuracy cost against leakage reduction, adaptive against unaware attackers.
-6. Pareto front -- leakage against time to target per device class.
-7. Failed cells -- the cells of the evaluation that did not finish, each with its reason (only
+6. A malicious edge server -- what a hijacking server reconstructs against rounds, per cut, device
+   class and defense, and the devices' detectors (:mod:`~hasfl_sec.report.active`).
+7. Pareto front -- leakage against time to target per device class.
+8. Failed cells -- the cells of the evaluation that did not finish, each with its reason (only
    when there are some).
-8. Notes -- the eval's notes, timings, settings and versions.
+9. Notes -- the eval's notes, timings, settings and versions.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .active import active_blocks
 from .doc import Block, Document, Figure, Heading, Items, Section, Table, Text, fmt, table
 from .headline import class_blocks, headline_blocks, why_cuts_blocks
 from .seeds import ci_legend, ci_table, ci_text, over_seeds, seed_count
@@ -39,6 +42,7 @@ SECTIONS = {
     "leakage": "Leakage per split",
     "reconstructions": "Reconstructions",
     "defenses": "Defenses",
+    "active": "A malicious edge server",
     "pareto": "Pareto front",
     "failed": "Failed cells",
     "notes": "Notes",
@@ -58,7 +62,7 @@ _RECON = ["ssim", "psnr", "mse", "identifiability", "label_accuracy", "label_auc
 _INDEPENDENT = ["dcor", "nhsic", "ksg", "dfil", "dfil_mse_bound"]
 _ABSENT_REASON = {"headline": ["comparisons"], "plans": ["plans"], "training": ["summary", "rounds"],
                   "leakage": ["leakage"],
-                  "defenses": ["defenses"], "pareto": ["pareto"]}
+                  "defenses": ["defenses"], "active": ["hijack", "detectors"], "pareto": ["pareto"]}
 
 
 def _lookup(config: dict, dotted: str) -> object:
@@ -299,12 +303,14 @@ def build_document(data: EvalData, figures: list[str], grids: list[str]) -> Docu
     have = {"headline": data.has("comparisons"), "plans": data.has("plans"),
             "training": data.has("summary") or data.has("rounds"),
             "leakage": data.has("leakage"), "reconstructions": bool(grids), "defenses": data.has("defenses"),
+            "active": data.has("hijack") or data.has("detectors"),
             "pareto": data.has("pareto"), "failed": data.has("failed"), "notes": True}
     builders = {
         "headline": lambda: headline_blocks(data), "plans": lambda: _plans(data),
         "training": lambda: _training(data, figures),
         "leakage": lambda: _leakage(data, figures), "reconstructions": lambda: _reconstructions(data, grids),
-        "defenses": lambda: _defenses(data, figures), "pareto": lambda: _pareto(data, figures),
+        "defenses": lambda: _defenses(data, figures), "active": lambda: active_blocks(data, figures),
+        "pareto": lambda: _pareto(data, figures),
         "failed": lambda: _failed(data), "notes": lambda: _notes(data),
     }
     sections = []

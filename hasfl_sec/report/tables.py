@@ -41,13 +41,17 @@ REQUIRED: dict[str, list[str]] = {
     "defenses": ["defense", "attack", "ssim", "accuracy_drop"],
     "pareto": ["plan", "device_class", "leakage", "on_front"],
     "failed": ["plan", "reason"],
+    "active": ["plan", "seed", "round", "device", "mse", "baseline_mse"],
+    "detections": ["plan", "seed", "detector", "device", "hijacked", "detected_round"],
+    "hijack": ["plan", "cut", "device_class", "mse"],
+    "detectors": ["plan", "detector", "caught", "false_alarms"],
 }
 
 #: columns read as text whatever they look like (empty cells become "").
 _TEXT = {"plan", "strategy", "kind", "budget_metric", "device_class", "cut_name", "defense", "strongest_attack",
          "setting", "attack", "run_id", "phase", "metric", "seeds", "source", "threat_model", "params", "reason",
-         "comparison", "reference", "scale", "method", "cuts"}
-_BOOL = {"adaptive", "on_front", "significant", "chosen"}
+         "comparison", "reference", "scale", "method", "cuts", "detector"}
+_BOOL = {"adaptive", "on_front", "significant", "chosen", "hijacked", "mse_change_significant"}
 
 
 @dataclass
