@@ -48,7 +48,7 @@ from torch import nn
 
 from ..defenses.params import check_fields, count, flag, nonnegative, positive, rng_seed
 from ..errors import ConfigError
-from ..seeding import derive_seed, torch_generator
+from ..seeding import derive_seed, isolated_rng, torch_generator
 from .base import ThreatModel
 from .hijack_nets import decoder, discriminator
 from .registry import ACTIVE_ATTACKS
@@ -159,7 +159,9 @@ class FeatureSpaceHijacking:
     def end_round(self, round: int) -> None:
         """One attacker step per cut that hijacked a batch this round."""
         for cut in sorted(self._pending):
-            losses = self.step(cut, torch.cat(self._pending[cut]))
+            # what the pilot's forward passes draw (dropout) is the attacker's own, keyed by round
+            with isolated_rng(derive_seed(self.params.seed, "fsha", self.run_seed, "step", round, cut)):
+                losses = self.step(cut, torch.cat(self._pending[cut]))
             self.history.append({"round": round, "cut": cut, **losses})
         self._pending.clear()
 
@@ -168,8 +170,8 @@ class FeatureSpaceHijacking:
         """The (pilot, decoder, critic) of ``cut``, built on first use from the attacker's seed."""
         if cut not in self.players:
             p = self.params
-            with torch.random.fork_rng(devices=[]):  # fresh weights from the attacker's seed, not the run's stream
-                torch.manual_seed(derive_seed(p.seed, "fsha", self.run_seed, "init", cut))
+            # fresh weights from the attacker's seed, not the run's stream
+            with isolated_rng(derive_seed(p.seed, "fsha", self.run_seed, "init", cut)):
                 pilot = self.fresh_client(cut).to(self.device).train()
                 dec = decoder(smashed_shape, tuple(self.public.shape[1:]), p.width).to(self.device)
                 critic = discriminator(smashed_shape, p.width).to(self.device)

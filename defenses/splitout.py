@@ -23,25 +23,30 @@ from __future__ import annotations
 import collections
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..seeding import torch_generator
+from ..seeding import derive_seed, isolated_rng, torch_generator
 from .params import check_fields, count, rng_seed
 from .registry import DETECTORS
+
+#: A device's own extra loss on (inputs, smashed data), as :meth:`Defense.loss_term` gives it (NoPeek's).
+LossTerm = Callable[[torch.Tensor, torch.Tensor], "torch.Tensor | None"]
 
 __all__ = ["SplitOut", "honest_gradients"]
 
 
 def honest_gradients(client: nn.Module, server: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batches: int,
-                     batch_size: int, lr: float, generator: torch.Generator) -> np.ndarray:
+                     batch_size: int, lr: float, generator: torch.Generator,
+                     loss_term: LossTerm | None = None) -> np.ndarray:
     """``[batches, P]``: the first parameter's gradient in each of ``batches`` SGD steps of
     end-to-end training of ``client`` then ``server`` (copies; the arguments are not changed) on
-    batches drawn without replacement from ``(x, y)`` (reshuffled when exhausted)."""
+    batches drawn without replacement from ``(x, y)`` (reshuffled when exhausted). ``loss_term``
+    adds the device's own loss on (inputs, smashed data), as in its training (NoPeek's)."""
     client, server = copy.deepcopy(client).train(), copy.deepcopy(server).train()
     opt = torch.optim.SGD([*client.parameters(), *server.parameters()], lr=lr)
     first = next(client.parameters())
@@ -51,7 +56,10 @@ def honest_gradients(client: nn.Module, server: nn.Module, x: torch.Tensor, y: t
             order = torch.cat([order, torch.randperm(len(x), generator=generator)])
         idx, order = order[:batch_size], order[batch_size:]
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(server(client(x[idx])), y[idx]).backward()
+        smashed = client(x[idx])
+        loss = F.cross_entropy(server(smashed), y[idx])
+        extra = loss_term(x[idx], smashed) if loss_term is not None else None
+        (loss if extra is None else loss + extra).backward()
         out.append(first.grad.detach().flatten().cpu().double().numpy().copy())
         opt.step()
     return np.stack(out)
@@ -88,11 +96,14 @@ class SplitOut:
         self.devices = {d: _Device(labels=collections.deque(maxlen=p.window)) for d in devices}
 
     def fit(self, device: int, client: nn.Module, server: nn.Module, x: torch.Tensor, y: torch.Tensor,
-            batch_size: int, lr: float) -> None:
-        """Simulate ``device``'s honest training on its data ``(x, y)`` and fit its outlier factor."""
+            batch_size: int, lr: float,
+            loss_term: LossTerm | None = None) -> None:
+        """Simulate ``device``'s honest training on its data ``(x, y)`` (with its own ``loss_term``)
+        and fit its outlier factor. What the simulation draws (dropout) is its own stream."""
         gen = torch_generator(self.params.seed, "splitout", self.run_seed, device)
-        examples = honest_gradients(client, server, x, y, batches=self.params.honest_batches,
-                                    batch_size=batch_size, lr=lr, generator=gen)
+        with isolated_rng(derive_seed(self.params.seed, "splitout", self.run_seed, device, "forward")):
+            examples = honest_gradients(client, server, x, y, batches=self.params.honest_batches,
+                                        batch_size=batch_size, lr=lr, generator=gen, loss_term=loss_term)
         self._fit_lof(self.devices[device], examples)
 
     @staticmethod

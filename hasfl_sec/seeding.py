@@ -7,13 +7,15 @@ numbers an existing one draws.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
+from typing import Iterator
 
 import numpy as np
 import torch
 
-__all__ = ["derive_seed", "numpy_rng", "torch_generator", "seed_everything"]
+__all__ = ["derive_seed", "numpy_rng", "torch_generator", "seed_everything", "isolated_rng"]
 
 
 def derive_seed(seed: int, *keys: object) -> int:
@@ -39,3 +41,14 @@ def seed_everything(seed: int) -> None:
     random.seed(derive_seed(seed, "python"))
     np.random.seed(derive_seed(seed, "numpy") % (2**32))
     torch.manual_seed(derive_seed(seed, "torch"))
+
+
+@contextlib.contextmanager
+def isolated_rng(seed: int) -> Iterator[None]:
+    """Run a block on torch's global generators seeded with ``seed`` -- the CPU's and every CUDA
+    device's -- and restore them afterwards, so what the block draws (a layer's initialisation,
+    dropout in a forward pass) is its own and the run's random stream is left as it was."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)  # seeds the CUDA generators too
+        yield

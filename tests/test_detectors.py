@@ -80,3 +80,24 @@ def test_both_detectors_fire_on_the_hijacked_device():
     assert detections[("splitguard", 0)]["detected_round"] <= 150
     hit = detections[("splitout", 0)]
     assert hit["hijacked"] and hit["mse_at_detection"] is not None  # what leaked before it was caught
+
+
+def test_splitout_fits_on_the_devices_own_loss_term_and_its_own_random_stream():
+    """With NoPeek the device's honest gradients carry its distance-correlation term, so SplitOut's
+    outlier factor is fitted on those, not on the task's gradient alone; the fit draws nothing from
+    the run's random stream."""
+    from hasfl_sec.audit.detection import build_detectors
+    from hasfl_sec.runs.setup import prepare
+
+    def examples(defense: list[str]):
+        overrides = small_overrides(**{"seed": 0, "train.rounds": 2, "defense.use": str(defense).replace("'", "")})
+        setup = prepare(load_config(overrides=overrides))
+        before = torch.random.get_rng_state()
+        (detector,) = build_detectors(["splitout"], {}, setup.trainer(), num_classes=setup.dataset.num_classes,
+                                      parts=setup.parts, seed=0)
+        assert torch.equal(before, torch.random.get_rng_state())
+        return [detector.devices[i].examples for i in range(4)]
+
+    plain, nopeek = examples([]), examples(["nopeek"])
+    for a, b in zip(plain, nopeek):
+        assert a.shape == b.shape and not (a == b).all()

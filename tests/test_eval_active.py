@@ -76,8 +76,9 @@ def test_bad_active_settings_name_their_field(active: dict, field: str) -> None:
 
 def test_settings_that_need_the_config_are_checked_before_any_cell() -> None:
     config = load_config(overrides=TINY)
+    late = {"attack_params": {"fsha": {"start_round": 9}}}
     for active, field in (({"devices": [9]}, "eval.active.devices"),
-                          ({"attack_params": {"fsha": {"start_round": 9}}}, "eval.active.attack_params.fsha.start_round")):
+                          (late, "eval.active.attack_params.fsha.start_round")):
         settings = load_settings(strategies=["sfl"], baselines=[], budgets=[], defenses=[], attacks=["rmle"],
                                  active={**active, "strategy": "sfl"})
         with pytest.raises(ConfigError) as err:

@@ -7,10 +7,14 @@ reach the server while the device does not train on its reply.
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 from conftest import small_overrides
 
 from hasfl_sec.config import load_config
+from hasfl_sec.errors import ConfigError
 from hasfl_sec.runs.setup import prepare
 from hasfl_sec.sfl.parties import HONEST, Parties
 
@@ -127,10 +131,34 @@ def test_a_fake_batch_reaches_the_server_but_the_device_does_not_learn_from_it()
     monitor = Faking()
     plain, faked = _trainer(rounds=1), _trainer(Parties(monitors=(monitor,)), rounds=1)
     before = [p.clone() for p in faked.clients[1].parameters()]
-    honest_losses, fake_losses = plain.step().device_losses, faked.step().device_losses
-    assert fake_losses[0] == honest_losses[0] and fake_losses[1] != honest_losses[1]  # the server's loss
+    seen = Recorder()
+    faked.add_observer(seen)
+    honest, fake = plain.step(), faked.step()
+    # a fake batch's loss is on made-up labels: no training loss, left out of the round's mean
+    assert fake.device_losses[0] == honest.device_losses[0] and math.isnan(fake.device_losses[1])
+    assert math.isfinite(fake.train_loss) and fake.train_loss != honest.train_loss
     assert all(torch.equal(a, b) for a, b in zip(before, faked.clients[1].parameters()))
     assert (1, 1, True) in monitor.replies and (1, 0, False) in monitor.replies
+    # what the server received is what an observer of the exchange sees; the truth stays the truth
+    exchange, truth = seen.exchanges[1]
+    assert torch.equal(exchange.labels, (truth.labels + 1) % 10)
+    assert torch.equal(seen.exchanges[0][0].labels, seen.exchanges[0][1].labels)
+
+
+class Recorder:
+    """An observer of every exchange."""
+
+    def __init__(self) -> None:
+        self.exchanges: dict[int, tuple] = {}
+
+    def wants(self, round, device):
+        return True
+
+    def wants_upload(self, round, device):
+        return False
+
+    def on_exchange(self, exchange, truth):
+        self.exchanges[exchange.device] = (exchange, truth)
 
 
 def test_monitors_see_the_gradient_each_device_steps_on():
@@ -142,3 +170,29 @@ def test_monitors_see_the_gradient_each_device_steps_on():
     for i, c in enumerate(trainer.clients):  # plain SGD: w' = w - lr * g
         moved = (before[i] - next(c.parameters()).detach()).flatten() / lr
         assert torch.allclose(moved, monitor.param_grads[i], rtol=1e-3, atol=1e-6)
+
+
+class Counting(PassThrough):
+    """A monitor whose state is a count, under another name."""
+
+    def __init__(self, name: str, count: int = 0) -> None:
+        super().__init__()
+        self.name, self.count = name, count
+
+    def state_dict(self):
+        return {"count": self.count}
+
+    def load_state_dict(self, state):
+        self.count = state["count"]
+
+
+def test_monitor_states_are_restored_by_name_and_other_parties_are_refused():
+    saved = Parties(monitors=(Counting("a", 1), Counting("b", 2))).state_dict()
+    a, b = Counting("a"), Counting("b")
+    Parties(monitors=(b, a)).load_state_dict(saved)  # another order: each gets its own state
+    assert (a.count, b.count) == (1, 2)
+    with pytest.raises(ConfigError, match="checkpoint: got 'server honest; monitors a, b'"):
+        Parties(monitors=(Counting("a"),)).load_state_dict(saved)
+    with pytest.raises(ConfigError, match="server zeroing"):
+        Parties(server=Zeroing(), monitors=(Counting("a"), Counting("b"))).load_state_dict(saved)
+    Parties(monitors=(a,)).load_state_dict({})  # an honest run's checkpoint restores nothing

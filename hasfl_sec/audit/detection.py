@@ -12,6 +12,7 @@ reconstruction quality at the round it fired (the headline figure of SplitGuard 
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any, Sequence
 
 import torch
@@ -19,7 +20,7 @@ from torch import nn
 
 from ..defenses.params import check_values
 from ..defenses.registry import DETECTORS
-from ..seeding import derive_seed
+from ..seeding import derive_seed, isolated_rng
 from ..sfl.trainer import SFLTrainer
 
 __all__ = ["build_detectors", "detection_rows", "fresh_copy"]
@@ -29,8 +30,7 @@ def fresh_copy(module: nn.Module, seed: int) -> nn.Module:
     """A copy of ``module`` with every resettable layer re-initialised from ``seed`` (the run's
     random stream is left as it was)."""
     out = copy.deepcopy(module)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with isolated_rng(seed):
         for m in out.modules():
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
@@ -53,8 +53,10 @@ def build_detectors(names: Sequence[str], params: dict[str, dict[str, Any]], tra
             for i in devices:
                 idx = torch.as_tensor(parts[i], dtype=torch.long, device=trainer.x_train.device)
                 server = fresh_copy(nn.Sequential(*trainer.noncommon[i], *trainer.common), derive_seed(seed, name, i))
+                # the device's own loss term (NoPeek) is part of its honest gradients too
+                term = functools.partial(trainer.defense.loss_term, round=0, device=i)
                 detector.fit(i, trainer.clients[i], server, trainer.x_train[idx], trainer.y_train[idx],
-                             trainer.batch_sizes[i], trainer.cfg.lr)
+                             trainer.batch_sizes[i], trainer.cfg.lr, loss_term=term)
         out.append(detector)
     return out
 

@@ -86,13 +86,16 @@ class RoundOutput:
     """What one round's arithmetic hands back to the trainer, indexed by device.
 
     ``sent[i]`` is what device i sent (after the uplink defenses) and ``returned[i]`` the cut-layer
-    gradient it received (after the downlink defenses). Reading them is for observers: the batched
+    gradient it received (after the downlink defenses); ``labels`` what the server received, when
+    a device's monitor sent made-up labels (else the true ones were sent). Reading them is for observers: the batched
     execution copies a device's rows out of its group when they are read.
     """
 
     losses: list[float]
     sent: Sequence[torch.Tensor]
     returned: Sequence[torch.Tensor]
+    #: the labels the edge server received, where a device's monitor sent others (a fake batch)
+    labels: Sequence[torch.Tensor] | None = None
 
 
 class Execution(Protocol):

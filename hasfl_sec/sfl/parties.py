@@ -37,6 +37,8 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 import torch
 
+from ..errors import ConfigError
+
 __all__ = ["ServerBehaviour", "DeviceMonitor", "Parties", "HONEST"]
 
 
@@ -137,16 +139,29 @@ class Parties:
             self.server.end_round(round)
 
     def state_dict(self) -> dict[str, Any]:
-        """The behaviour's and monitors' states (checkpoints)."""
+        """The behaviour's and monitors' states (checkpoints), each under its name."""
         return {"server": self.server.state_dict() if self.server is not None else None,
-                "monitors": [m.state_dict() for m in self.monitors]}
+                "server_name": self.server.name if self.server is not None else None,
+                "monitors": {m.name: m.state_dict() for m in self.monitors}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output (a checkpoint of an honest run restores nothing)."""
+        """Restore :meth:`state_dict` output (a checkpoint of an honest run restores nothing). A
+        checkpoint of other parties (another attacker, other detectors) is refused in one line."""
+        if not state:
+            return
+        saved = state.get("monitors", {})
+        names = sorted(saved) if isinstance(saved, dict) else None  # a list: written before names were kept
+        server = self.server.name if self.server is not None else None
+        if (names is not None and names != sorted(m.name for m in self.monitors)) or \
+                state.get("server_name", server) != server:
+            monitors = ", ".join(names or []) or "none"
+            saved_parties = f"server {state.get('server_name') or 'honest'}; monitors {monitors}"
+            raise ConfigError("checkpoint", saved_parties, f"a checkpoint of these parties ({self.describe()})")
         if self.server is not None and state.get("server") is not None:
             self.server.load_state_dict(state["server"])
-        for m, s in zip(self.monitors, state.get("monitors", [])):
-            m.load_state_dict(s)
+        pairs = [(m, saved[m.name]) for m in self.monitors] if names is not None else zip(self.monitors, saved)
+        for monitor, monitor_state in pairs:
+            monitor.load_state_dict(monitor_state)
 
 
 #: No departure from the protocol.

@@ -9,6 +9,7 @@ and the one the batched execution is tested against.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -50,9 +51,11 @@ class PerDeviceExecution:
         per_sample = self._server_step(sizes, sent, server_in, labels, t)
         returned = self._device_backward(batches, smashed, sent, labels, fake, t)
         parties.end_round(t)
-        # the mean of an empty batch is NaN: the device had no loss this round
-        losses = [float(v) for v in torch.stack([part.mean() for part in torch.split(per_sample, sizes)])]
-        return RoundOutput(losses, [s.detach() for s in sent], returned)
+        # the mean of an empty batch is NaN: the device had no loss this round; nor had a device whose
+        # batch was fake (its loss is on made-up labels and it does not learn from it)
+        losses = [math.nan if f else float(v)
+                  for v, f in zip(torch.stack([part.mean() for part in torch.split(per_sample, sizes)]), fake)]
+        return RoundOutput(losses, [s.detach() for s in sent], returned, list(labels) if any(fake) else None)
 
     def _device_forward(self, batches: Sequence[torch.Tensor], t: int
                         ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:

@@ -225,9 +225,10 @@ class SFLTrainer:
             if not observers:
                 continue
             y = self.y_train[idx].cpu()
+            sent = out.labels[i].cpu() if out.labels is not None else y  # a fake batch's labels, if any
             ex = Exchange(
                 round=t, device=i, step=0, cut=self.cuts[i], smashed=out.sent[i].detach().cpu(),
-                labels=y if self.cfg.share_labels else None, grad=out.returned[i].detach().cpu(),
+                labels=sent if self.cfg.share_labels else None, grad=out.returned[i].detach().cpu(),
                 meta={"loss": out.losses[i]},
             )
             truth = GroundTruth(t, i, 0, self.x_train[idx].cpu(), y, idx.cpu())
