@@ -87,7 +87,8 @@ def test_eval_trains_the_malicious_server_arms_and_reports_them(tiny_eval):
     assert set(honest["detector"]) == {"splitguard", "splitout"} and (honest["honest_runs"] == 4 * 2).all()
     assert (honest["hijacked_runs"] == 0).all()
     comp = pd.read_csv(out / "comparisons.csv")
-    assert set(comp.loc[comp["comparison"] == "hijack", "metric"]) == {"hijack_mse", "hijack_ssim"}
+    assert set(comp.loc[comp["comparison"] == "hijack", "metric"]) == {"hijack_mse", "hijack_ssim",
+                                                                       "final_accuracy_points"}
     summary = pd.read_csv(out / "summary.csv")
     assert not summary["plan"].isin(active["plan"]).any()  # an attacked training is not a plan to compare
     report = (out / "report.md").read_text()

@@ -142,6 +142,11 @@ def test_hijack_table_takes_the_last_round_and_pairs_each_defense_with_the_undef
     (mse_row, ssim_row) = hijack_comparisons(active)
     assert mse_row[:3] == ("fsha-noise", "fsha", "hijack_mse") and mse_row[3].mean == pytest.approx(0.02)
     assert ssim_row[3].mean == pytest.approx(0.0)
+    # the hijacking's cost in accuracy: the undefended attacked arm against its plan trained honestly
+    runs = accuracy.assign(strategy="hasfl")
+    summary = pd.DataFrame({"plan": ["hasfl"] * 3, "seed": [0, 1, 2], "final_accuracy": [0.9, 0.85, 0.88]})
+    cost = [r for r in hijack_comparisons(active, runs, summary) if r[2] == "final_accuracy_points"]
+    assert [r[:2] for r in cost] == [("fsha", "hasfl")] and cost[0][3].mean == pytest.approx(-7.666666, abs=1e-4)
 
 
 def test_detector_table_counts_catches_and_false_alarms_separately() -> None:

@@ -31,6 +31,7 @@ eval:
   defenses: []
   attacks: [label-direction]
   images: 2
+  active: {attack: null, honest: false}
 """
 
 

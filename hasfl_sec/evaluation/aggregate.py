@@ -164,11 +164,12 @@ def _against(summary: pd.DataFrame, kind: str, reference: str, comparison: str) 
 
 
 def comparisons(summary: pd.DataFrame, rounds: pd.DataFrame, budget_s: float,
-                active: pd.DataFrame | None = None) -> pd.DataFrame:
+                active: pd.DataFrame | None = None, hijacks: pd.DataFrame | None = None) -> pd.DataFrame:
     """``comparisons.csv``: the paired comparisons of the report (see module doc): HASFL's speed-up
     and accuracy advantage over every other unconstrained plan, each private plan against HASFL,
-    each defense setting against the undefended ``sfl`` arm, and (with the active cells' rows)
-    each defense against the hijacking server (:func:`~.hijack_tables.hijack_comparisons`). Rows
+    each defense setting against the undefended ``sfl`` arm, and (with the active cells' rows and
+    runs) the hijacking's cost in accuracy and each defense against the hijacking server
+    (:func:`~.hijack_tables.hijack_comparisons`). Rows
     whose reference is missing are left out."""
     plans = set(summary["plan"])
     rows: list[dict] = []
@@ -179,7 +180,7 @@ def comparisons(summary: pd.DataFrame, rounds: pd.DataFrame, budget_s: float,
         rows += _against(summary, "defense", DEFENSE_REFERENCE, "defense")
     if active is not None:
         rows += [_row("hijack", plan, ref, metric, ci, "difference")
-                 for plan, ref, metric, ci in hijack_comparisons(active)]
+                 for plan, ref, metric, ci in hijack_comparisons(active, hijacks, summary)]
     return pd.DataFrame(rows)
 
 

@@ -103,7 +103,7 @@ def compute_active(cell: Any, run_dir: Path) -> CellRecord:
     write_hijack(result, run_dir / "active", run_id=cell.name, config=cell.config.to_dict())
     evaluated = [r.test_accuracy for r in result.rounds if math.isfinite(r.test_accuracy)]
     accuracy = float(evaluated[-1]) if evaluated else math.nan
-    hijack = {"plan": arm.name, "seed": cell.seed, "attack": result.settings.attack or "none",
+    hijack = {"plan": arm.name, "seed": cell.seed, "strategy": arm.strategy, "attack": result.settings.attack or "none",
               "defense": result.defense, "setting": arm.setting, "final_accuracy": accuracy,
               "rounds": len(result.rounds), "targets": result.targets, "cuts": result.cuts,
               "threat_model": result.threat_model, "detectors": list(result.settings.detectors)}

@@ -131,12 +131,25 @@ def _seed_means(active: pd.DataFrame, plan: str, column: str) -> dict[int, float
     return {int(s): float(v) for s, v in final.groupby("seed")[column].mean().items()}
 
 
-def hijack_comparisons(active: pd.DataFrame) -> list[tuple[str, str, str, Interval]]:
-    """Each defended attacked arm against the undefended one: ``(arm, reference, metric, interval)``
-    for the final MSE (``hijack_mse``) and SSIM (``hijack_ssim``) differences, paired over seeds."""
+def hijack_comparisons(active: pd.DataFrame, runs: pd.DataFrame | None = None,
+                       summary: pd.DataFrame | None = None) -> list[tuple[str, str, str, Interval]]:
+    """``(arm, reference, metric, interval)`` rows, paired over seeds: each undefended attacked arm's
+    final accuracy against its plan trained honestly (``final_accuracy_points``: what the hijacking
+    costs the task, the one sign an operator sees without a detector), from ``runs`` (the active
+    cells' ``plan``, ``seed``, ``strategy``, ``final_accuracy``) and the plans' ``summary``; and each
+    defended attacked arm against the undefended one, its final MSE (``hijack_mse``) and SSIM
+    (``hijack_ssim``)."""
     if active.empty:
         return []
     rows = []
+    if runs is not None and summary is not None and not runs.empty and not summary.empty:
+        undefended = set(reference_arm(active).values())
+        for (plan, strategy), part in runs.groupby(["plan", "strategy"], sort=False):
+            honest = summary[summary["plan"] == strategy]
+            if plan in undefended and not honest.empty:
+                ci = paired_difference(dict(zip(part["seed"], 100 * part["final_accuracy"].astype(float))),
+                                       dict(zip(honest["seed"], 100 * honest["final_accuracy"].astype(float))))
+                rows.append((plan, strategy, "final_accuracy_points", ci))
     for plan, ref in reference_arm(active).items():
         if plan == ref:
             continue

@@ -19,12 +19,15 @@ __all__ = ["headline_blocks", "class_blocks", "why_cuts_blocks"]
 
 _COMPARISON_TITLES = {"speed": "HASFL against the other plans (speed-up = the other's time to target / HASFL's)",
                       "privacy": "Privacy-constrained plans against HASFL",
-                      "defense": "Defense settings against the undefended sfl plan"}
+                      "defense": "Defense settings against the undefended sfl plan",
+                      "hijack": "A malicious edge server: its cost in accuracy against the plan trained "
+                                "honestly, and each defense against the undefended attacked plan"}
 _METRIC_LABELS = {"speedup_time_to_target": "speed-up in time to target (×)",
                   "accuracy_at_budget_points": "accuracy at the time budget (points)",
                   "final_accuracy_points": "final accuracy (points)",
                   "max_leakage_ssim": "strongest attack's SSIM",
-                  "time_to_target_ratio": "time to target (×)"}
+                  "time_to_target_ratio": "time to target (×)",
+                  "hijack_mse": "attacker's final MSE", "hijack_ssim": "attacker's final SSIM"}
 
 
 def _estimate(row: pd.Series) -> str:
