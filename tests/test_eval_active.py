@@ -179,3 +179,12 @@ def test_wilson_interval_matches_the_closed_form() -> None:
 def test_arms_are_plain_records_saved_in_eval_json() -> None:
     arm = _active(load_settings())[0]
     assert dataclasses.asdict(arm)["active"]["attack"] == "fsha"
+
+
+def test_the_curve_leaves_out_rounds_measured_at_some_seeds_only() -> None:
+    from hasfl_sec.report.figures import _round_curve
+
+    rows = _rows("fsha", "none", 0, [0.08, 0.04]) + _rows("fsha", "none", 1, [0.06, 0.02])
+    rows.append({**rows[0], "round": 13, "mse": 0.5})  # a detector's alarm at seed 0 only
+    rounds, mean, low, high = _round_curve(pd.DataFrame(rows))
+    assert list(rounds) == [10.0, 20.0] and mean == pytest.approx([0.07, 0.03]) and (low < mean).all()

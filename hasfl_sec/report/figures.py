@@ -264,9 +264,11 @@ def pareto(data: EvalData, path: Path) -> bool:
 
 
 def _round_curve(part: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Rounds, and the mean MSE over seeds at each (a seed's devices averaged first) with its 95%
-    interval."""
+    """Rounds measured at every seed, and the mean MSE over seeds at each (a seed's devices averaged
+    first) with its 95% interval. A round measured at some seeds only (a detector's alarm) would
+    average another set of seeds, so it is left out of the curve."""
     per_seed = part.groupby(["round", "seed"], as_index=False)["mse"].mean()
+    per_seed = per_seed[per_seed.groupby("round")["seed"].transform("nunique") == per_seed["seed"].nunique()]
     rounds, means, lows, highs = [], [], [], []
     for r, g in per_seed.groupby("round", sort=True):
         ci = mean_ci(g["mse"])
@@ -280,8 +282,8 @@ def _round_curve(part: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
 def _band(ax: Any, part: Any, label: str, color: str, style: str = "-") -> None:
     rounds, mean, low, high = _round_curve(part)
     ax.plot(rounds, mean, style, color=color, marker="o", markersize=2.5, label=label)
-    if np.isfinite(low).any():
-        ax.fill_between(rounds, low, high, color=color, alpha=0.15, linewidth=0)
+    if np.isfinite(low).any():  # an MSE is >= 0: the t interval's lower end is clipped there
+        ax.fill_between(rounds, np.clip(low, 0, None), high, color=color, alpha=0.15, linewidth=0)
 
 
 def hijack_curves(data: EvalData, path: Path) -> bool:
@@ -308,7 +310,8 @@ def hijack_curves(data: EvalData, path: Path) -> bool:
     right.set_title("per attacked arm (defenses)")
     for ax in (left, right):
         ax.set_xlabel("round")
-        ax.legend(loc="best")
+        ax.set_ylim(bottom=0)
+        ax.legend(loc="upper right", fontsize=6)
     left.set_ylabel("reconstruction MSE ([0, 1] pixels)")
     _save(fig, path)
     return True
