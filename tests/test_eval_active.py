@@ -89,8 +89,8 @@ def test_settings_that_need_the_config_are_checked_before_any_cell() -> None:
 def test_a_changed_active_setting_changes_exactly_its_cells_keys() -> None:
     config = load_config(overrides=TINY)
 
-    def keys(active: dict) -> dict[str, str]:
-        settings = load_settings(strategies=["sfl"], baselines=[], budgets=[], defenses=[], attacks=["rmle"],
+    def keys(active: dict, attacks: tuple[str, ...] = ("rmle",)) -> dict[str, str]:
+        settings = load_settings(strategies=["sfl"], baselines=[], budgets=[], defenses=[], attacks=list(attacks),
                                  seeds=[0], active={"strategy": "sfl", **active})
         arms = build_arms(settings)
         configs = arm_configs(config, arms, [0])
@@ -100,6 +100,10 @@ def test_a_changed_active_setting_changes_exactly_its_cells_keys() -> None:
     base, other = keys({}), keys({"attack_params": {"fsha": {"reply_scale": 0.5}}})
     assert base["sfl"] == other["sfl"] and base["honest-sfl"] == other["honest-sfl"]
     assert base["fsha-sfl"] != other["fsha-sfl"]
+    audit = keys({}, ("rmle", "label-direction"))  # the passive audit: the active cells never run it
+    assert audit["sfl"] != base["sfl"] and audit["fsha-sfl"] == base["fsha-sfl"]
+    with pytest.raises(ConfigError, match="eval.strategies"):
+        load_settings(strategies=[], baselines=[], budgets=[], defenses=[])
 
 
 def test_an_active_cell_is_deterministic_and_scores_only_hijacked_devices(tmp_path: Path) -> None:
@@ -143,10 +147,16 @@ def test_hijack_table_takes_the_last_round_and_pairs_each_defense_with_the_undef
     assert mse_row[:3] == ("fsha-noise", "fsha", "hijack_mse") and mse_row[3].mean == pytest.approx(0.02)
     assert ssim_row[3].mean == pytest.approx(0.0)
     # the hijacking's cost in accuracy: the undefended attacked arm against its plan trained honestly
-    runs = accuracy.assign(strategy="hasfl")
+    runs = accuracy.assign(strategy="hasfl", attack="fsha")
     summary = pd.DataFrame({"plan": ["hasfl"] * 3, "seed": [0, 1, 2], "final_accuracy": [0.9, 0.85, 0.88]})
     cost = [r for r in hijack_comparisons(active, runs, summary) if r[2] == "final_accuracy_points"]
     assert [r[:2] for r in cost] == [("fsha", "hasfl")] and cost[0][3].mean == pytest.approx(-7.666666, abs=1e-4)
+    # with the honest-server arm (same plan, same detectors) that is the control, not the plain plan
+    honest = pd.DataFrame({"plan": ["honest"] * 3, "seed": [0, 1, 2], "strategy": ["hasfl"] * 3,
+                           "attack": ["none"] * 3, "final_accuracy": [0.82, 0.81, 0.8]})
+    cost = [r for r in hijack_comparisons(active, pd.concat([runs, honest]), summary)
+            if r[2] == "final_accuracy_points"]
+    assert [r[:2] for r in cost] == [("fsha", "honest")] and cost[0][3].mean == pytest.approx(-1.0, abs=1e-6)
 
 
 def test_detector_table_counts_catches_and_false_alarms_separately() -> None:

@@ -136,7 +136,8 @@ def make_cell(arm: Arm, seed: int, config: ExperimentConfig, audit: AuditConfig,
     (see module doc). The bound enters the key only when the arm's planner uses it."""
     used = bound if config.plan.strategy in BOUND_STRATEGIES else None
     key = result_key(dataclasses.asdict(arm), seed, config.to_dict(), referenced_files(config),
-                     dataclasses.asdict(audit), used.to_dict() if used is not None else None, threads)
+                     dataclasses.asdict(audit) if arm.audited else None,  # an unaudited cell never uses it
+                     used.to_dict() if used is not None else None, threads)
     return Cell(arm, seed, config, audit, threads, used, key)
 
 

@@ -134,22 +134,26 @@ def _seed_means(active: pd.DataFrame, plan: str, column: str) -> dict[int, float
 def hijack_comparisons(active: pd.DataFrame, runs: pd.DataFrame | None = None,
                        summary: pd.DataFrame | None = None) -> list[tuple[str, str, str, Interval]]:
     """``(arm, reference, metric, interval)`` rows, paired over seeds: each undefended attacked arm's
-    final accuracy against its plan trained honestly (``final_accuracy_points``: what the hijacking
-    costs the task, the one sign an operator sees without a detector), from ``runs`` (the active
-    cells' ``plan``, ``seed``, ``strategy``, ``final_accuracy``) and the plans' ``summary``; and each
+    final accuracy against its plan trained with an honest server (``final_accuracy_points``: what
+    the hijacking costs the task, the one sign an operator sees without a detector), from ``runs``
+    (the active cells' ``plan``, ``seed``, ``strategy``, ``attack``, ``final_accuracy``): the honest
+    arm, with the same detectors, else the plain plan of ``summary``; and each
     defended attacked arm against the undefended one, its final MSE (``hijack_mse``) and SSIM
     (``hijack_ssim``)."""
     if active.empty:
         return []
     rows = []
-    if runs is not None and summary is not None and not runs.empty and not summary.empty:
+    if runs is not None and not runs.empty:
         undefended = set(reference_arm(active).values())
+        controls = runs[runs["attack"] == "none"]  # the same plan and detectors with an honest server
         for (plan, strategy), part in runs.groupby(["plan", "strategy"], sort=False):
-            honest = summary[summary["plan"] == strategy]
+            honest = controls[controls["strategy"] == strategy]
+            if honest.empty and summary is not None and not summary.empty:  # no honest arm: the plain plan
+                honest = summary[summary["plan"] == strategy]
             if plan in undefended and not honest.empty:
                 ci = paired_difference(dict(zip(part["seed"], 100 * part["final_accuracy"].astype(float))),
                                        dict(zip(honest["seed"], 100 * honest["final_accuracy"].astype(float))))
-                rows.append((plan, strategy, "final_accuracy_points", ci))
+                rows.append((plan, str(honest["plan"].iloc[0]), "final_accuracy_points", ci))
     for plan, ref in reference_arm(active).items():
         if plan == ref:
             continue

@@ -325,7 +325,7 @@ class _Rows:
         budget = time_budget(summary, budget_s)
         active = _concat(self.active, "active")
         tables.update(active=active, detections=_concat(self.detections, "detections"))
-        hijacks = pd.DataFrame(self.hijacks, columns=["plan", "seed", "strategy", "final_accuracy"])
+        hijacks = pd.DataFrame(self.hijacks, columns=["plan", "seed", "strategy", "attack", "final_accuracy"])
         tables["hijack"] = hijack_table(active, hijacks)
         tables["detectors"] = detector_table(tables["detections"])
         tables["comparisons"] = comparisons(summary, tables["rounds"], budget, active, hijacks)

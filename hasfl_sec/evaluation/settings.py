@@ -235,6 +235,9 @@ class EvalSettings:
               "at least one seed, none repeated")
         check(all(0 <= s < 2**31 for s in self.seeds), "eval.seeds", self.seeds, "integers in [0, 2^31)")
         self.active.validate()
+        check(bool(self.strategies or self.baselines or self.budgets or self.defenses), "eval.strategies",
+              self.strategies, "at least one plan to train (strategies, baselines, budgets or defenses)",
+              "the report is built around the trained plans")
         check(self.time_budget_s is None or (math.isfinite(self.time_budget_s) and self.time_budget_s > 0),
               "eval.time_budget_s", self.time_budget_s, "a finite number > 0, or null")
         return self
