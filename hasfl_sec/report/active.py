@@ -13,21 +13,13 @@ from __future__ import annotations
 import pandas as pd
 
 from .doc import Block, Figure, Items, Text
-from .seeds import ci_legend, ci_table, ci_text, seed_count
+from .seeds import ci_legend, ci_table, seed_count, with_ci
 from .tables import EvalData
 
 __all__ = ["active_blocks"]
 
 _HIJACK_NUMBERS = ["mse", "ssim", "psnr", "baseline_mse", "below_guess_round", "accuracy", "mse_change"]
 _DETECTOR_NUMBERS = ["detection_round", "mse_at_detection", "ssim_at_detection"]
-
-
-def _with_ci(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """Each column as ``mean ± half-width`` text from its ``_low``/``_high`` columns."""
-    out = frame.copy()
-    for c in columns:
-        out[c] = [ci_text(m, lo, hi, c) for m, lo, hi in zip(out[c], out[f"{c}_low"], out[f"{c}_high"])]
-    return out
 
 
 def _rate(count: object, runs: object, rate: float, low: float, high: float) -> str:
@@ -48,7 +40,7 @@ def _hijack_table(data: EvalData) -> list[Block]:
     h = data.table("hijack")
     if h.empty:
         return []
-    shown = _with_ci(h, _HIJACK_NUMBERS)
+    shown = with_ci(h, _HIJACK_NUMBERS)
     shown["mse_change"] = [("–" if pd.isna(m) else f"{t}{' (real)' if s else ''}")
                            for t, m, s in zip(shown["mse_change"], h["mse_change"], h["mse_change_significant"])]
     seeds = seed_count(data.table("active"))
@@ -71,7 +63,7 @@ def _detector_table(data: EvalData) -> list[Block]:
     d = data.table("detectors")
     if d.empty:
         return []
-    shown = _with_ci(d, _DETECTOR_NUMBERS)
+    shown = with_ci(d, _DETECTOR_NUMBERS)
     shown["caught_text"] = [_rate(*r) for r in zip(d["caught"], d["hijacked_runs"], d["caught_rate"],
                                                    d["caught_low"], d["caught_high"])]
     shown["alarms_text"] = [_rate(*r) for r in zip(d["false_alarms"], d["honest_runs"], d["false_alarm_rate"],

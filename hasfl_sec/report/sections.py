@@ -29,7 +29,7 @@ import pandas as pd
 from .active import active_blocks
 from .doc import Block, Document, Figure, Heading, Items, Section, Table, Text, fmt, table
 from .headline import class_blocks, headline_blocks, why_cuts_blocks
-from .seeds import ci_legend, ci_table, ci_text, over_seeds, seed_count
+from .seeds import ci_legend, ci_table, over_seeds, seed_count, with_ci
 from .tables import EvalData
 
 __all__ = ["SECTIONS", "build_document", "CONFIG_SUMMARY"]
@@ -242,12 +242,8 @@ def _defenses(data: EvalData, figures: list[str]) -> list[Block]:
 
 
 def _pareto(data: EvalData, figures: list[str]) -> list[Block]:
-    p = data.table("pareto").sort_values(["device_class", "leakage"], kind="stable").copy()
     numbers = ["leakage", "measured_time_to_target_s", "predicted_time_to_target_s", "final_accuracy"]
-    for col in numbers:
-        low, high = f"{col}_low", f"{col}_high"
-        if low in p.columns and high in p.columns:
-            p[col] = [ci_text(m, lo, hi, col) for m, lo, hi in zip(p[col], p[low], p[high])]
+    p = with_ci(data.table("pareto").sort_values(["device_class", "leakage"], kind="stable"), numbers)
     blocks: list[Block] = [ci_table(p, {
         "plan": "plan", "device_class": "device class", "seeds": "seeds", "leakage": "leakage (SSIM)",
         "measured_time_to_target_s": "measured time to target (s)",

@@ -16,7 +16,7 @@ import pandas as pd
 from ..stats import METHOD, summarize
 from .doc import Table, fmt, table
 
-__all__ = ["ci_text", "over_seeds", "ci_table", "seed_count", "ci_legend"]
+__all__ = ["ci_text", "with_ci", "over_seeds", "ci_table", "seed_count", "ci_legend"]
 
 
 def ci_text(mean: float, low: float, high: float, column: str = "") -> str:
@@ -30,6 +30,16 @@ def ci_text(mean: float, low: float, high: float, column: str = "") -> str:
     if half <= 1e-9 * abs(float(mean)):  # every seed gave the same value (up to float rounding)
         return fmt(float(mean), column)
     return f"{fmt(float(mean), column)} ± {fmt(half)}"
+
+
+def with_ci(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """A copy of a table over seeds with each of ``columns`` as :func:`ci_text` of its mean and its
+    ``_low``/``_high`` bounds (a column without both bounds is left as it is)."""
+    out = frame.copy()
+    for c in columns:
+        if f"{c}_low" in out.columns and f"{c}_high" in out.columns:
+            out[c] = [ci_text(m, lo, hi, c) for m, lo, hi in zip(out[c], out[f"{c}_low"], out[f"{c}_high"])]
+    return out
 
 
 def _with_seed(frame: pd.DataFrame) -> pd.DataFrame:
