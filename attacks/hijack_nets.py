@@ -23,6 +23,8 @@ import math
 
 from torch import nn
 
+from .shapes import as_map
+
 __all__ = ["decoder", "discriminator"]
 
 
@@ -42,29 +44,30 @@ def _upsampler(channels: int, side: int, input_shape: tuple[int, int, int], widt
 
 def decoder(smashed_shape: tuple[int, ...], input_shape: tuple[int, int, int], width: int) -> nn.Sequential:
     """f~^-1: smashed data of ``smashed_shape`` (without the batch) to images of ``input_shape``."""
+    head, smashed_shape = as_map(smashed_shape)
     if len(smashed_shape) == 3:
         channels, h, w = smashed_shape
-        head: list[nn.Module] = []
         if h != w:  # square the feature map first; the zoo's models keep square maps
             head.append(nn.Upsample(size=(max(h, w), max(h, w)), mode="bilinear", align_corners=False))
         return nn.Sequential(*head, *_upsampler(channels, max(h, w), input_shape, width))
     if len(smashed_shape) == 1:
         side = max(1, min(input_shape[1:]) // 4)
-        return nn.Sequential(nn.Linear(smashed_shape[0], width * side * side), nn.LeakyReLU(0.2),
+        return nn.Sequential(*head, nn.Linear(smashed_shape[0], width * side * side), nn.LeakyReLU(0.2),
                              nn.Unflatten(1, (width, side, side)), *_upsampler(width, side, input_shape, width))
-    raise ValueError(f"smashed data of shape {list(smashed_shape)}: expected [C, H, W] or [D]")
+    raise ValueError(f"smashed data of shape {list(smashed_shape)}: expected [C, H, W], [T, D] or [D]")
 
 
 def discriminator(smashed_shape: tuple[int, ...], width: int) -> nn.Sequential:
     """D: one real-valued score per sample of smashed data of ``smashed_shape``."""
+    head, smashed_shape = as_map(smashed_shape)
     if len(smashed_shape) == 3:
         channels, h, w = smashed_shape
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(0.2)]
+        layers: list[nn.Module] = [*head, nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(0.2)]
         while max(h, w) > 4:
             layers += [nn.Conv2d(width, width, 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
             h, w = math.ceil(h / 2), math.ceil(w / 2)
         return nn.Sequential(*layers, nn.Flatten(), nn.Linear(width * h * w, 1))
     if len(smashed_shape) == 1:
-        return nn.Sequential(nn.Linear(smashed_shape[0], 4 * width), nn.LeakyReLU(0.2),
+        return nn.Sequential(*head, nn.Linear(smashed_shape[0], 4 * width), nn.LeakyReLU(0.2),
                              nn.Linear(4 * width, width), nn.LeakyReLU(0.2), nn.Linear(width, 1))
-    raise ValueError(f"smashed data of shape {list(smashed_shape)}: expected [C, H, W] or [D]")
+    raise ValueError(f"smashed data of shape {list(smashed_shape)}: expected [C, H, W], [T, D] or [D]")

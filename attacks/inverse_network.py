@@ -31,6 +31,7 @@ from ..defenses.params import count, flag, positive
 from .adaptive import changes_smashed, defend
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel
 from .registry import ATTACKS
+from .shapes import as_map
 
 __all__ = ["InverseNetwork", "make_decoder"]
 
@@ -40,13 +41,14 @@ class _Decoder(nn.Module):
         super().__init__()
         c_in, h, w = input_shape
         self.size = (h, w)
+        head, smashed_shape = as_map(smashed_shape)  # a ViT's tokens as a map of patches
         if len(smashed_shape) == 1:  # a flat vector (a cut after a fully connected block)
             side = max(2, h // 4)
-            self.pre = nn.Sequential(nn.Linear(smashed_shape[0], width * side * side), nn.ReLU(),
+            self.pre = nn.Sequential(*head, nn.Linear(smashed_shape[0], width * side * side), nn.ReLU(),
                                      nn.Unflatten(1, (width, side, side)))
             channels = width
         else:
-            self.pre = nn.Sequential(nn.Conv2d(smashed_shape[0], width, 3, padding=1), nn.ReLU())
+            self.pre = nn.Sequential(*head, nn.Conv2d(smashed_shape[0], width, 3, padding=1), nn.ReLU())
             channels = width
         self.post = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(),
                                   nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),

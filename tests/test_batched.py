@@ -39,6 +39,7 @@ MODELS = {
     "hecnn": {},
     "vgg16": {"model.width": 4, "plan.cut": "[2, 5, 2, 9, 5, 2, 2, 2]"},
     "resnet18": {"data.image_size": 8, "train.lr": 0.005, "plan.cut": "[1, 3, 1, 2, 3, 1, 1, 1]"},
+    "vit-tiny": {"model.width": 16, "plan.cut": "[2, 1, 2, 4, 1, 2, 2, 2]"},
 }
 
 

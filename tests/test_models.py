@@ -19,6 +19,7 @@ EXPECTED_BLOCKS = {
         "stem", "layer1.0", "layer1.1", "layer2.0", "layer2.1", "layer3.0", "layer3.1",
         "layer4.0", "layer4.1", "head",
     ),
+    "vit-tiny": ("embed", "block1", "block2", "block3", "block4", "head"),
 }
 
 # (name, in_channels, extra builder kwargs); small widths keep vgg16 fast.
@@ -29,6 +30,8 @@ CASES = [
     ("vgg16", 1, {"width": 8, "norm": "none", "dropout": 0.2}),
     ("resnet18", 3, {}),
     ("resnet18", 1, {"norm": "none"}),
+    ("vit-tiny", 3, {}),
+    ("vit-tiny", 1, {"width": 32, "norm": "none", "dropout": 0.2}),
 ]
 
 
@@ -92,7 +95,8 @@ def test_batch_size_one_trains(name: str) -> None:
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
 
 
-@pytest.mark.parametrize("name,size", [("hecnn", 4), ("hecnn", 7), ("vgg16", 4), ("vgg16", 28), ("resnet18", 5)])
+@pytest.mark.parametrize("name,size", [("hecnn", 4), ("hecnn", 7), ("vgg16", 4), ("vgg16", 28), ("resnet18", 5),
+                                       ("vit-tiny", 4), ("vit-tiny", 8), ("vit-tiny", 25), ("vit-tiny", 32)])
 def test_any_image_size(name: str, size: int) -> None:
     model = _build(name, 3, image_size=size, width=4 if name == "vgg16" else None).train()
     assert model(torch.randn(2, 3, size, size)).shape == (2, 10)
@@ -232,3 +236,23 @@ def test_profile_other_models_consistent(name: str) -> None:
             assert c.smashed_bytes == 4 * model.client_part(c.cut)(x)[0].numel()
     assert all(b.fwd_flops > 0 and b.bwd_flops > 0 for b in prof.blocks)
     assert prof.total_params == sum(p.numel() for p in model.parameters())
+
+
+def test_vit_tiny_tokens_patches_and_width() -> None:
+    """vit-tiny: hidden states are [16 patches, width] at every cut, patches follow the image size,
+    the width must split across the heads, and DP-SGD's per-sample gradients cover every parameter."""
+    from opacus.grad_sample import GradSampleModule
+
+    from hasfl_sec.models.vit import vit_patch_size
+
+    assert [vit_patch_size(s) for s in (4, 8, 16, 25, 28, 32)] == [2, 2, 4, 7, 7, 8]
+    model = _build("vit-tiny", 1, image_size=25)
+    x = torch.randn(2, 1, 25, 25)
+    for cut in model.legal_cuts:
+        assert model.client_part(cut)(x).shape == (2, 16, 64)
+    assert not any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
+    with pytest.raises(ConfigError, match="model.width"):
+        _build("vit-tiny", width=30)
+    client = GradSampleModule(model.client_part(2))
+    client(x).square().sum().backward()
+    assert all(p.grad_sample.shape[0] == 2 for p in client.parameters())
