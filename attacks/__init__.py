@@ -6,7 +6,16 @@ Each attack family lives in its own file and registers itself in :data:`ATTACKS`
 see only the :mod:`hasfl_sec.sfl.protocol` records their threat model grants.
 """
 
-from . import feature_inversion, fsha, gradient_inversion, inverse_network, label_inference, unsplit  # noqa: F401
+from . import (  # noqa: F401
+    feature_inversion,
+    fsha,
+    gradient_inversion,
+    inverse_network,
+    label_inference,
+    text_inversion,
+    text_inverter,
+    unsplit,
+)
 from .registry import ACTIVE_ATTACKS, ATTACKS
 
 __all__ = ["ATTACKS", "ACTIVE_ATTACKS"]

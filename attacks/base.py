@@ -139,7 +139,7 @@ class AttackContext:
         device, generator: where to compute and the attack's own random stream.
     """
 
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     num_classes: int
     cut: int
     victim: int = 0
@@ -239,7 +239,7 @@ class Attack(ABC):
     broadcast at the period's start (what the fed server itself sent); ``"trace"`` -- all of one
     device's recorded exchanges at once (for attacks that use no client weights, e.g. one clone
     learnt from every batch the server saw).
-    ``recovers`` is ``"inputs"`` or ``"labels"``.
+    ``recovers`` is ``"inputs"`` or ``"labels"``; ``modality`` is ``"image"`` or ``"text"``.
 
     An attack that can adapt to a known defense has a ``Params.adaptive`` flag (default True);
     the instance's ``threat_model.knows_defense`` follows it, and :meth:`adapts_to` says whether
@@ -251,6 +251,8 @@ class Attack(ABC):
     Params: ClassVar[type] = object
     unit: ClassVar[str] = "round"
     recovers: ClassVar[str] = "inputs"
+    #: What the task's inputs are: ``"image"`` or ``"text"`` (token ids).
+    modality: ClassVar[str] = "image"
 
     def __init__(self, params: Any = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -277,7 +279,11 @@ class Attack(ABC):
 
     def applies(self, context: AttackContext) -> str | None:
         """None if the attack can run in ``context``, else why not (e.g. a binary-only attack on a
-        10-class task); the runner then skips it and says so."""
+        10-class task, an image attack on text); the runner then skips it and says so. Overrides
+        add their own conditions to this one."""
+        text = len(context.input_shape) == 1  # (context,) token ids; images are (C, H, W)
+        if (self.modality == "text") != text:
+            return f"{self.name} is an attack on {self.modality} data; this task is {'text' if text else 'images'}"
         return None
 
     def adapts_to(self, defense: Defense | None) -> bool:

@@ -224,6 +224,8 @@ class LabelNorm(Attack):
     threat_model = ThreatModel(position="edge-server", observes=frozenset({"grad"}))
 
     def applies(self, context: AttackContext) -> str | None:
+        if (other := super().applies(context)) is not None:
+            return other
         if context.num_classes != 2:
             return f"label-norm is for binary tasks; this one has {context.num_classes} classes"
         if self.params.larger_norm_class not in (0, 1):
@@ -254,7 +256,7 @@ class _SybilLabelAttack(Attack):
                                knows_defense=True)
 
     def applies(self, context: AttackContext) -> str | None:
-        return _sybil_missing(context, self.name)
+        return super().applies(context) or _sybil_missing(context, self.name)
 
     def adapts_to(self, defense: Defense | None) -> bool:
         return changes_smashed(defense) or changes_grad(defense)

@@ -84,6 +84,13 @@ class ImageDataset:
         if len(self.class_names) != self.num_classes:
             fail(f"{len(self.class_names)} class names for {self.num_classes} classes")
 
+    modality = "image"
+
+    @property
+    def strata(self) -> torch.Tensor:
+        """What a partition of the training images is stratified by: their labels."""
+        return self.y_train
+
     @property
     def in_channels(self) -> int:
         """Number of image channels C."""

@@ -95,7 +95,7 @@ class ModelProfile:
     :class:`CutProfile` per legal cut."""
 
     arch: str
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     blocks: tuple[BlockProfile, ...]
     cuts: tuple[CutProfile, ...]
 
@@ -136,7 +136,7 @@ def profile_model(model: SplitModel, *, batch_size: int = 2) -> ModelProfile:
     """Measure per-block costs of ``model`` and aggregate them per legal cut.
 
     Each block runs separately, in train mode, on a real batch of shape
-    ``(batch_size, *model.input_shape)`` (drawn from a fixed private generator and propagated
+    ``(batch_size, *model.input_shape)`` (:meth:`SplitModel.example_input` from a fixed private generator, propagated
     through the earlier blocks), forward and then backward with an all-ones output gradient, under
     ``FlopCounterMode``. Block 0's input does not require a gradient (as on a real client); every
     later block's input does, since the gradient must flow on to earlier blocks. Counts are divided
@@ -156,7 +156,7 @@ def profile_model(model: SplitModel, *, batch_size: int = 2) -> ModelProfile:
     gen = torch.Generator().manual_seed(0)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
-    x = torch.randn(batch_size, *model.input_shape, generator=gen).to(device=device, dtype=dtype)
+    x = model.example_input(batch_size, generator=gen, device=device, dtype=dtype)
     blocks: list[BlockProfile] = []
     try:
         model.train()

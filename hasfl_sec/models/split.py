@@ -75,7 +75,10 @@ class SplitModel(nn.Module):
         blocks: the blocks, in execution order; ``forward`` chains them.
         block_names: one unique, human-meaningful name per block (``"conv11"``, ``"fc1"``).
         arch: the architecture name (the registry key, e.g. ``"hecnn"``).
-        input_shape: ``(channels, height, width)`` of one input sample.
+        input_shape: the shape of one input sample: ``(channels, height, width)`` for images,
+            ``(context,)`` for a sequence of token ids.
+        vocab_size: for models whose inputs are token ids (``gpt-char``), the number of tokens;
+            None for models of real-valued inputs (images).
         num_classes: number of output classes (informational).
         config: the builder arguments (``norm``, ``width``, ``dropout``...), informational.
 
@@ -93,6 +96,7 @@ class SplitModel(nn.Module):
         input_shape: tuple[int, int, int],
         num_classes: int | None = None,
         config: dict | None = None,
+        vocab_size: int | None = None,
     ) -> None:
         super().__init__()
         names = tuple(str(n) for n in block_names)
@@ -102,14 +106,28 @@ class SplitModel(nn.Module):
             raise ValueError("a split model needs at least 2 blocks")
         if len(set(names)) != len(names):
             raise ValueError(f"block names must be unique, got {names}")
-        if len(tuple(input_shape)) != 3:
-            raise ValueError(f"input_shape must be (C, H, W), got {input_shape}")
+        if len(tuple(input_shape)) not in (1, 3):
+            raise ValueError(f"input_shape must be (C, H, W) or (context,), got {input_shape}")
         self.blocks = nn.ModuleList(blocks)
         self.block_names: tuple[str, ...] = names
         self.arch: str = str(arch)
-        self.input_shape: tuple[int, int, int] = tuple(int(s) for s in input_shape)  # type: ignore[assignment]
+        self.input_shape: tuple[int, ...] = tuple(int(s) for s in input_shape)
         self.num_classes = num_classes
         self.config: dict = dict(config or {})
+        self.vocab_size = vocab_size
+
+    def example_input(self, batch: int, *, generator: torch.Generator | None = None,
+                      device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """A batch of inputs of the right kind: standard normal values, or uniform token ids for a
+        model of token ids (``dtype`` is then ignored). On the meta device nothing is drawn."""
+        shape = (int(batch), *self.input_shape)
+        if self.vocab_size is not None:
+            if torch.device(device).type == "meta":
+                return torch.empty(shape, dtype=torch.int64, device="meta")
+            return torch.randint(0, self.vocab_size, shape, generator=generator).to(device)
+        if torch.device(device).type == "meta":
+            return torch.empty(shape, dtype=dtype, device="meta")
+        return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Run every block in order."""

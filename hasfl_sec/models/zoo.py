@@ -27,16 +27,34 @@ from ..errors import ConfigError
 from ..registry import Registry
 from .split import SplitModel, check_norm, group_norm_groups, make_norm2d
 
-__all__ = ["MODELS", "DEFAULT_MODEL", "HECNN_DEFAULT_WIDTH", "build_model"]
+__all__ = ["MODELS", "DEFAULT_MODEL", "HECNN_DEFAULT_WIDTH", "TEXT_MODELS", "build_model", "check_modality"]
 
 #: Registry of model builders, selected by the ``model.name`` setting.
 MODELS: Registry[Callable[..., SplitModel]] = Registry("model", "model.name")
+
+#: Models whose inputs are token ids; the others read images (``check_modality``).
+TEXT_MODELS: set[str] = {"gpt-char"}
 
 #: Name of the default model.
 DEFAULT_MODEL = "hecnn"
 
 #: Default base width of ``hecnn`` in this toolkit (the paper uses 64).
 HECNN_DEFAULT_WIDTH = 16
+
+
+def check_modality(model: str, dataset: str, text_datasets: set[str]) -> None:
+    """Refuse a text model on images or an image model on text, naming the models that fit.
+
+    Raises:
+        ConfigError: on ``model.name``.
+    """
+    text = dataset in text_datasets
+    if (model in TEXT_MODELS) == text:
+        return
+    fits = sorted(n for n in MODELS.names() if (n in TEXT_MODELS) == text)
+    kind = "text" if text else "image"
+    raise ConfigError("model.name", model, f"a model for {kind} data: {', '.join(fits)}",
+                      f"data.dataset {dataset!r} is {kind} data")
 
 
 def _is_int(value: object) -> bool:

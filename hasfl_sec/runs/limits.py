@@ -15,8 +15,10 @@ import torch
 
 from ..config import ExperimentConfig
 from ..data.footprint import footprint
+from ..data.text import TEXT_DATASETS
 from ..errors import check_memory, human_bytes
 from ..models import build_model
+from ..models.zoo import check_modality
 
 __all__ = ["check_resources", "activation_numel", "meta_model"]
 
@@ -34,7 +36,8 @@ def activation_numel(model: torch.nn.Module, input_shape: tuple[int, int, int]) 
     hooks = [m.register_forward_hook(count) for m in model.modules() if not list(m.children())]
     try:
         with torch.no_grad():
-            model(torch.empty(1, *input_shape, device="meta"))
+            model(example(1, device="meta") if (example := getattr(model, "example_input", None))
+                  else torch.empty(1, *input_shape, device="meta"))
     finally:
         for hook in hooks:
             hook.remove()
@@ -58,10 +61,12 @@ def meta_model(cfg: ExperimentConfig) -> torch.nn.Module | None:
 
 
 def check_resources(cfg: ExperimentConfig) -> None:
-    """Refuse ``cfg`` if its data set and model cannot fit in the memory available (a lower bound;
+    """Refuse ``cfg`` if its model does not read its data (a text model on images, or the reverse), or
+    if its data set and model cannot fit in the memory available (a lower bound;
     a run that passes may still need more). Unknown data sizes (an image folder at its natural
     size) are not checked here."""
     d, m = cfg.data, cfg.model
+    check_modality(m.name, d.dataset, TEXT_DATASETS)
     fp = footprint(d.dataset, d.data_root, d.image_size)
     if fp is None:
         return

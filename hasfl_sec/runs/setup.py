@@ -160,7 +160,7 @@ def prepare(config: ExperimentConfig, *, fleet: Fleet | None = None, plan: Plan 
     _check_tap(cfg, fleet.num_devices)
     seed_everything(cfg.seed)
     dataset = config_dataset(cfg)
-    parts = partition(dataset.y_train, fleet.num_devices, scheme=d.partition, alpha=d.alpha, seed=cfg.seed,
+    parts = partition(dataset.strata, fleet.num_devices, scheme=d.partition, alpha=d.alpha, seed=cfg.seed,
                       min_size=d.min_samples_per_device)
     torch.manual_seed(derive_seed(cfg.seed, "model"))
     m = cfg.model

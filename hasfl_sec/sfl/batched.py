@@ -224,7 +224,7 @@ class BatchedExecution:
                      server_in: Sequence[torch.Tensor]) -> torch.Tensor:
         """Step 3: the common part on every sample at once; each device's non-common part and
         cut-layer gradient get the gradient of that device's own loss. Returns per-sample losses."""
-        labels = torch.cat([self.y[ix].flatten() for ix in idx])
+        labels = torch.cat([self.y[ix].flatten(0, 1) for ix in idx])  # [devices, b, ...] -> [devices * b, ...]
         per_sample, h_grad = common_step(self.layout.common, [h.flatten(0, 1) for h in server_in], labels,
                                          self.sample_w)
         grads = [gr.view(h.shape) / self.row_w[g.start:g.stop].view(-1, *([1] * (h.dim() - 1)))

@@ -144,6 +144,8 @@ def common_step(common: nn.Module, parts: Sequence[torch.Tensor], labels: torch.
     concatenated input; the caller steps the optimizer."""
     h = torch.cat([x.detach() for x in parts]).requires_grad_(True)
     per_sample = F.cross_entropy(common(h), labels, reduction="none")
+    if per_sample.dim() > 1:  # next-token targets [b, T]: a sequence's loss is its mean over positions
+        per_sample = per_sample.flatten(1).mean(1)
     (per_sample * sample_w).sum().backward()
     return per_sample.detach(), h.grad
 

@@ -262,7 +262,7 @@ class SFLTrainer:
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
-        """Test loss and accuracy of :meth:`global_model`."""
+        """Test loss and accuracy of :meth:`global_model` (per character for text)."""
         model = self.global_model().eval()
         total_loss, correct = 0.0, 0
         for start in range(0, len(self.y_test), self.cfg.eval_batch_size):
@@ -271,7 +271,7 @@ class SFLTrainer:
             logits = model(x)
             total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(1) == y).sum())
-        n = len(self.y_test)
+        n = self.y_test.numel()  # per image, or per character of next-token targets [n, T]
         return total_loss / n, correct / n
 
     # the loop ------------------------------------------------------------------------------------
