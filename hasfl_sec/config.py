@@ -42,6 +42,8 @@ Cut = Union[int, str]
 #: The most devices a fleet may have: more than any bundled data set has training samples (a
 #: device needs at least one), and a generated fleet of ten million would take minutes to draw.
 MAX_DEVICES = 100_000
+#: The longest text sequence ``data.context`` accepts (attention costs grow with its square).
+MAX_CONTEXT = 4096
 #: The largest image side ``data.image_size`` accepts; whether the resized data set and the
 #: model's activations fit in memory is checked on top (:func:`hasfl_sec.runs.setup.check_resources`).
 MAX_IMAGE_SIZE = 4096
@@ -52,12 +54,15 @@ class DataConfig:
     """Which data, how big the images are, and how it is split across devices.
 
     ``partition`` is ``iid`` or ``dirichlet`` (Hsu et al. 2019, concentration ``alpha``; smaller is
-    more skewed). ``image_size`` null keeps the dataset's natural size.
+    more skewed). ``image_size`` null keeps the dataset's natural size. ``context`` is the number
+    of characters per sequence of a text dataset (``pydoc``, ``secrets``, ``pydoc-secrets``);
+    images ignore it.
     """
 
     dataset: str = "digits"
     data_root: str | None = None
     image_size: int | None = 16
+    context: int = 64
     test_fraction: float = 0.2
     partition: str = "dirichlet"
     alpha: float = 0.5
@@ -309,6 +314,7 @@ class ExperimentConfig:
         check(d.image_size is None or 4 <= d.image_size <= MAX_IMAGE_SIZE, "data.image_size", d.image_size,
               f"an integer from 4 to {MAX_IMAGE_SIZE} or null (the natural size)")
         check(math.isfinite(d.alpha) and d.alpha > 0, "data.alpha", d.alpha, "a finite number > 0")
+        check(2 <= d.context <= MAX_CONTEXT, "data.context", d.context, f"an integer from 2 to {MAX_CONTEXT}")
         check_count("data.min_samples_per_device", d.min_samples_per_device)
         check(1 <= self.fleet.num_devices <= MAX_DEVICES, "fleet.num_devices", self.fleet.num_devices,
               f"an integer from 1 to {MAX_DEVICES:,}")

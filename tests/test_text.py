@@ -32,7 +32,7 @@ def _gpt(vocab: int, context: int, **kw) -> nn.Module:
 @pytest.fixture(scope="module")
 def trained():
     """gpt-char (width 64) trained centrally for one epoch on pydoc-secrets sequences of 32."""
-    data = load_dataset("pydoc-secrets", image_size=32)
+    data = load_dataset("pydoc-secrets", context=32)
     model = _gpt(data.num_classes, 32, width=64)
     accuracy = train_central(model, data, epochs=1, seed=0, device="cpu")
     return data, model.eval(), accuracy
@@ -42,15 +42,15 @@ def trained():
 
 
 def test_corpora_are_next_character_sequences_with_marked_secrets():
-    data = load_dataset("secrets", image_size=48, seed=3)
+    data = load_dataset("secrets", context=48, seed=3)
     assert data.x_train.shape[1] == 48 and data.modality == "text" and data.input_shape == (48,)
     assert torch.equal(data.x_train[:, 1:], data.y_train[:, :-1])  # y is x shifted by one
     text = decode(data.x_train[0], data.vocab)
     secret = "".join(c for c, m in zip(text, data.secret_train[0].tolist()) if m)
     assert secret and all(ch.isdigit() or ch.isalpha() or ch in " -" for ch in secret)
-    again = load_dataset("secrets", image_size=48, seed=3)
+    again = load_dataset("secrets", context=48, seed=3)
     assert torch.equal(again.x_train, data.x_train) and torch.equal(again.secret_train, data.secret_train)
-    assert not torch.equal(load_dataset("secrets", image_size=48, seed=4).x_train[:10], data.x_train[:10])
+    assert not torch.equal(load_dataset("secrets", context=48, seed=4).x_train[:10], data.x_train[:10])
     pydoc = load_dataset("pydoc")
     assert not pydoc.secret_train.any() and int(pydoc.strata.max()) == 78  # 79 topics
     parts = partition(pydoc.strata, 10, scheme="dirichlet", alpha=0.5, seed=0)

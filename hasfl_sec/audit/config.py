@@ -208,11 +208,13 @@ class AuditEnv:
     """What the runner knows about the task and hands to attacks as far as threat models allow.
 
     ``defense`` labels the run's defense in the table (``describe_defenses``, ``"none"``);
-    ``attacker_defense`` builds, from a seed, the copy of it an adaptive attacker simulates.
+    ``attacker_defense`` builds, from a seed, the copy of it an adaptive attacker simulates. For a
+    text task, ``secret_mask`` marks the planted secrets of the training sequences (the victims'
+    data; the audit scores secret recovery with it, no attack sees it) and ``vocab`` decodes them.
     """
 
     run_id: str
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]
     num_classes: int
     auxiliary: torch.Tensor
     auxiliary_labels: torch.Tensor
@@ -222,6 +224,9 @@ class AuditEnv:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     defense: str = "none"
     attacker_defense: Callable[[int], Defense] | None = None
+    #: text tasks: the planted-secret mask of the training sequences ([n, T]) and the vocabulary
+    secret_mask: torch.Tensor | None = None
+    vocab: tuple[str, ...] | None = None
 
     def attacker_copy(self, seed: int) -> Defense | None:
         """The attacker's own copy of the run's defense, seeded from ``seed`` apart from the

@@ -196,6 +196,15 @@ def _aligned(rec: Reconstruction, truths: Sequence[GroundTruth], unit: str
     return recon, truth, labels
 
 
+def _secrets(rec: Reconstruction, truths: Sequence[GroundTruth], env: AuditEnv) -> torch.Tensor | None:
+    """The planted-secret mask of each reconstructed sequence (text tasks with secrets), else None."""
+    if env.secret_mask is None or not env.secret_mask.any():
+        return None
+    by_key = {t.key: t for t in truths}
+    rows = torch.stack([by_key[k].index[p] for k, p in zip(rec.keys, rec.positions)])
+    return env.secret_mask[rows.cpu()]
+
+
 def run_attack(attack: Attack, trace: Trace, env: AuditEnv, images: int, seed: int
                ) -> tuple[list[Reconstruction], list[GroundTruth]] | str:
     """One attack on one trace with one seed: its reconstructions and the ground truth behind them,
@@ -236,7 +245,7 @@ def _attack_trace(variant: Variant, trace: Trace, env: AuditEnv, audit: AuditCon
         recs, truths = outcome
         for rec in recs:
             recon, truth, labels = _aligned(rec, truths, attack.unit)
-            for k, v in score(rec, recon, truth, labels).items():
+            for k, v in score(rec, recon, truth, labels, _secrets(rec, truths, env)).items():
                 values.setdefault(k, []).extend(v)
             if sample is None and recon is not None:
                 sample = (truth[: audit.grid_images], recon[: audit.grid_images])
@@ -293,6 +302,7 @@ def audit_traces(traces: Sequence[Trace], env: AuditEnv, audit: AuditConfig, *, 
     meta = {"run_id": env.run_id, "attacks": threats, "defense": env.defense,
             "adaptive": {"mode": audit.adaptive, "same_as_unaware": notes}, "preset": audit.preset,
             "attack_seconds": timings, "skipped": skipped, "images": audit.images, "seeds": audit.seeds,
+            **({"vocab": list(env.vocab)} if env.vocab else {}),
             "traces": [{"device": t.device, "cut": t.cut, "batch": t.batch, "source": t.source,
                         "rounds": [v.round for v in t.rounds]} for t in traces]}
     return AuditResult(frame, samples, skipped, meta)

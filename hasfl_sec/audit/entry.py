@@ -27,7 +27,9 @@ from ..data.datasets import ImageDataset
 from ..defenses.base import DefenseStack
 from ..defenses.build import build_defenses, describe_defenses
 from ..errors import ConfigError
+from ..data.text import TEXT_DATASETS
 from ..models import SplitModel, build_model
+from ..models.zoo import check_modality
 from ..models.central import train_central
 from ..runs.checkpoints import check_devices, check_state, load_weights, restore_trainer
 from ..runs.files import load_run
@@ -95,6 +97,7 @@ def _env(cfg: ExperimentConfig, dataset: ImageDataset, run_id: str, device: torc
                           "weight_decay": cfg.train.weight_decay},
         seed=cfg.seed, device=device, defense=label,
         attacker_defense=lambda seed: defenses("attacker", seed),
+        secret_mask=getattr(dataset, "secret_train", None), vocab=getattr(dataset, "vocab", None),
     )
 
 
@@ -216,6 +219,7 @@ def audit_model(cfg: ExperimentConfig, audit: AuditConfig, *, checkpoint: str | 
                 epochs: int = 20, progress: bool = False) -> tuple[AuditResult, SplitModel]:
     """Profile a bare model over its cuts: central training (or a state dict), simulated devices."""
     cfg = cfg.validate()
+    check_modality(cfg.model.name, cfg.data.dataset, TEXT_DATASETS)
     check_attacks(audit, cfg.train.share_labels)
     if epochs < 0:
         raise ConfigError("--epochs", epochs, "an integer >= 0")

@@ -32,11 +32,13 @@ from ..fileio import check_out, publish_dir, work_dir  # noqa: E402
 from ..locks import lock_folder  # noqa: E402
 from .engine import AuditResult  # noqa: E402
 
-__all__ = ["write_audit", "audit_lock_target", "summary_tables", "reconstruction_grid", "FIGURE_METRICS",
+__all__ = ["write_audit", "audit_lock_target", "summary_tables", "reconstruction_grid", "reconstruction_text",
+           "FIGURE_METRICS",
            "SUMMARY_GROUPS"]
 
 #: metrics drawn against cut depth when present.
-FIGURE_METRICS = ("ssim", "psnr", "mse", "label_accuracy", "dcor", "dfil_mse_bound")
+FIGURE_METRICS = ("ssim", "psnr", "mse", "token_accuracy", "secret_recovery", "rouge_l", "label_accuracy", "dcor",
+                  "dfil_mse_bound")
 
 
 def _metric_figure(frame: pd.DataFrame, metric: str, path: Path) -> None:
@@ -75,6 +77,21 @@ def reconstruction_grid(samples: dict[tuple[int, int, str], tuple[torch.Tensor, 
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def reconstruction_text(samples: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]], attack: str,
+                        vocab: Sequence[str], path: Path) -> None:
+    """Text tasks: each original sequence above what ``attack`` recovered, per (device, cut);
+    line breaks and tabs shown as the characters they are escaped to, so one sequence is one line."""
+    lines = [f"{attack}: originals and recovered sequences"]
+    for key in sorted(k for k in samples if k[2] == attack):
+        truth, recon = samples[key]
+        lines.append(f"\n== device {key[0]}, cut {key[1]}")
+        for t, r in zip(truth, recon):
+            for label, ids in (("original ", t), ("recovered", r)):
+                text = "".join(vocab[int(i)] for i in ids)
+                lines.append(f"{label} | {text.encode('unicode_escape').decode('ascii')}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def audit_lock_target(out: str | Path, run_dir: str | Path | None) -> tuple[Path, str]:
@@ -118,8 +135,12 @@ def _write_locked(result: AuditResult, out: Path, overwrite: bool,
         for metric in FIGURE_METRICS:
             if (result.frame.metric == metric).any():
                 _metric_figure(result.frame, metric, tmp / f"leakage_{metric}.png")
+        vocab = result.meta.get("vocab")
         for attack in sorted({k[2] for k in result.samples}):
-            reconstruction_grid(result.samples, attack, tmp / f"reconstructions_{attack}.png")
+            if vocab:
+                reconstruction_text(result.samples, attack, vocab, tmp / f"reconstructions_{attack}.txt")
+            else:
+                reconstruction_grid(result.samples, attack, tmp / f"reconstructions_{attack}.png")
         for name, state in (tensors or {}).items():
             torch.save(state, tmp / name)
     except BaseException:
@@ -132,6 +153,7 @@ def _write_locked(result: AuditResult, out: Path, overwrite: bool,
 #: The summary's three tables: reconstructions, label inference, attack-independent figures.
 SUMMARY_GROUPS = {
     "reconstruction": ["ssim", "psnr", "mse", "identifiability", "wall_time_s"],
+    "text": ["token_accuracy", "rouge_l", "secret_recovery", "secret_token_accuracy", "wall_time_s"],
     "labels": ["label_accuracy", "label_auc", "wall_time_s"],
     "attack-independent": ["dcor", "nhsic", "ksg", "dfil", "dfil_mse_bound", "wall_time_s"],
 }

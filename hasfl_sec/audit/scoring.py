@@ -17,10 +17,12 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..attacks.base import Reconstruction
 from ..metrics import DEPENDENCE, identifiability, image_report, label_accuracy, label_auc
 from ..metrics.fisher import dfil
+from ..metrics.text import text_report
 from ..seeding import derive_seed
 from ..sfl.protocol import Exchange, GroundTruth
 from .config import AuditConfig, AuditEnv
@@ -37,10 +39,15 @@ def head(view: RoundView, k: int) -> tuple[Exchange, GroundTruth]:
 
 
 def score(rec: Reconstruction, recon: torch.Tensor | None, truth: torch.Tensor,
-          labels: torch.Tensor) -> dict[str, list[float]]:
-    """Per-image reconstruction metrics and per-call label metrics of one reconstruction."""
+          labels: torch.Tensor, secrets: torch.Tensor | None = None) -> dict[str, list[float]]:
+    """Per-image reconstruction metrics and per-call label metrics of one reconstruction; for text
+    (token ids), per-sequence token accuracy and ROUGE-L and, given the planted ``secrets`` mask,
+    per-secret recovery (:mod:`hasfl_sec.metrics.text`)."""
     out: dict[str, list[float]] = {}
-    if recon is not None:
+    if recon is not None and not recon.is_floating_point():
+        for name, values in text_report(recon, truth, secrets).items():
+            out[name] = [float(v) for v in values]
+    elif recon is not None:
         for name, per_image in image_report(recon, truth).items():
             out[name] = [float(v) for v in per_image]
         out["identifiability"] = [identifiability(recon, truth)] if len(truth) > 1 else []
@@ -59,11 +66,15 @@ def independent_figures(trace: Trace, env: "AuditEnv", audit: "AuditConfig"
     """Dependence estimates and the dFIL bound on the trace's first ``images`` victim images.
 
     The dependence estimators see the recorded (defended) smashed data; dFIL is a property of the
-    client part alone, with its own reference noise (``dfil_relative_sigma``).
+    client part alone, with its own reference noise (``dfil_relative_sigma``). For text the inputs
+    enter the estimators one-hot encoded; dFIL, a bound on reconstructing real-valued inputs, is not
+    computed for token ids.
     """
     views = [head(v, audit.images) for v in trace.rounds]
     x = torch.cat([t.inputs for _, t in views])[: audit.images]
     z = torch.cat([e.smashed for e, _ in views])[: audit.images]
+    text = not x.is_floating_point()
+    features = F.one_hot(x, env.num_classes).flatten(1).float() if text else x  # token ids as one-hot
     out = []
     for name in audit.dependence:
         params = dict(audit.dependence_params.get(name, {}))
@@ -71,9 +82,9 @@ def independent_figures(trace: Trace, env: "AuditEnv", audit: "AuditConfig"
             params.setdefault("seed", derive_seed(env.seed, "ksg", trace.cut))
         if len(x) < 4:
             continue
-        res = DEPENDENCE.get(name)(x.numpy(), z.numpy(), **params)
+        res = DEPENDENCE.get(name)(features.numpy(), z.numpy(), **params)
         out.append((name, [float(res.value)], {"estimator": res.estimator, **res.params}))
-    if audit.dfil_relative_sigma is not None:
+    if audit.dfil_relative_sigma is not None and not text:  # no Jacobian with respect to token ids
         gen = torch.Generator().manual_seed(derive_seed(env.seed, "dfil", trace.cut))
         fisher = dfil(trace.rounds[0].client, x.to(env.device), relative_sigma=audit.dfil_relative_sigma,
                       generator=gen)

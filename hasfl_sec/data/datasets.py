@@ -114,7 +114,7 @@ def _describe(value: Any) -> str:
 
 
 def load_dataset(name: str, *, data_root: str | None = None, image_size: int | None = None, seed: int = 0,
-                 test_fraction: float = 0.2) -> ImageDataset:
+                 test_fraction: float = 0.2, context: int | None = None) -> ImageDataset:
     """Load the dataset registered as ``name``.
 
     Args:
@@ -124,6 +124,8 @@ def load_dataset(name: str, *, data_root: str | None = None, image_size: int | N
             keeps the dataset's natural size.
         seed: seeds the train/test split of datasets without an official one.
         test_fraction: test share for datasets without an official split.
+        context: characters per sequence of a text dataset (:mod:`hasfl_sec.data.text`; None: its
+            default); image datasets ignore it.
 
     Raises:
         ConfigError: unknown name, bad ``image_size``/``test_fraction``, or unusable ``data_root``.
@@ -135,9 +137,12 @@ def load_dataset(name: str, *, data_root: str | None = None, image_size: int | N
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) \
             or not math.isfinite(test_fraction) or not 0.0 < test_fraction < 1.0:
         raise ConfigError("data.test_fraction", test_fraction, "a number in (0, 1)")
-    dataset = loader(data_root=data_root, image_size=image_size, seed=int(seed),
-                     test_fraction=float(test_fraction))
-    logger.info("dataset %s: %d train / %d test images of shape %s, %d classes", dataset.name,
+    if context is not None and (isinstance(context, bool) or not isinstance(context, int) or context < 2):
+        raise ConfigError("data.context", context, "an integer >= 2 or null (the dataset's default)")
+    kwargs = {"context": context} if getattr(loader, "text", False) else {}
+    dataset = loader(data_root=data_root, image_size=image_size, seed=int(seed), test_fraction=float(test_fraction),
+                     **kwargs)
+    logger.info("dataset %s: %d train / %d test samples of shape %s, %d classes", dataset.name,
                 len(dataset.y_train), len(dataset.y_test), dataset.input_shape, dataset.num_classes)
     return dataset
 

@@ -16,7 +16,8 @@ that :func:`~hasfl_sec.data.partition` uses as its label (a Dirichlet partition 
 its own mix of topics), and a mask of the characters of ``x`` that belong to a planted secret.
 The vocabulary is every character of the corpus, sorted.
 
-``data.image_size`` sets the context length for text (default :data:`DEFAULT_CONTEXT`).
+``data.context`` sets the characters per sequence (default :data:`DEFAULT_CONTEXT`); the loaders
+take it as ``context`` and ignore ``image_size``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .datasets import DATASETS
 
 __all__ = ["TextDataset", "DEFAULT_CONTEXT", "TEXT_DATASETS", "secret_records", "encode", "decode"]
 
-#: Characters per sequence when ``data.image_size`` is null.
+#: Characters per sequence when none is given.
 DEFAULT_CONTEXT = 64
 #: Names of the registered text datasets (the others are images).
 TEXT_DATASETS: set[str] = set()
@@ -217,34 +218,43 @@ def _build(name: str, pieces: list[tuple[str, list[tuple[int, int]], int]], *, c
                        secret_train=t(m, train), secret_test=t(m, test))
 
 
-def _register(name: str, help: str):
+def _register(name: str, help: str) -> Callable[[Callable[..., TextDataset]], Callable[..., TextDataset]]:
+    """Register a text loader: in :data:`DATASETS`, marked ``text`` (``load_dataset`` passes it the
+    context), and in :data:`TEXT_DATASETS`."""
     TEXT_DATASETS.add(name)
-    return DATASETS.register(name, help=help)
+
+    def decorate(loader: Callable[..., TextDataset]) -> Callable[..., TextDataset]:
+        loader.text = True  # type: ignore[attr-defined]
+        return DATASETS.register(name, help=help)(loader)
+
+    return decorate
 
 
 @_register("pydoc", help="Python's pydoc topics: 465,000 characters of documentation as next-character "
                          "sequences, 79 topics (bundled; text, for gpt-char)")
-def load_pydoc(*, data_root: str | None, image_size: int | None, seed: int, test_fraction: float) -> TextDataset:
+def load_pydoc(*, data_root: str | None, image_size: int | None, seed: int, test_fraction: float,
+               context: int | None = None) -> TextDataset:
     """``pydoc_data.topics``, each topic cut into its own sequences (stratum = topic)."""
-    return _build("pydoc", _pydoc_pieces(), context=image_size or DEFAULT_CONTEXT, seed=seed,
+    return _build("pydoc", _pydoc_pieces(), context=context or DEFAULT_CONTEXT, seed=seed,
                   test_fraction=test_fraction)
 
 
 @_register("secrets", help="4,000 templated records with planted names, card numbers, PINs and dates "
                            "(generated; text, for gpt-char)")
-def load_secrets(*, data_root: str | None, image_size: int | None, seed: int, test_fraction: float) -> TextDataset:
+def load_secrets(*, data_root: str | None, image_size: int | None, seed: int, test_fraction: float,
+                 context: int | None = None) -> TextDataset:
     """4,000 secret records (stratum = the template of a block's first record)."""
-    return _build("secrets", _secret_pieces(4000, seed, 0), context=image_size or DEFAULT_CONTEXT, seed=seed,
+    return _build("secrets", _secret_pieces(4000, seed, 0), context=context or DEFAULT_CONTEXT, seed=seed,
                   test_fraction=test_fraction)
 
 
 @_register("pydoc-secrets", help="pydoc topics plus one block of secret records per four documentation "
                                  "sequences (bundled + generated; text, for gpt-char)")
-def load_pydoc_secrets(*, data_root: str | None, image_size: int | None, seed: int,
-                       test_fraction: float) -> TextDataset:
+def load_pydoc_secrets(*, data_root: str | None, image_size: int | None, seed: int, test_fraction: float,
+                       context: int | None = None) -> TextDataset:
     """The documentation and secret records (strata: 79 topics, then the 4 templates)."""
     pydoc = _pydoc_pieces()
-    context = image_size or DEFAULT_CONTEXT
+    context = context or DEFAULT_CONTEXT
     sequences = sum(len(text) // context for text, _, _ in pydoc)
     blocks = max(1, sequences // 4 * context // 500)  # a block of 8 records is about 500 characters
     return _build("pydoc-secrets", pydoc + _secret_pieces(8 * blocks, seed, len(pydoc)), context=context,

@@ -137,7 +137,7 @@ def _check_tap(cfg: ExperimentConfig, n: int) -> None:
 def config_dataset(cfg: ExperimentConfig) -> ImageDataset:
     """The train/test data the config's ``data`` section names, split by its seed."""
     d = cfg.data
-    return load_dataset(d.dataset, data_root=d.data_root, image_size=d.image_size, seed=cfg.seed,
+    return load_dataset(d.dataset, data_root=d.data_root, image_size=d.image_size, context=d.context, seed=cfg.seed,
                         test_fraction=d.test_fraction)
 
 
