@@ -108,6 +108,7 @@ def eval_(config_file: str | None, overrides: tuple[str, ...], eval_config: str 
         hasfl-sec eval --name big --workers 8 --backend ray --address auto
         hasfl-sec report reports/default          # re-render from the tables
     """
+    from ..data.text import TEXT_DATASETS
     from ..evaluation import EvalFailed, headline_text, load_settings, run_eval
     from ..fileio import check_folder_name
 
@@ -116,7 +117,8 @@ def eval_(config_file: str | None, overrides: tuple[str, ...], eval_config: str 
     executor = executor_config(workers, threads, backend, address)
     given = {k: v for k, v in options.items() if v is not None}
     config = build_config(config_file, overrides, given, defaults=EVAL_DEFAULTS)
-    settings = load_settings(eval_config, full=full, name=name, strategies=_split(strategies),
+    settings = load_settings(eval_config, full=full, text=config.data.dataset in TEXT_DATASETS, name=name,
+                             strategies=_split(strategies),
                              baselines=_split(baselines), budgets=_floats("--budgets", budgets),
                              defenses=[] if no_defenses else None, attacks=_split(attacks), images=images,
                              seeds=_ints("--seeds", seeds), attack_seeds=_ints("--attack-seeds", attack_seeds),

@@ -45,6 +45,7 @@ from ..planning.privacy import check_private_config
 from ..report.render import build_report
 from ..results import EVAL_TABLES, package_versions
 from ..runs.limits import check_resources
+from ..data.text import TEXT_DATASETS
 from ..runs.setup import config_dataset
 from ..typed import apply_overrides
 from .aggregate import class_table, comparisons, pareto_over_seeds, time_budget
@@ -52,8 +53,8 @@ from .cells import Cell, CellRecord, cell_name, code_version, fail_cell, make_ce
 from .executors import EXECUTORS, ExecutorConfig, Task, session
 from .hijack import check_active_arm
 from .hijack_tables import detector_table, hijack_table
-from .settings import Arm, EvalSettings, build_arms
-from .tables import class_mean_ssim, defense_table
+from .settings import Arm, EvalSettings, build_arms, for_text
+from .tables import defense_table, label_only_note
 from .workspace import claim_output, kept_work, reuse, shared_bound
 
 __all__ = ["EvalResult", "EvalFailed", "run_eval", "eval_out", "arm_configs", "Point", "plan_point", "prepare_point",
@@ -163,6 +164,7 @@ class Point:
     records: dict[str, CellRecord] = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)
     bound_seconds: float = 0.0
+    task_notes: list[str] = field(default_factory=list)  # what a text task changed of the settings
 
     @property
     def pending(self) -> list[Task]:
@@ -172,6 +174,11 @@ class Point:
 
 def plan_point(config: ExperimentConfig, settings: EvalSettings) -> Point:
     """An evaluation's arms and their cells' validated configs (nothing is computed or written)."""
+    notes: list[str] = []
+    if config.data.dataset in TEXT_DATASETS:  # before validation: a text attack's parameters need the attack
+        settings, notes = for_text(settings)
+        for note in notes:
+            logger.info("text task: %s", note)
     settings.validate()
     arms = build_arms(settings)
     configs = arm_configs(config, arms, list(settings.seeds), settings.fleet_per_seed)
@@ -184,7 +191,7 @@ def plan_point(config: ExperimentConfig, settings: EvalSettings) -> Point:
         if key not in checked:
             checked.add(key)
             check_resources(c)
-    return Point(config, settings, arms, configs)
+    return Point(config, settings, arms, configs, task_notes=notes)
 
 
 def prepare_point(point: Point, work: Path, threads: int, earlier: list[Path]) -> None:
@@ -377,7 +384,7 @@ def _meta(point: Point, name: str, start: float, budget_s: float) -> dict[str, A
     timings, how long the evaluation took since ``start`` (``time.perf_counter``; everything but
     writing the report), the time budget of the accuracy comparison, and the notes."""
     config, settings, arms, cells, records = point.config, point.settings, point.arms, point.cells, point.records
-    reference = class_mean_ssim(config_dataset(config), config.seed)
+    reference = label_only_note(config_dataset(config), config.seed, config.train.share_labels)
     seeds = ", ".join(str(s) for s in settings.seeds)
     fleet = ("the fleet is drawn again for every seed" if settings.fleet_per_seed else
              f"one fleet for every seed (fleet seed {fixed_fleet_seed(config)})")
@@ -389,10 +396,8 @@ def _meta(point: Point, name: str, start: float, budget_s: float) -> dict[str, A
              + (" (set by eval.time_budget_s)." if settings.time_budget_s is not None else
                 ": the shortest simulated training time of any plan at any seed, so every plan is measured "
                 "within its own training."),
-             f"Label-only reference: the class-mean image of the auxiliary data scores SSIM {reference:.3f} "
-             "against the victims' images. HASFL sends labels to the edge server, so it reconstructs at "
-             "least this well without the smashed data; a defense that keeps accuracy cannot push the "
-             "strongest (adaptive) attack far below it.",
+             reference,
+             *(f"Text task: {note}." for note in point.task_notes),
              "Defense settings are trained on the sfl plan at plan.cut; their predicted time to target is "
              "the undefended plan's (the bound does not model these defenses)."]
     active = [a for a in arms if a.kind == "active"]

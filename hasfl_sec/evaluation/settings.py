@@ -280,10 +280,14 @@ def full_settings() -> dict[str, Any]:
             "audit_baselines": True, "preset": "full", "active": {"defenses": True}}
 
 
-def load_settings(path: str | Path | None = None, full: bool = False, **changes: Any) -> EvalSettings:
+def load_settings(path: str | Path | None = None, full: bool = False, text: bool = False,
+                  **changes: Any) -> EvalSettings:
     """Default settings (:func:`full_settings` with ``full``), updated from a YAML/JSON/TOML file
-    and then from keyword ``changes``."""
+    and then from keyword ``changes``. ``text``: the data are text, so the audits' default attacks
+    are :data:`TEXT_AUDIT_ATTACKS` (and parameters of those attacks are accepted)."""
     values: dict[str, Any] = full_settings() if full else {}
+    if text:
+        values["attacks"] = list(TEXT_AUDIT_ATTACKS)
     if path is not None:
         loaded = read_structured(path, "--eval-config") or {}
         if not isinstance(loaded, dict):
@@ -372,6 +376,34 @@ def _active_arms(settings: EvalSettings) -> list[Arm]:
         arms.append(Arm(f"honest-{strategy}", "active", plan, strategy, audited=False,
                         active={**asdict(active.hijack(None)), "choose": "none"}))
     return arms
+
+
+#: Attacks of a text task's audits when the settings name image attacks only (the defaults).
+TEXT_AUDIT_ATTACKS = ["text-inversion", "text-inverter"]
+
+
+def for_text(settings: EvalSettings) -> tuple[EvalSettings, list[str]]:
+    """The settings of an evaluation whose data are text, and what was changed and why.
+
+    Left out: privacy-constrained plans (their noise is priced with the dFIL bound, a bound on
+    reconstructing real-valued inputs, which token ids are not) and the malicious-server arms (FSHA
+    decodes images). Image attacks are replaced by the text attacks when no text attack was named.
+    """
+    from ..attacks.registry import ATTACKS
+
+    notes, changes = [], {}
+    if settings.budgets:
+        changes["budgets"] = []
+        notes.append(f"privacy-constrained plans (budgets {', '.join(f'{b:g}' for b in settings.budgets)}) are left "
+                     "out: their noise is priced with the dFIL bound, which holds for real-valued inputs, not tokens")
+    if settings.active.attack is not None or settings.active.honest:
+        changes["active"] = dataclasses.replace(settings.active, attack=None, honest=False)
+        notes.append("the malicious-server arms are left out: FSHA's decoder and critic reconstruct images")
+    if not any(a in ATTACKS and ATTACKS.get(a).modality == "text" for a in settings.attacks):
+        changes["attacks"] = list(TEXT_AUDIT_ATTACKS)
+        notes.append(f"the audits run the text attacks {', '.join(TEXT_AUDIT_ATTACKS)} in place of "
+                     f"{', '.join(settings.attacks)}")
+    return dataclasses.replace(settings, **changes), notes
 
 
 def build_arms(settings: EvalSettings) -> list[Arm]:

@@ -31,6 +31,7 @@ from .doc import Block, Document, Figure, Heading, Items, Section, Table, Text, 
 from .headline import class_blocks, headline_blocks, why_cuts_blocks
 from .seeds import ci_legend, ci_table, over_seeds, seed_count, with_ci
 from .tables import EvalData
+from .transformer import transformer_blocks
 
 __all__ = ["SECTIONS", "build_document", "CONFIG_SUMMARY"]
 
@@ -38,6 +39,7 @@ __all__ = ["SECTIONS", "build_document", "CONFIG_SUMMARY"]
 SECTIONS = {
     "headline": "Headline: paired comparisons over seeds",
     "plans": "Plans",
+    "transformer": "A transformer: the open question",
     "training": "Training",
     "leakage": "Leakage per split",
     "reconstructions": "Reconstructions",
@@ -58,7 +60,8 @@ CONFIG_SUMMARY = {
     "seed": "seed",
 }
 
-_RECON = ["ssim", "psnr", "mse", "identifiability", "label_accuracy", "label_auc"]
+_RECON = ["ssim", "psnr", "mse", "identifiability", "token_accuracy", "rouge_l", "secret_recovery", "secret_token_accuracy",
+          "label_accuracy", "label_auc"]
 _INDEPENDENT = ["dcor", "nhsic", "ksg", "dfil", "dfil_mse_bound"]
 _ABSENT_REASON = {"headline": ["comparisons"], "plans": ["plans"], "training": ["summary", "rounds"],
                   "leakage": ["leakage"],
@@ -296,13 +299,14 @@ def _notes(data: EvalData) -> list[Block]:
 def build_document(data: EvalData, figures: list[str], grids: list[str]) -> Document:
     """The report of ``data``; ``figures`` are the generated figure files, ``grids`` the
     ``reconstructions_*.png`` files (both names inside ``figures/``)."""
-    have = {"headline": data.has("comparisons"), "plans": data.has("plans"),
+    have = {"headline": data.has("comparisons"), "plans": data.has("plans"), "transformer": True,
             "training": data.has("summary") or data.has("rounds"),
             "leakage": data.has("leakage"), "reconstructions": bool(grids), "defenses": data.has("defenses"),
             "active": data.has("hijack") or data.has("detectors"),
             "pareto": data.has("pareto"), "failed": data.has("failed"), "notes": True}
     builders = {
         "headline": lambda: headline_blocks(data), "plans": lambda: _plans(data),
+        "transformer": lambda: transformer_blocks(data),
         "training": lambda: _training(data, figures),
         "leakage": lambda: _leakage(data, figures), "reconstructions": lambda: _reconstructions(data, grids),
         "defenses": lambda: _defenses(data, figures), "active": lambda: active_blocks(data, figures),
@@ -317,7 +321,7 @@ def build_document(data: EvalData, figures: list[str], grids: list[str]) -> Docu
             sections.append(Section(key, SECTIONS[key], blocks))
     absent = []
     for key in SECTIONS:
-        if not have[key] and key != "failed":  # no failed cells is not missing data
+        if not have[key] and key not in ("failed", "transformer"):  # not missing data: none failed, a CNN
             why = [data.missing[t] for t in _ABSENT_REASON.get(key, []) if t in data.missing]
             absent.append(f"{SECTIONS[key]} ({', '.join(why) or 'no figures/reconstructions_*.png'})")
     title = f"hasfl-sec report: {data.meta.get('name') or data.path.name}"
