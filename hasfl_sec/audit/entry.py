@@ -24,13 +24,13 @@ from torch import nn
 
 from ..config import ExperimentConfig
 from ..data.datasets import ImageDataset
+from ..data.text import TEXT_DATASETS
 from ..defenses.base import DefenseStack
 from ..defenses.build import build_defenses, describe_defenses
 from ..errors import ConfigError
-from ..data.text import TEXT_DATASETS
 from ..models import SplitModel, build_model
-from ..models.zoo import check_modality
 from ..models.central import train_central
+from ..models.zoo import check_modality
 from ..runs.checkpoints import check_devices, check_state, load_weights, restore_trainer
 from ..runs.files import load_run
 from ..runs.limits import meta_model

@@ -80,7 +80,7 @@ def reconstruction_grid(samples: dict[tuple[int, int, str], tuple[torch.Tensor, 
 
 
 def reconstruction_text(samples: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]], attack: str,
-                        vocab: Sequence[str], path: Path) -> None:
+                        vocab: list[str] | tuple[str, ...], path: Path) -> None:
     """Text tasks: each original sequence above what ``attack`` recovered, per (device, cut);
     line breaks and tabs shown as the characters they are escaped to, so one sequence is one line."""
     lines = [f"{attack}: originals and recovered sequences"]

@@ -38,6 +38,7 @@ import pandas as pd
 
 from ..audit.config import AuditConfig
 from ..config import ExperimentConfig, config_from_dict
+from ..data.text import TEXT_DATASETS
 from ..errors import HasflError
 from ..fileio import publish_dir
 from ..locks import lock_file_of
@@ -45,11 +46,18 @@ from ..planning.privacy import check_private_config
 from ..report.render import build_report
 from ..results import EVAL_TABLES, package_versions
 from ..runs.limits import check_resources
-from ..data.text import TEXT_DATASETS
 from ..runs.setup import config_dataset
 from ..typed import apply_overrides
 from .aggregate import class_table, comparisons, pareto_over_seeds, time_budget
-from .cells import Cell, CellRecord, cell_name, code_version, fail_cell, make_cell, read_cell
+from .cells import (
+    Cell,
+    CellRecord,
+    cell_name,
+    code_version,
+    fail_cell,
+    make_cell,
+    read_cell,
+)
 from .executors import EXECUTORS, ExecutorConfig, Task, session
 from .hijack import check_active_arm
 from .hijack_tables import detector_table, hijack_table

@@ -27,8 +27,8 @@ from ..sfl.clock import plan_costs
 from ..sfl.latency import stage_latencies
 from .settings import Arm
 
-__all__ = ["class_mean_ssim", "label_only_note", "representatives", "plan_rows", "summary_row", "defense_table", "device_leakage",
-           "plan_noise", "RECONSTRUCTION_METRIC"]
+__all__ = ["class_mean_ssim", "label_only_note", "representatives", "plan_rows", "summary_row", "defense_table",
+           "device_leakage", "plan_noise", "RECONSTRUCTION_METRIC"]
 
 #: The leakage figure of the defense table and the Pareto front.
 RECONSTRUCTION_METRIC = "ssim"

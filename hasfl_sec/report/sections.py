@@ -60,8 +60,8 @@ CONFIG_SUMMARY = {
     "seed": "seed",
 }
 
-_RECON = ["ssim", "psnr", "mse", "identifiability", "token_accuracy", "rouge_l", "secret_recovery", "secret_token_accuracy",
-          "label_accuracy", "label_auc"]
+_RECON = ["ssim", "psnr", "mse", "identifiability", "token_accuracy", "rouge_l", "secret_recovery",
+          "secret_token_accuracy", "label_accuracy", "label_auc"]
 _INDEPENDENT = ["dcor", "nhsic", "ksg", "dfil", "dfil_mse_bound"]
 _ABSENT_REASON = {"headline": ["comparisons"], "plans": ["plans"], "training": ["summary", "rounds"],
                   "leakage": ["leakage"],
