@@ -49,15 +49,7 @@ from ..runs.limits import check_resources
 from ..runs.setup import config_dataset
 from ..typed import apply_overrides
 from .aggregate import class_table, comparisons, pareto_over_seeds, time_budget
-from .cells import (
-    Cell,
-    CellRecord,
-    cell_name,
-    code_version,
-    fail_cell,
-    make_cell,
-    read_cell,
-)
+from .cells import Cell, CellRecord, cell_name, code_version, fail_cell, make_cell, read_cell
 from .executors import EXECUTORS, ExecutorConfig, Task, session
 from .hijack import check_active_arm
 from .hijack_tables import detector_table, hijack_table
