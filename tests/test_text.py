@@ -223,3 +223,28 @@ def test_secret_recovery_counts_whole_secrets():
     report = text_report(recon, truth, mask)
     np.testing.assert_allclose(report["secret_token_accuracy"], [1.0, 0.5, 1.0])
     np.testing.assert_allclose(report["token_accuracy"], [5 / 6, 1.0])
+
+
+def test_eval_on_gpt_char_reports_text_leakage_and_the_transformer_section(tmp_path):
+    """``hasfl-sec eval --model gpt-char``: text attacks by default, the arms that need images or
+    real-valued inputs left out with a note, the report's transformer section."""
+    settings = tmp_path / "eval.yaml"
+    settings.write_text("attack_params: {text-inversion: {steps: 20}, text-inverter: {steps: 20}}\n")
+    tiny = ["model.width=16", "data.context=16", "train.rounds=6", "fleet.num_devices=3", "optimizer.pilot_rounds=40",
+            "optimizer.target_accuracy=0.1", "optimizer.warmup_rounds=2", "optimizer.probe_size=16",
+            "train.eval_every=2"]
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(cli, ["eval", "--model", "gpt-char", "--dataset", "secrets",
+                                      *[a for o in tiny for a in ("--set", o)], "--images", "2", "--no-defenses",
+                                      "--baselines", "", "--seeds", "0", "--threads", "1", "--no-progress",
+                                      "--eval-config", str(settings), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    leakage = pd.read_csv(out / "leakage.csv")
+    assert set(leakage[leakage.attack != "none"].attack) >= {"text-inversion", "text-inverter"}
+    assert {"token_accuracy", "rouge_l", "secret_recovery"} <= set(leakage.metric)
+    report = (out / "report.md").read_text()
+    assert "A transformer: the open question" in report and "Every cut sends 1 KB per sample" in report
+    assert "Label-only reference (text)" in report and "malicious-server arms are left out" in report
+    assert not (out / "runs" / "fsha-hasfl.seed0").exists()
