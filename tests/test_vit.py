@@ -16,7 +16,7 @@ VIT = ["model.name=vit-tiny", "train.agg_interval=1"]
 
 def test_every_image_attack_runs_on_the_vit_hidden_states():
     """Every registered attack on images dry-runs at the first and the last cut of vit-tiny."""
-    attacks = [a for a in ATTACKS.names() if a not in ("label-norm", "fsha")]  # binary task only; active
+    attacks = [a for a in ATTACKS.names() if a != "label-norm" and ATTACKS.get(a).modality == "image"]  # binary only
     audit = AuditConfig(attacks=attacks, cuts=[1, 5], images=4, batch_size=4,
                         attack_params={k: v for k, v in FAST.items() if k in attacks}, dependence=["dcor"],
                         dfil_relative_sigma=0.1)

@@ -117,10 +117,12 @@ class SplitModel(nn.Module):
         self.vocab_size = vocab_size
 
     def example_input(self, batch: int, *, generator: torch.Generator | None = None,
-                      device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """A batch of inputs of the right kind: standard normal values, or uniform token ids for a
-        model of token ids (``dtype`` is then ignored). On the meta device nothing is drawn."""
+                      device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A batch of inputs of the right kind: standard normal values of ``dtype`` (default: torch's
+        default dtype), or uniform token ids for a model of token ids (``dtype`` is then ignored).
+        On the meta device nothing is drawn."""
         shape = (int(batch), *self.input_shape)
+        dtype = dtype or torch.get_default_dtype()
         if self.vocab_size is not None:
             if torch.device(device).type == "meta":
                 return torch.empty(shape, dtype=torch.int64, device="meta")
