@@ -37,3 +37,15 @@ def test_leakage_falls_with_depth_on_a_trained_vit():
     ssim = result.frame[(result.frame.metric == "ssim")].set_index("cut").value
     assert ssim[1] > 0.9 and ssim[5] < ssim[1] - 0.3, ssim.to_dict()
     assert result.meta["test_accuracy"] > 0.8
+
+
+def test_dpsgd_trains_the_vit(tmp_path):
+    """Opacus covers the patch embedding's positions (its functorch fallback) and every block."""
+    from click.testing import CliRunner
+
+    from hasfl_sec.cli import cli
+
+    result = CliRunner().invoke(cli, ["-q", "train", "--model", "vit-tiny", "--devices", "3", "--set",
+                                      "model.width=16", "--set", "train.rounds=2", "--set", "defense.use=[dpsgd]",
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output

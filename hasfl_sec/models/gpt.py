@@ -40,14 +40,20 @@ class TokenEmbedding(nn.Module):
         self.positions = nn.Embedding(context, dim)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
+    def _positions(self, batch: int, length: int, device: torch.device) -> torch.Tensor:
+        # Looked up per sample (not by slicing the weight) so Opacus' Embedding hook sees a batch
+        # and DP-SGD gets a per-sample gradient of the position table too.
+        return self.positions(torch.arange(length, device=device).expand(batch, length))
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.tokens(ids) + self.positions.weight[: ids.shape[1]])
+        return self.drop(self.tokens(ids) + self._positions(ids.shape[0], ids.shape[1], ids.device))
 
     def embed_soft(self, weights: torch.Tensor) -> torch.Tensor:
         """The same embedding of a soft input: ``weights`` ``[B, T, vocab]`` mix the token vectors.
         A one-hot ``weights`` gives exactly :meth:`forward` of its ids (the text inversion attacks
         optimise such mixtures; docs/privacy.md, "Transformers")."""
-        return self.drop(weights @ self.tokens.weight + self.positions.weight[: weights.shape[1]])
+        positions = self._positions(weights.shape[0], weights.shape[1], weights.device)
+        return self.drop(weights @ self.tokens.weight + positions)
 
 
 class NextTokenHead(nn.Module):
