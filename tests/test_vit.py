@@ -49,3 +49,14 @@ def test_dpsgd_trains_the_vit(tmp_path):
                                       "model.width=16", "--set", "train.rounds=2", "--set", "defense.use=[dpsgd]",
                                       "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
+
+
+def test_a_transformer_brings_its_training_defaults_and_the_user_still_wins(tmp_path):
+    base = load_config()
+    vit = load_config(overrides=["model.name=vit-tiny"], defaults=["train.rounds=100"])
+    assert (vit.train.momentum, vit.optimizer.target_accuracy, vit.train.rounds) == (0.9, 0.8, 300)
+    assert (base.train.momentum, base.optimizer.target_accuracy) == (0.0, 0.9)
+    mine = tmp_path / "c.yaml"
+    mine.write_text("model: {name: vit-tiny}\ntrain: {momentum: 0.5}\n")
+    chosen = load_config(mine, ["optimizer.target_accuracy=0.7"])
+    assert (chosen.train.momentum, chosen.optimizer.target_accuracy, chosen.train.rounds) == (0.5, 0.7, 300)
