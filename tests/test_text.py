@@ -259,3 +259,29 @@ def test_every_defense_trains_gpt_char(defense, tmp_path):
                                       "--set", f"defense.use=[{defense}]", "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "nan" not in (tmp_path / "run" / "rounds.csv").read_text().splitlines()[-1].split(",")[1]
+
+
+def test_only_whole_secrets_are_marked():
+    """A secret cut by a sequence boundary is not in the mask: every marked run is one whole value."""
+    import re
+
+    data = load_dataset("secrets", context=32)
+    whole = re.compile(r"[A-Z][a-z]+ [A-Z][a-z]+|\d{4} \d{4} \d{4} \d{4}|\d{6}|\d{4}-\d{2}-\d{2}")
+    for i, a, b in secret_spans(data.secret_train[:300]):
+        value = decode(data.x_train[i, a:b], data.vocab)
+        assert whole.fullmatch(value), value
+
+
+def test_text_settings_that_cannot_work_are_refused(tmp_path):
+    runner = CliRunner()
+    cases = [
+        (["train", "--model", "gpt-char", "--dataset", "secrets", "--context", "5000"], "data.context"),
+        (["train", "--model", "gpt-char", "--dataset", "secrets", "--context", "600"], "data.context"),
+        (["train", "--model", "gpt-char", "--dataset", "pydoc", "--strategy", "hasfl-private",
+          "--set", "privacy.budget=20"], "privacy.profile"),
+        (["audit", "--active", "fsha", "--model", "gpt-char", "--dataset", "secrets"], "--active"),
+    ]
+    for args, field in cases:
+        result = runner.invoke(cli, [*args, "--out", str(tmp_path / "out")])
+        assert result.exit_code == 2 and field in result.output, (args, result.output)
+        assert "Traceback" not in result.output and not (tmp_path / "out").exists()

@@ -22,6 +22,7 @@ import torch
 
 from ..attacks.registry import ACTIVE_ATTACKS
 from ..config import ExperimentConfig
+from ..data.text import TEXT_DATASETS
 from ..defenses.params import check_values
 from ..defenses.registry import DETECTORS
 from ..errors import check, check_count
@@ -182,6 +183,9 @@ def run_hijack(config: ExperimentConfig, settings: HijackSettings, *, bound: Bou
     per cut and device class of the plan it attacks), replacing the attack's ``devices`` parameter.
     """
     settings.validate(num_devices=config.fleet.num_devices, rounds=config.train.rounds)
+    check(settings.attack is None or config.data.dataset not in TEXT_DATASETS, "--active", settings.attack,
+          "none (an honest server, for the detectors) on text data",
+          f"data.dataset {config.data.dataset!r} is text; {settings.attack}'s decoder reconstructs images")
     setup = prepare(config, bound=bound)
     if choose is not None and settings.attack is not None:
         settings = replace(settings, params={**settings.params, "devices": choose(setup)})

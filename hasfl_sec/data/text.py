@@ -5,16 +5,18 @@ Three corpora ship with Python or are generated, so nothing is downloaded:
 * ``pydoc`` -- CPython's ``pydoc_data.topics``: the 79 help topics of the Python documentation,
   about 465,000 characters of English prose and code;
 * ``secrets`` -- templated records with planted secrets (a person's name, a card number, a PIN,
-  a date), drawn from a seeded generator. Every secret is unique, so whether an attacker recovered
-  it exactly is measurable (docs/privacy.md, "Transformers");
-* ``pydoc-secrets`` -- both: the documentation with one secret record for every four of its
-  sequences, the setting of a model trained on real text that also holds private records.
+  a date), drawn from a seeded generator; card numbers and PINs never repeat. Whether an attacker
+  recovered a secret exactly is measurable (docs/privacy.md, "Transformers");
+* ``pydoc-secrets`` -- both: the documentation and about one sequence of secret records for every
+  four of its sequences, the setting of a model trained on real text that also holds private
+  records.
 
 A :class:`TextDataset` holds sequences of ``context`` character ids (``x``) and the next
 character at each position (``y``), a per-sequence stratum (the topic or the record's template)
 that :func:`~hasfl_sec.data.partition` uses as its label (a Dirichlet partition gives each device
-its own mix of topics), and a mask of the characters of ``x`` that belong to a planted secret.
-The vocabulary is every character of the corpus, sorted.
+its own mix of topics), and a mask of the characters of ``x`` that belong to a planted secret. A
+secret cut by a sequence boundary is left out of the mask: only whole secrets are scored. The
+vocabulary is every character of the corpus, sorted.
 
 ``data.context`` sets the characters per sequence (default :data:`DEFAULT_CONTEXT`); the loaders
 take it as ``context`` and ignore ``image_size``.
@@ -22,19 +24,27 @@ take it as ``context`` and ignore ``image_size``.
 
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..seeding import derive_seed, numpy_rng
 from .datasets import DATASETS
 
-__all__ = ["TextDataset", "DEFAULT_CONTEXT", "TEXT_DATASETS", "secret_records", "encode", "decode"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["TextDataset", "DEFAULT_CONTEXT", "MAX_TEXT_CONTEXT", "TEXT_DATASETS", "secret_records", "encode", "decode"]
 
 #: Characters per sequence when none is given.
 DEFAULT_CONTEXT = 64
+#: The longest sequence a text dataset is cut into: attention costs grow with its square, and the
+#: shortest pydoc topics and a block of secret records must still fill a few sequences.
+MAX_TEXT_CONTEXT = 512
 #: Names of the registered text datasets (the others are images).
 TEXT_DATASETS: set[str] = set()
 
@@ -182,13 +192,16 @@ def _pydoc_pieces() -> list[tuple[str, list[tuple[int, int]], int]]:
     return [(topics[key], [], i) for i, key in enumerate(sorted(topics))]
 
 
-def _secret_pieces(count: int, seed: int, first_stratum: int) -> list[tuple[str, list[tuple[int, int]], int]]:
-    """Secret records joined into blocks of eight, so a sequence holds several records."""
+def _secret_pieces(count: int, seed: int, first_stratum: int,
+                   context: int) -> list[tuple[str, list[tuple[int, int]], int]]:
+    """Secret records joined into blocks long enough for three sequences (at least eight records;
+    a record is about 60 characters), so a sequence holds several records."""
     records = secret_records(count, seed)
+    per_block = max(8, math.ceil(3 * (context + 1) / 55))
     pieces = []
-    for start in range(0, len(records), 8):
+    for start in range(0, len(records), per_block):
         text, spans = "", []
-        for body, secret_spans, _ in records[start:start + 8]:
+        for body, secret_spans, _ in records[start:start + per_block]:
             spans += [(len(text) + a, len(text) + b) for a, b in secret_spans]
             text += body
         pieces.append((text, spans, first_stratum + records[start][2]))
@@ -197,15 +210,28 @@ def _secret_pieces(count: int, seed: int, first_stratum: int) -> list[tuple[str,
 
 def _build(name: str, pieces: list[tuple[str, list[tuple[int, int]], int]], *, context: int, seed: int,
            test_fraction: float) -> TextDataset:
+    if context > MAX_TEXT_CONTEXT:
+        raise ConfigError("data.context", context, f"an integer from 2 to {MAX_TEXT_CONTEXT} for text",
+                          "attention costs grow with the square of the context")
     vocab = tuple(sorted(set("".join(text for text, _, _ in pieces))))
     xs, ys, ms, ss = [], [], [], []
     for text, spans, stratum in pieces:
         mask = np.zeros(len(text), dtype=bool)
-        for a, b in spans:
-            mask[a:b] = True
+        for a, b in spans:  # whole secrets only: both ends inside one sequence's inputs
+            if a // context == (b - 1) // context:
+                mask[a:b] = True
         x, y, m = _windows(encode(text, vocab), mask, context)
         xs.append(x), ys.append(y), ms.append(m), ss.append(np.full(len(x), stratum, dtype=np.int64))
     x, y, m, s = (np.concatenate(a) for a in (xs, ys, ms, ss))
+    dropped = sum(len(x_) == 0 for x_ in xs)
+    if dropped:
+        logger.warning("%s: %d of %d pieces are shorter than one sequence of %d characters and left out", name,
+                       dropped, len(pieces), context + 1)
+    if len(x) < 2:
+        raise ConfigError("data.context", context, f"a context that leaves {name} at least 2 sequences",
+                          f"only {len(x)} sequence(s) of {context + 1} characters")
+    if any(spans for _, spans, _ in pieces) and not m.any():
+        raise ConfigError("data.context", context, f"a context short enough to hold whole secrets of {name}")
     order = numpy_rng(derive_seed(seed, "split")).permutation(len(x))
     n_test = max(1, int(round(test_fraction * len(x))))
     test, train = np.sort(order[:n_test]), np.sort(order[n_test:])
@@ -244,11 +270,12 @@ def load_pydoc(*, data_root: str | None, image_size: int | None, seed: int, test
 def load_secrets(*, data_root: str | None, image_size: int | None, seed: int, test_fraction: float,
                  context: int | None = None) -> TextDataset:
     """4,000 secret records (stratum = the template of a block's first record)."""
-    return _build("secrets", _secret_pieces(4000, seed, 0), context=context or DEFAULT_CONTEXT, seed=seed,
+    context = context or DEFAULT_CONTEXT
+    return _build("secrets", _secret_pieces(4000, seed, 0, context), context=context, seed=seed,
                   test_fraction=test_fraction)
 
 
-@_register("pydoc-secrets", help="pydoc topics plus one block of secret records per four documentation "
+@_register("pydoc-secrets", help="pydoc topics plus about one sequence of secret records per four documentation "
                                  "sequences (bundled + generated; text, for gpt-char)")
 def load_pydoc_secrets(*, data_root: str | None, image_size: int | None, seed: int, test_fraction: float,
                        context: int | None = None) -> TextDataset:
@@ -256,6 +283,6 @@ def load_pydoc_secrets(*, data_root: str | None, image_size: int | None, seed: i
     pydoc = _pydoc_pieces()
     context = context or DEFAULT_CONTEXT
     sequences = sum(len(text) // context for text, _, _ in pydoc)
-    blocks = max(1, sequences // 4 * context // 500)  # a block of 8 records is about 500 characters
-    return _build("pydoc-secrets", pydoc + _secret_pieces(8 * blocks, seed, len(pydoc)), context=context,
+    records = max(8, sequences // 4 * context // 60)  # about a quarter of pydoc's sequences (a record: ~60 chars)
+    return _build("pydoc-secrets", pydoc + _secret_pieces(records, seed, len(pydoc), context), context=context,
                   seed=seed, test_fraction=test_fraction)

@@ -96,8 +96,8 @@ def build_vit_tiny(
 
     Blocks (L = 6, legal cuts 1..5): ``embed`` (patches and positions), ``block1`` .. ``block4``
     (pre-norm transformer blocks, 4 heads, GELU MLP of 4x width) and ``head`` (LayerNorm, mean over
-    tokens, linear classifier). The smashed data at every cut are the ``[16, width]`` hidden states,
-    one token per patch. ``norm="group"`` (the zoo default) gives LayerNorm, ``"none"`` drops it.
+    tokens, linear classifier). The smashed data at every cut are the ``[grid^2, width]`` hidden
+    states, one token per patch (16 tokens from image size 7 up; 4 or 9 for smaller images). ``norm="group"`` (the zoo default) gives LayerNorm, ``"none"`` drops it.
     ``width`` (default 64) must be a multiple of 4. Initialisation: truncated normal (std 0.02)
     positions, N(0, 0.02) linear weights (as in timm and GPT-2), PyTorch's default for the patch
     convolution.
@@ -119,10 +119,7 @@ def build_vit_tiny(
         num_classes=num_classes,
         config={"norm": norm, "width": dim, "dropout": dropout, "patch": embed.patch},
     )
-    conv = (embed.proj.weight.detach().clone(), embed.proj.bias.detach().clone())
-    init_transformer(model)
-    with torch.no_grad():  # init_transformer is for linear layers; the patch conv keeps torch's default
-        embed.proj.weight.copy_(conv[0])
-        embed.proj.bias.copy_(conv[1])
+    init_transformer(model)  # linear and norm layers; the patch convolution keeps torch's default
+    with torch.no_grad():
         nn.init.trunc_normal_(embed.pos_embed, std=0.02)
     return model

@@ -33,6 +33,7 @@ import torch
 
 from ..config import ExperimentConfig
 from ..data.datasets import ImageDataset
+from ..data.text import TEXT_DATASETS
 from ..errors import ConfigError, check
 from ..metrics.fisher import dfil
 from ..models import SplitModel
@@ -126,6 +127,10 @@ def check_private_config(config: "ExperimentConfig") -> None:
           "a re-plan could move a device to a cut whose noise the running defense does not add")
     p = config.privacy
     metric = LEAKAGE_METRICS.get(p.metric)
+    check(not (p.profile == "dfil" and config.data.dataset in TEXT_DATASETS), "privacy.profile", p.profile,
+          "a leakage CSV of hasfl-sec audit for a text dataset",
+          f"data.dataset {config.data.dataset!r} is text: dFIL bounds the reconstruction of real-valued inputs, "
+          "not of tokens")
     if p.profile == "dfil":
         check(metric.from_dfil is not None, "privacy.metric", p.metric,
               [m for m in LEAKAGE_METRICS.names() if LEAKAGE_METRICS.get(m).from_dfil],
