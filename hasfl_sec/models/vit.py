@@ -97,7 +97,8 @@ def build_vit_tiny(
     Blocks (L = 6, legal cuts 1..5): ``embed`` (patches and positions), ``block1`` .. ``block4``
     (pre-norm transformer blocks, 4 heads, GELU MLP of 4x width) and ``head`` (LayerNorm, mean over
     tokens, linear classifier). The smashed data at every cut are the ``[grid^2, width]`` hidden
-    states, one token per patch (16 tokens from image size 7 up; 4 or 9 for smaller images). ``norm="group"`` (the zoo default) gives LayerNorm, ``"none"`` drops it.
+    states, one token per patch (16 tokens from image size 7 up; 4 or 9 for smaller images).
+    ``norm="group"`` (the zoo default) gives LayerNorm, ``"none"`` drops it.
     ``width`` (default 64) must be a multiple of 4. Initialisation: truncated normal (std 0.02)
     positions, N(0, 0.02) linear weights (as in timm and GPT-2), PyTorch's default for the patch
     convolution.
