@@ -96,6 +96,14 @@ def _expected_one(d: Defense, device: int) -> Transform | None:
     return generic
 
 
+def observed(forward: Callable[[torch.Tensor], torch.Tensor], defense: Defense | None, *,
+             device: int = 0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``forward`` followed by the defense's expected transform (:func:`expected_transform`): what
+    an attacker who knows ``defense`` expects to observe; ``forward`` itself without one."""
+    transform = expected_transform(defense, device=device)
+    return forward if transform is None else (lambda x: transform(forward(x)))
+
+
 def expected_transform(defense: Defense | None, *, device: int = 0) -> Transform | None:
     """``a -> E[T(a)]`` of the defenses in order, on device ``device``, differentiable in ``a``
     (as the defenses' transforms are); None if it is the identity.

@@ -207,7 +207,7 @@ class Reconstruction:
     Attributes:
         keys: the (round, device, step) of each reconstructed sample's exchange.
         positions: the sample's position inside that exchange's batch.
-        inputs: reconstructed inputs ``[n, C, H, W]`` in [0, 1], or None.
+        inputs: reconstructed inputs ``[n, C, H, W]`` in [0, 1] (text: token ids ``[n, T]``), or None.
         labels: inferred labels ``[n]``, or None; ``label_scores`` ``[n, K]`` when available.
         stats: free-form per-attack figures (final loss, iterations, ...).
     """
@@ -221,8 +221,9 @@ class Reconstruction:
 
     @classmethod
     def from_images(cls, exchanges: Sequence[Exchange], images: Sequence[torch.Tensor],
-                    input_shape: tuple[int, int, int], **stats: Any) -> "Reconstruction":
-        """One reconstructed image batch per exchange, keyed by exchange and position in its batch."""
+                    input_shape: tuple[int, ...], **stats: Any) -> "Reconstruction":
+        """One reconstructed input batch per exchange (images ``[b, C, H, W]``, or token ids
+        ``[b, T]`` for text), keyed by exchange and position in its batch."""
         keys = [ex.key for ex, batch in zip(exchanges, images) for _ in range(len(batch))]
         positions = [k for batch in images for k in range(len(batch))]
         inputs = torch.cat([b.cpu() for b in images]) if images else torch.empty(0, *input_shape)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..defenses.base import Defense
 from ..defenses.params import count, flag, nonnegative, positive
-from .adaptive import expected_transform
+from .adaptive import expected_transform, observed
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel
 from .registry import ATTACKS
 
@@ -85,8 +85,7 @@ class RMLEInversion(Attack):
             raise ValueError("rmle needs the client weights (its threat model grants them)")
         images, losses = [], []
         p = self.params
-        transform = expected_transform(context.defense, device=context.victim) if p.adaptive else None
-        forward = client if transform is None else (lambda x: transform(client(x)))
+        forward = observed(client, context.defense if p.adaptive else None, device=context.victim)
         for ex in observations.exchanges:
             target = ex.smashed.to(context.device)
             shape = (len(target), *context.input_shape)

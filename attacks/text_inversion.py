@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,11 +31,11 @@ from torch import nn
 
 from ..defenses.base import Defense
 from ..defenses.params import count, flag, nonnegative, positive
-from .adaptive import expected_transform
+from .adaptive import expected_transform, observed
 from .base import Attack, AttackContext, Observations, Reconstruction, ThreatModel
 from .registry import ATTACKS
 
-__all__ = ["TextInversion", "TextUnSplit", "split_embedding", "text_reconstruction", "TextAttack"]
+__all__ = ["TextInversion", "TextUnSplit", "split_embedding", "TextAttack"]
 
 
 def split_embedding(client: nn.Module) -> tuple[nn.Module, nn.Sequential]:
@@ -48,23 +47,10 @@ def split_embedding(client: nn.Module) -> tuple[nn.Module, nn.Sequential]:
     return blocks[0], nn.Sequential(*blocks[1:])
 
 
-def text_reconstruction(observations: Observations, tokens: list[torch.Tensor], **stats: object) -> Reconstruction:
-    """One ``[b, T]`` batch of recovered token ids per exchange, keyed like image reconstructions."""
-    keys = [ex.key for ex, batch in zip(observations.exchanges, tokens) for _ in range(len(batch))]
-    positions = [k for batch in tokens for k in range(len(batch))]
-    inputs = torch.cat([b.cpu() for b in tokens]) if tokens else torch.empty(0, 0, dtype=torch.int64)
-    return Reconstruction(keys, positions, inputs=inputs, stats=dict(stats))
-
-
 class TextAttack(Attack):
     """An attack on a language model's hidden states: it applies to text tasks only (``Attack.applies``)."""
 
     modality = "text"
-
-
-def _target_forward(context: AttackContext, params: object, rest: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    transform = expected_transform(context.defense, device=context.victim) if getattr(params, "adaptive") else None
-    return rest if transform is None else (lambda h: transform(rest(h)))
 
 
 @ATTACKS.register("text-inversion", help="white-box inversion of a GPT's hidden states to input embeddings, "
@@ -99,7 +85,7 @@ class TextInversion(TextAttack):
         if context.client_model is None:
             raise ValueError("text-inversion needs the client weights (its threat model grants them)")
         embed, rest = split_embedding(context.client_model)
-        forward = _target_forward(context, self.params, rest)
+        forward = observed(rest, context.defense if self.params.adaptive else None, device=context.victim)
         table = embed.tokens.weight.detach()
         p, tokens, losses = self.params, [], []
         for ex in observations.exchanges:
@@ -116,7 +102,7 @@ class TextInversion(TextAttack):
                 opt.step()
             tokens.append(torch.cdist(e.detach(), table.expand(b, -1, -1)).argmin(-1))
             losses.append(float(loss.detach()))
-        return text_reconstruction(observations, tokens, final_loss=losses)
+        return Reconstruction.from_images(observations.exchanges, tokens, context.input_shape, final_loss=losses)
 
 
 @ATTACKS.register("text-unsplit", help="UnSplit on a GPT's hidden states: soft tokens and a cloned client part, "
@@ -156,7 +142,7 @@ class TextUnSplit(TextAttack):
         for ex in observations.exchanges:
             clone = copy.deepcopy(context.client_template).train()
             embed, rest = split_embedding(clone)
-            forward = _target_forward(context, p, rest)
+            forward = observed(rest, context.defense if p.adaptive else None, device=context.victim)
             target = ex.smashed.to(context.device)
             b, t = target.shape[:2]
             vocab = embed.tokens.weight.shape[0]
@@ -177,4 +163,4 @@ class TextUnSplit(TextAttack):
                         opt.step()
             tokens.append(z.detach().argmax(-1))
             losses.append(float(loss.detach()))
-        return text_reconstruction(observations, tokens, final_loss=losses)
+        return Reconstruction.from_images(observations.exchanges, tokens, context.input_shape, final_loss=losses)

@@ -27,7 +27,7 @@ from ..models.transformer import TransformerBlock
 from .adaptive import changes_smashed, defend
 from .base import AttackContext, Observations, Reconstruction, ThreatModel
 from .registry import ATTACKS
-from .text_inversion import TextAttack, text_reconstruction
+from .text_inversion import TextAttack
 
 __all__ = ["TextInverter", "make_inverter"]
 
@@ -105,5 +105,6 @@ class TextInverter(TextAttack):
             self.fit(context)
         with torch.no_grad():
             tokens = [self.inverter(ex.smashed.to(context.device)).argmax(-1) for ex in observations.exchanges]
-        return text_reconstruction(observations, tokens, inverter_loss=self.final_loss,
-                                   adapted=bool(self.params.adaptive and context.defense is not None))
+        return Reconstruction.from_images(observations.exchanges, tokens, context.input_shape,
+                                          inverter_loss=self.final_loss,
+                                          adapted=bool(self.params.adaptive and context.defense is not None))

@@ -179,30 +179,27 @@ def _context(attack: Attack, view: RoundView, trace: Trace, env: AuditEnv, seed:
                         device=env.device, seed=seed)
 
 
-def _aligned(rec: Reconstruction, truths: Sequence[GroundTruth], unit: str
-             ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
-    """``(recon, truth_inputs, truth_labels)`` row by row; a jointly reconstructed (per-period)
-    batch is first reordered within each exchange (Hungarian on pixel MSE)."""
+def _aligned(rec: Reconstruction, truths: Sequence[GroundTruth], unit: str, secret_mask: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(recon, truth_inputs, truth_labels, secrets)`` row by row; a jointly reconstructed
+    (per-period) batch is first reordered within each exchange (Hungarian on pixel MSE).
+    ``secrets`` is each row's planted-secret mask, read from ``secret_mask`` (the training split's,
+    for text tasks with secrets) at the victim's index; None without secrets."""
     by_key = {t.key: t for t in truths}
-    truth = torch.stack([by_key[k].inputs[p] for k, p in zip(rec.keys, rec.positions)])
-    labels = torch.stack([by_key[k].labels[p] for k, p in zip(rec.keys, rec.positions)])
+    rows = [(by_key[k], p) for k, p in zip(rec.keys, rec.positions)]
+    truth = torch.stack([t.inputs[p] for t, p in rows])
+    labels = torch.stack([t.labels[p] for t, p in rows])
+    secrets = None
+    if secret_mask is not None and secret_mask.any():
+        secrets = secret_mask[torch.stack([t.index[p] for t, p in rows]).cpu()]
     recon = None if rec.inputs is None else rec.inputs.detach().cpu()
     if recon is not None and unit == "period":
         matched = recon.clone()
         for key in dict.fromkeys(rec.keys):
-            rows = [i for i, k in enumerate(rec.keys) if k == key]
-            matched[rows] = recon[rows][match_batch(recon[rows], truth[rows])]
+            rows_of = [i for i, k in enumerate(rec.keys) if k == key]
+            matched[rows_of] = recon[rows_of][match_batch(recon[rows_of], truth[rows_of])]
         recon = matched
-    return recon, truth, labels
-
-
-def _secrets(rec: Reconstruction, truths: Sequence[GroundTruth], env: AuditEnv) -> torch.Tensor | None:
-    """The planted-secret mask of each reconstructed sequence (text tasks with secrets), else None."""
-    if env.secret_mask is None or not env.secret_mask.any():
-        return None
-    by_key = {t.key: t for t in truths}
-    rows = torch.stack([by_key[k].index[p] for k, p in zip(rec.keys, rec.positions)])
-    return env.secret_mask[rows.cpu()]
+    return recon, truth, labels, secrets
 
 
 def run_attack(attack: Attack, trace: Trace, env: AuditEnv, images: int, seed: int
@@ -244,8 +241,8 @@ def _attack_trace(variant: Variant, trace: Trace, env: AuditEnv, audit: AuditCon
             return attack, {}, None, outcome, 0.0
         recs, truths = outcome
         for rec in recs:
-            recon, truth, labels = _aligned(rec, truths, attack.unit)
-            for k, v in score(rec, recon, truth, labels, _secrets(rec, truths, env)).items():
+            recon, truth, labels, secrets = _aligned(rec, truths, attack.unit, env.secret_mask)
+            for k, v in score(rec, recon, truth, labels, secrets).items():
                 values.setdefault(k, []).extend(v)
             if sample is None and recon is not None:
                 sample = (truth[: audit.grid_images], recon[: audit.grid_images])

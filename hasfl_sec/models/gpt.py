@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .split import SplitModel, check_norm
-from .transformer import TransformerBlock, init_transformer, layer_norm
+from .transformer import TokenHead, TransformerBlock, init_transformer
 from .zoo import MODELS
 
 __all__ = ["GPT_DEFAULT_WIDTH", "GPT_DEPTH", "GPT_HEADS", "build_gpt_char"]
@@ -56,18 +56,6 @@ class TokenEmbedding(nn.Module):
         return self.drop(weights @ self.tokens.weight + positions)
 
 
-class NextTokenHead(nn.Module):
-    """LayerNorm, ``Linear(D, vocab)``, logits transposed to ``[B, vocab, T]``."""
-
-    def __init__(self, dim: int, vocab: int, norm: str) -> None:
-        super().__init__()
-        self.ln = layer_norm(norm, dim)
-        self.fc = nn.Linear(dim, vocab)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.ln(x)).transpose(1, 2)
-
-
 @MODELS.register("gpt-char", help="character-level GPT: embedding + 4 causal pre-norm blocks (width 128, "
                                   "4 heads) + next-character head, 6 blocks; text data sets only")
 def build_gpt_char(
@@ -99,7 +87,7 @@ def build_gpt_char(
                           f"the width is split across {GPT_HEADS} attention heads")
     blocks: list[nn.Module] = [TokenEmbedding(num_classes, image_size, dim, dropout)]
     blocks += [TransformerBlock(dim, GPT_HEADS, causal=True, norm=norm, dropout=dropout) for _ in range(GPT_DEPTH)]
-    blocks.append(NextTokenHead(dim, num_classes, norm))
+    blocks.append(TokenHead(dim, num_classes, norm, pool=False))
     model = SplitModel(
         blocks,
         ["embed", *(f"block{i + 1}" for i in range(GPT_DEPTH)), "head"],

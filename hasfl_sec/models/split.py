@@ -122,13 +122,11 @@ class SplitModel(nn.Module):
         default dtype), or uniform token ids for a model of token ids (``dtype`` is then ignored).
         On the meta device nothing is drawn."""
         shape = (int(batch), *self.input_shape)
-        dtype = dtype or torch.get_default_dtype()
-        if self.vocab_size is not None:
-            if torch.device(device).type == "meta":
-                return torch.empty(shape, dtype=torch.int64, device="meta")
-            return torch.randint(0, self.vocab_size, shape, generator=generator).to(device)
+        dtype = torch.int64 if self.vocab_size is not None else dtype or torch.get_default_dtype()
         if torch.device(device).type == "meta":
             return torch.empty(shape, dtype=dtype, device="meta")
+        if self.vocab_size is not None:
+            return torch.randint(0, self.vocab_size, shape, generator=generator).to(device)
         return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Attention", "TransformerBlock", "layer_norm", "init_transformer"]
+__all__ = ["Attention", "TransformerBlock", "TokenHead", "layer_norm", "init_transformer"]
 
 
 def layer_norm(norm: str, dim: int) -> nn.Module:
@@ -79,6 +79,23 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))
         return x + self.mlp(self.ln2(x))
+
+
+class TokenHead(nn.Module):
+    """The final LayerNorm and linear map of a transformer. ``pool``: the mean over tokens gets the
+    logits ``[B, classes]`` (a classifier, the ViT); otherwise every token gets its own, returned as
+    ``[B, classes, T]`` (next-token prediction, the GPT: the layout cross-entropy reads against
+    targets ``[B, T]``)."""
+
+    def __init__(self, dim: int, classes: int, norm: str, *, pool: bool) -> None:
+        super().__init__()
+        self.ln = layer_norm(norm, dim)
+        self.fc = nn.Linear(dim, classes)
+        self.pool = pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.ln(x)
+        return self.fc(x.mean(dim=1)) if self.pool else self.fc(x).transpose(1, 2)
 
 
 def init_transformer(model: nn.Module, std: float = 0.02) -> None:

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from .split import SplitModel, check_norm
-from .transformer import TransformerBlock, init_transformer, layer_norm
+from .transformer import TokenHead, TransformerBlock, init_transformer
 from .zoo import MODELS
 
 __all__ = ["VIT_DEFAULT_WIDTH", "VIT_DEPTH", "VIT_HEADS", "VIT_GRID", "vit_patch_size", "build_vit_tiny"]
@@ -69,18 +69,6 @@ class PatchEmbedding(nn.Module):
         return self.drop(self.proj(x).flatten(2).transpose(1, 2) + self.pos_embed)
 
 
-class PooledHead(nn.Module):
-    """LayerNorm, the mean over tokens, ``Linear(D, num_classes)``."""
-
-    def __init__(self, dim: int, num_classes: int, norm: str) -> None:
-        super().__init__()
-        self.ln = layer_norm(norm, dim)
-        self.fc = nn.Linear(dim, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.ln(x).mean(dim=1))
-
-
 @MODELS.register("vit-tiny", help="small Vision Transformer: 4x4 patch embedding + 4 pre-norm blocks (width 64, "
                                   "4 heads) + pooled head, 6 blocks")
 def build_vit_tiny(
@@ -111,7 +99,7 @@ def build_vit_tiny(
     embed = PatchEmbedding(in_channels, image_size, dim, dropout)
     blocks: list[nn.Module] = [embed]
     blocks += [TransformerBlock(dim, VIT_HEADS, causal=False, norm=norm, dropout=dropout) for _ in range(VIT_DEPTH)]
-    blocks.append(PooledHead(dim, num_classes, norm))
+    blocks.append(TokenHead(dim, num_classes, norm, pool=True))
     model = SplitModel(
         blocks,
         ["embed", *(f"block{i + 1}" for i in range(VIT_DEPTH)), "head"],
