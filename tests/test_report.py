@@ -66,7 +66,7 @@ def full(collected, tmp_path) -> Path:
             ("noise", "sigma=0.5", 0.5, 0.75, 5.0, "rmle+adaptive", True, 0.45, 0.060, 12.5, 8.0),
             ("noise", "sigma=1", 1.0, 0.70, 10.0, "rmle", False, 0.20, 0.100, 10.0, 3.0),
             ("noise", "sigma=1", 1.0, 0.70, 10.0, "rmle+adaptive", True, 0.40, 0.070, 11.5, 3.0)]
-    frame = pd.DataFrame([(d, 0, s, st, 2, a, ad, at, adp, ss, m, p, e)
+    frame = pd.DataFrame([(d, 0, s, st, 2, a, ad, at, adp, ss, "ssim", ss, m, p, e)
                           for d, s, st, a, ad, at, adp, ss, m, p, e in rows],
                          columns=EVAL_TABLES["defenses"])
     frame.to_csv(path / "defenses.csv", index=False)
@@ -290,6 +290,19 @@ def test_optional_columns_may_be_absent_and_extra_ones_are_shown(collected, tmp_
     build_report(path)
     rows = _tables(_parse(path / "report.html"))["Predicted against measured time to target (simulated clock)"]
     assert [r["measured rounds"] for r in rows] == ["3", "3"] and {r["predicted rounds"] for r in rows} == {"–"}
+
+
+def test_an_eval_written_before_leakage_metrics_scores_its_defenses_by_ssim(full, tmp_path):
+    """An older eval directory has no ``leakage``/``leakage_metric`` columns: its defense table and
+    summary are SSIM, and the report still shows them under that name."""
+    path = shutil.copytree(full, tmp_path / "older")
+    pd.read_csv(path / "defenses.csv").drop(columns=["leakage", "leakage_metric"]).to_csv(path / "defenses.csv",
+                                                                                        index=False)
+    pd.read_csv(path / "summary.csv").drop(columns=["leakage_metric"]).to_csv(path / "summary.csv", index=False)
+    build_report(path)
+    rows = _tables(_parse(path / "report.html"))["Accuracy cost against leakage reduction"]
+    assert {r["SSIM"] for r in rows} == {"0.5", "0.3", "0.45", "0.2", "0.4"} and "SSIM reduction" in rows[0]
+    assert "max leakage (SSIM)" in (path / "report.md").read_text()
 
 
 # command line ----------------------------------------------------------------------------------------

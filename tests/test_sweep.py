@@ -15,7 +15,7 @@ from hasfl_sec.cli.eval import EVAL_DEFAULTS
 from hasfl_sec.evaluation import ExecutorConfig
 from hasfl_sec.evaluation.study import Grid, grid_points, load_grid, run_sweep
 
-TINY = ["train.rounds=5", "fleet.num_devices=4", "data.image_size=8", "optimizer.pilot_rounds=40",
+TINY = ["train.rounds=5", "fleet.num_devices=4", "data.image_size=8", "optimizer.pilot_rounds=80",
         "optimizer.target_accuracy=0.4", "optimizer.warmup_rounds=2", "optimizer.probe_size=32", "train.eval_every=1"]
 GRID = """\
 name: tiny-study

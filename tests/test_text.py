@@ -227,15 +227,17 @@ def test_secret_recovery_counts_whole_secrets():
 
 def test_eval_on_gpt_char_reports_text_leakage_and_the_transformer_section(tmp_path):
     """``hasfl-sec eval --model gpt-char``: text attacks by default, the arms that need images or
-    real-valued inputs left out with a note, the report's transformer section."""
+    real-valued inputs left out with a note, the report's transformer section; the summary, the
+    defense table and the headline score leakage by token accuracy, not SSIM."""
     settings = tmp_path / "eval.yaml"
-    settings.write_text("attack_params: {text-inversion: {steps: 20}, text-inverter: {steps: 20}}\n")
+    settings.write_text("attack_params: {text-inversion: {steps: 20}, text-inverter: {steps: 20}}\n"
+                        "defenses:\n  - {defense: noise, param: sigma, values: [1.0]}\n")
     tiny = ["model.width=16", "data.context=16", "train.rounds=6", "fleet.num_devices=3", "optimizer.pilot_rounds=40",
             "optimizer.target_accuracy=0.1", "optimizer.warmup_rounds=2", "optimizer.probe_size=16",
             "train.eval_every=2"]
     out = tmp_path / "eval"
     result = CliRunner().invoke(cli, ["eval", "--model", "gpt-char", "--dataset", "secrets",
-                                      *[a for o in tiny for a in ("--set", o)], "--images", "2", "--no-defenses",
+                                      *[a for o in tiny for a in ("--set", o)], "--images", "2",
                                       "--baselines", "", "--seeds", "0", "--threads", "1", "--no-progress",
                                       "--eval-config", str(settings), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -248,6 +250,17 @@ def test_eval_on_gpt_char_reports_text_leakage_and_the_transformer_section(tmp_p
     assert "A transformer: the open question" in report and "Every cut sends 1 KB per sample" in report
     assert "Label-only reference (text)" in report and "malicious-server arms are left out" in report
     assert not (out / "runs" / "fsha-hasfl.seed0").exists()
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary.leakage_metric) == {"token_accuracy"} and summary.max_leakage.between(0, 1).all()
+    token = leakage[(leakage.metric == "token_accuracy") & (leakage.attack != "none")]
+    assert summary.max_leakage.max() == pytest.approx(token.groupby(["plan", "device", "attack"]).value.mean().max())
+    defenses = pd.read_csv(out / "defenses.csv")
+    assert set(defenses.defense) == {"none", "noise"} and set(defenses.leakage_metric) == {"token_accuracy"}
+    assert defenses.leakage.notna().all() and defenses.ssim.isna().all()
+    comparisons = pd.read_csv(out / "comparisons.csv")
+    assert "max_leakage_token_accuracy" in set(comparisons.metric) and "max_leakage_ssim" not in set(comparisons.metric)
+    assert "token accuracy reduction" in report and "strongest attack's token accuracy" in report
+    assert "max token accuracy" in result.output and "SSIM" not in result.output
 
 
 @pytest.mark.parametrize("defense", ["dpsgd", "noise", "nopeek", "topk", "quantize"])

@@ -17,7 +17,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ..report.tables import pareto_front
+from ..metrics import metric_label
+from ..report.tables import pareto_front, summary_metric
 from ..results import EVAL_TABLES
 from ..stats import METHOD, Interval, mean_ci, paired_difference, paired_ratio, summarize
 from .hijack_tables import hijack_comparisons
@@ -154,7 +155,7 @@ def _against(summary: pd.DataFrame, kind: str, reference: str, comparison: str) 
         rows.append(_row(comparison, arm, reference, "final_accuracy_points", _points(paired_difference(
             _by_seed(summary, arm, "final_accuracy"), _by_seed(summary, reference, "final_accuracy"))),
             "difference"))
-        rows.append(_row(comparison, arm, reference, "max_leakage_ssim", paired_difference(
+        rows.append(_row(comparison, arm, reference, f"max_leakage_{summary_metric(summary)}", paired_difference(
             _by_seed(summary, arm, "max_leakage"), _by_seed(summary, reference, "max_leakage")), "difference"))
         if kind == "private":
             rows.append(_row(comparison, arm, reference, "time_to_target_ratio", paired_ratio(
@@ -193,10 +194,11 @@ def _pm(ci: Interval) -> str:
 def headline_text(summary: pd.DataFrame, comps: pd.DataFrame) -> str:
     """The console's summary of an evaluation: per plan, accuracy, time to target and strongest
     leakage (means ± 95% half-widths over seeds), then HASFL's speed-ups with their intervals."""
-    lines = [f"{'plan':24s} {'seeds':>5s} {'final accuracy':>16s} {'time to target (s)':>22s} {'max SSIM':>16s}"]
+    leak = f"max {metric_label(summary_metric(summary))}"
+    lines = [f"{'plan':24s} {'seeds':>5s} {'final accuracy':>16s} {'time to target (s)':>22s} {leak:>20s}"]
     for plan, g in summary.groupby("plan", sort=False):
         lines.append(f"{plan:24s} {len(g):5d} {_pm(mean_ci(g['final_accuracy'])):>16s} "
-                     f"{_pm(mean_ci(g['measured_time_to_target_s'])):>22s} {_pm(mean_ci(g['max_leakage'])):>16s}")
+                     f"{_pm(mean_ci(g['measured_time_to_target_s'])):>22s} {_pm(mean_ci(g['max_leakage'])):>20s}")
     speed = comps[comps["metric"] == "speedup_time_to_target"] if not comps.empty else comps
     for r in speed.itertuples():
         interval = "" if math.isnan(r.low) else f" [{r.low:.3g}, {r.high:.3g}]"

@@ -53,7 +53,7 @@ from .hijack import compute_active
 from .records import CELL_FILE, ERROR_FILE, CellRecord, frame_table, read_cell, record_files, write_record
 from .sensitivity import cut_sensitivity
 from .settings import Arm
-from .tables import device_leakage, plan_noise, plan_rows, representatives, summary_row
+from .tables import device_leakage, plan_noise, plan_rows, representatives, summary_row, task_metric
 
 __all__ = ["Cell", "CellRecord", "CELL_FILE", "cell_name", "code_version", "make_cell", "result_key",
            "referenced_files",
@@ -217,10 +217,11 @@ def _compute(cell: Cell, run_dir: Path) -> CellRecord:
         timings["audit"] = time.perf_counter() - t0
         defense = str(audited.meta.get("defense", defense))
         leakage = audited.frame.copy()
-    per_device = device_leakage(leakage, reps, plan.cuts)
+    metric = task_metric(cfg.data.dataset)
+    per_device = device_leakage(leakage, reps, plan.cuts, metric)
     summary = summary_row(arm, defense=defense, budget_metric=cfg.privacy.metric, rounds=result.rounds, plan=plan,
                           target=cfg.optimizer.target_accuracy or 0.9, leaks=per_device,
-                          wall_time_s=result.wall_time_s)
+                          wall_time_s=result.wall_time_s, metric=metric)
     rounds = result.rounds[["round", "sim_time_s", "wall_time_s", "train_loss", "test_accuracy"]].copy()
     plans = plan_rows(arm, plan, result.fleet, result.profile, cfg.privacy.metric,
                       (plan.privacy or {}).get("leakage"))

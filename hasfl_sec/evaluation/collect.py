@@ -37,7 +37,7 @@ from ..results import EVAL_TABLES, LEAKAGE_COLUMNS, RunDir, package_versions
 from ..runs.files import read_run_file, read_run_file_with
 from .aggregate import class_table, pareto_over_seeds
 from .settings import Arm
-from .tables import device_leakage, plan_noise, plan_rows, representatives, summary_row
+from .tables import device_leakage, plan_noise, plan_rows, representatives, summary_row, task_metric
 
 __all__ = ["collect_runs", "is_run_dir"]
 
@@ -117,10 +117,12 @@ def _arm(r: _Run) -> Any:
 
 
 def _leaks(r: _Run) -> dict[int, tuple[float, str]]:
-    """Per device, the strongest attack's SSIM at its own cut (through the audited representative)."""
+    """Per device, the strongest attack's leakage (the task's metric) at its own cut (through the
+    audited representative)."""
     if r.leakage is None:
         return {}
-    return device_leakage(r.leakage, representatives(r.plan.cuts, plan_noise(r.plan)), r.plan.cuts)
+    return device_leakage(r.leakage, representatives(r.plan.cuts, plan_noise(r.plan)), r.plan.cuts,
+                          task_metric(r.config.data.dataset))
 
 
 def _tables(runs: list[_Run]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -138,7 +140,7 @@ def _tables(runs: list[_Run]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]
         summary.append({"plan": r.name, "seed": r.config.seed, **summary_row(
             arm, defense=run_defense_label(r.config.defense, r.plan), budget_metric=metric, rounds=r.rounds,
             plan=r.plan, target=math.nan if target is None else target, leaks=per_device,
-            wall_time_s=float(r.rounds["wall_time_s"].iloc[-1]))})
+            wall_time_s=float(r.rounds["wall_time_s"].iloc[-1]), metric=task_metric(r.config.data.dataset))})
     plans_frame, summary_frame = pd.DataFrame(plans, columns=EVAL_TABLES["plans"]), pd.DataFrame(summary)
     pareto = pareto_over_seeds(plans_frame, summary_frame) if any(r.leakage is not None for r in runs) else None
     return plans_frame, summary_frame, pareto if pareto is not None else pd.DataFrame(columns=EVAL_TABLES["pareto"])

@@ -54,7 +54,7 @@ from .executors import EXECUTORS, ExecutorConfig, Task, session
 from .hijack import check_active_arm
 from .hijack_tables import detector_table, hijack_table
 from .settings import Arm, EvalSettings, build_arms, for_text
-from .tables import defense_table, label_only_note
+from .tables import defense_table, label_only_note, task_metric
 from .workspace import claim_output, kept_work, reuse, shared_bound
 
 __all__ = ["EvalResult", "EvalFailed", "run_eval", "eval_out", "arm_configs", "Point", "plan_point", "prepare_point",
@@ -309,9 +309,11 @@ class _Rows:
         self.cuts.append(record.frame("cuts"))
         self.epsilons[(cell.arm.name, cell.seed)] = record.epsilon
 
-    def tables(self, arms: list[Arm], budget_s: float | None) -> tuple[dict[str, pd.DataFrame], float]:
+    def tables(self, arms: list[Arm], budget_s: float | None,
+               metric: str = "ssim") -> tuple[dict[str, pd.DataFrame], float]:
         """The evaluation's tables (:data:`~hasfl_sec.results.EVAL_TABLES`) from the rows, and the
-        time budget at which plans' accuracies were compared."""
+        time budget at which plans' accuracies were compared; leakage is scored by ``metric``
+        (:func:`~.tables.task_metric`)."""
         tables = {"plans": pd.DataFrame(self.plans), "summary": pd.DataFrame(self.summary),
                   "rounds": pd.concat(self.rounds, ignore_index=True),
                   "leakage": pd.concat(self.leakage, ignore_index=True),
@@ -323,7 +325,7 @@ class _Rows:
             finished = [a for a in arms if a.name in set(part["plan"])]
             if "sfl" in set(part["plan"]) and any(a.kind == "defense" for a in finished):
                 eps = {name: e for (name, s), e in self.epsilons.items() if s == seed}
-                frame = defense_table(finished, part, leakage[leakage["seed"] == seed], eps)
+                frame = defense_table(finished, part, leakage[leakage["seed"] == seed], eps, metric=metric)
                 frame.insert(1, "seed", seed)
                 defenses.append(frame)
         tables["defenses"] = pd.concat(defenses, ignore_index=True) if defenses else pd.DataFrame()
@@ -355,7 +357,7 @@ def finish_point(point: Point, name: str, start: float) -> EvalResult:
     if not rows.summary:  # the tables are built around the trained plans: without one there is no report
         reasons = "; ".join(f"{f['plan']} (seed {f['seed']}): {f['reason']}" for f in rows.failed)
         raise EvalFailed(f"no plan of the evaluation finished ({reasons}); their folders are kept in {work}")
-    tables, budget = rows.tables(arms, point.settings.time_budget_s)
+    tables, budget = rows.tables(arms, point.settings.time_budget_s, task_metric(point.config.data.dataset))
     for table in EVAL_TABLES:
         path = work / f"{table}.csv"
         path.unlink(missing_ok=True)  # a continued evaluation's work folder may hold older tables

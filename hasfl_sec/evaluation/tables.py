@@ -4,8 +4,9 @@
 Every function takes plain data (arms, run results as DataFrames) and returns rows or frames with
 the columns the report renders (:mod:`hasfl_sec.report`); nothing here trains or attacks.
 
-Leakage of a device is the strongest reconstruction attack's mean SSIM at the device that
-represents its (cut, noise) in the audit: devices with the same cut and noise send the same kind
+Leakage of a device is the strongest reconstruction attack's mean score at the device that
+represents its (cut, noise) in the audit, scored by the task's leakage metric (SSIM for images,
+token accuracy for text; :func:`task_metric`): devices with the same cut and noise send the same kind
 of smashed data from the same aggregated model, so one audited device per pair stands for all.
 """
 
@@ -18,8 +19,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from ..data import TEXT_DATASETS
 from ..fleet import fleet_classes
-from ..metrics import image_report
+from ..metrics import image_report, leakage_metric
 from ..report.tables import time_to_target
 from ..results import EVAL_TABLES
 from ..seeding import torch_generator
@@ -28,10 +30,13 @@ from ..sfl.latency import stage_latencies
 from .settings import Arm
 
 __all__ = ["class_mean_ssim", "label_only_note", "representatives", "plan_rows", "summary_row", "defense_table",
-           "device_leakage", "plan_noise", "RECONSTRUCTION_METRIC"]
+           "device_leakage", "plan_noise", "task_metric"]
 
-#: The leakage figure of the defense table and the Pareto front.
-RECONSTRUCTION_METRIC = "ssim"
+
+def task_metric(dataset: str) -> str:
+    """The leakage metric of an evaluation on ``dataset`` (``data.dataset``): token accuracy for a
+    text corpus, SSIM for images (:mod:`hasfl_sec.metrics.leakage`)."""
+    return leakage_metric("text" if dataset in TEXT_DATASETS else "image")
 
 
 def class_mean_ssim(dataset: Any, seed: int, images: int = 256) -> float:
@@ -117,14 +122,14 @@ def plan_rows(arm: Arm, plan: Any, fleet: Any, profile: Any, budget_metric: str,
     return rows
 
 
-def device_leakage(leakage: pd.DataFrame, reps: dict[int, int],
-                   cuts: Sequence[int]) -> dict[int, tuple[float, str]]:
-    """Device -> (strongest attack's mean SSIM, that attack) through its representative.
+def device_leakage(leakage: pd.DataFrame, reps: dict[int, int], cuts: Sequence[int],
+                   metric: str = "ssim") -> dict[int, tuple[float, str]]:
+    """Device -> (strongest attack's mean ``metric``, that attack) through its representative.
 
     Only rows of a device at its own planned cut count: an audit's simulated devices at cuts the
     plan did not use (``--cuts all``) are labelled device 0 but are not device 0's leakage.
     """
-    rows = leakage[(leakage["metric"] == RECONSTRUCTION_METRIC) & (leakage["attack"] != "none")
+    rows = leakage[(leakage["metric"] == metric) & (leakage["attack"] != "none")
                    & leakage["value"].notna() & leakage["device"].notna()]  # diverged on every image: no score
     at_own_cut = [int(c) == int(cuts[int(d)]) if 0 <= int(d) < len(cuts) else False
                   for d, c in zip(rows["device"], rows["cut"])]
@@ -137,8 +142,8 @@ def device_leakage(leakage: pd.DataFrame, reps: dict[int, int],
 
 
 def summary_row(arm: Arm, *, defense: str, budget_metric: str, rounds: pd.DataFrame, plan: Any, target: float,
-                leaks: dict[int, tuple[float, str]], wall_time_s: float) -> dict[str, Any]:
-    """``summary.csv`` row of one arm."""
+                leaks: dict[int, tuple[float, str]], wall_time_s: float, metric: str = "ssim") -> dict[str, Any]:
+    """``summary.csv`` row of one arm; ``leaks`` are scored by ``metric`` (:func:`task_metric`)."""
     measured_time = time_to_target(rounds, target)
     hit = rounds.loc[rounds["sim_time_s"] == measured_time, "round"]
     measured_rounds = float(hit.iloc[0]) if len(hit) else math.nan
@@ -153,16 +158,18 @@ def summary_row(arm: Arm, *, defense: str, budget_metric: str, rounds: pd.DataFr
         "predicted_rounds": float(predicted.get("rounds", math.nan)),
         "predicted_time_to_target_s": float(predicted.get("time_to_target_s", math.nan)),
         "measured_rounds": measured_rounds, "measured_time_to_target_s": measured_time,
-        "target_accuracy": target, "max_leakage": strongest[0], "strongest_attack": strongest[1],
+        "target_accuracy": target, "max_leakage": strongest[0], "leakage_metric": metric,
+        "strongest_attack": strongest[1],
         "wall_time_s": wall_time_s,
     }
 
 
 def defense_table(arms: Sequence[Arm], summary: pd.DataFrame, leakage: pd.DataFrame,
-                  epsilons: dict[str, float], reference: str = "sfl") -> pd.DataFrame:
+                  epsilons: dict[str, float], reference: str = "sfl", metric: str = "ssim") -> pd.DataFrame:
     """``defenses.csv``: per defense setting (and the undefended reference) and attack, the
-    accuracy, its drop in points against the reference, and the attack's SSIM/MSE/PSNR at the
-    default cut."""
+    accuracy, its drop in points against the reference, and the attack's leakage at the default
+    cut: ``leakage`` by the task's ``metric`` (:func:`task_metric`), and SSIM/MSE/PSNR for images
+    (empty for text). Attacks that do not report ``metric`` (label inference) have no row."""
     by_name = {a.name: a for a in arms}
     ref_acc = float(summary.set_index("plan").loc[reference, "final_accuracy"])
     rows = []
@@ -172,12 +179,13 @@ def defense_table(arms: Sequence[Arm], summary: pd.DataFrame, leakage: pd.DataFr
         sub = leakage[(leakage["plan"] == name) & (leakage["attack"] != "none")]
         for (attack, cut), group in sub.groupby(["attack", "cut"]):
             values = group.groupby("metric")["value"].mean()
-            if RECONSTRUCTION_METRIC not in values:
+            if metric not in values:
                 continue
             rows.append({
                 "defense": arm.defense, "setting": arm.setting or "none", "strength": arm.strength,
                 "cut": int(cut), "accuracy": acc, "accuracy_drop": 100.0 * (ref_acc - acc), "attack": attack,
-                "adaptive": attack.endswith("+adaptive"), "ssim": float(values.get("ssim", math.nan)),
+                "adaptive": attack.endswith("+adaptive"), "leakage": float(values[metric]), "leakage_metric": metric,
+                "ssim": float(values.get("ssim", math.nan)),
                 "mse": float(values.get("mse", math.nan)), "psnr": float(values.get("psnr", math.nan)),
                 "epsilon": float(epsilons.get(name, math.nan)),
             })

@@ -19,6 +19,9 @@ leakage. ``needs`` says what the metric is computed from:
   ``dfil`` metrics (:mod:`.fisher`) are of this kind: an analytic bound on what *any* unbiased
   attacker could reconstruct from the noisy smashed data.
 
+``leakage_metric`` (:mod:`.leakage`) names the one metric per modality (SSIM for images, token
+accuracy for text) that the evaluation's headline, defense table and Pareto front rank leakage by.
+
 This package imports neither the attacks nor the trainer, and not torch (``fisher`` imports it on
 first use).
 """
@@ -33,6 +36,7 @@ from .dependence import DEPENDENCE, DependenceResult, distance_correlation, hsic
 from .fisher import FisherResult, dfil, dfil_mse_bound, dfil_values
 from .image import identifiability, image_report, match_batch, mse, psnr, ssim
 from .labels import label_accuracy, label_auc
+from .leakage import LEAKAGE_METRICS, leakage_metric, metric_label
 
 __all__ = [
     "METRICS",
@@ -55,6 +59,9 @@ __all__ = [
     "dfil",
     "dfil_values",
     "dfil_mse_bound",
+    "LEAKAGE_METRICS",
+    "leakage_metric",
+    "metric_label",
 ]
 
 

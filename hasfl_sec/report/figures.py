@@ -5,8 +5,9 @@ anything when its table has nothing to draw. Output is byte-for-byte reproducibl
 figures made without pyplot's global state, and no ``Software``/date metadata in the PNG.
 
 * :func:`accuracy_vs_time` -- test accuracy against simulated time per plan (``rounds.csv``)
-* :func:`leakage_vs_cut` -- SSIM against cut depth per attack, a marker per plan (``leakage.csv``)
-* :func:`defense_tradeoff` -- accuracy drop against SSIM per defense, adaptive vs unaware attackers
+* :func:`leakage_vs_cut` -- leakage (SSIM for images, token accuracy for text) against cut depth per
+  attack, a marker per plan (``leakage.csv``)
+* :func:`defense_tradeoff` -- accuracy drop against leakage per defense, adaptive vs unaware attackers
 * :func:`pareto` -- leakage against measured and predicted time to target per device class
 * :func:`hijack_curves` -- a malicious server's reconstruction error against rounds (``active.csv``)
 """
@@ -25,8 +26,9 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from ..metrics import metric_label  # noqa: E402
 from ..stats import mean_ci  # noqa: E402
-from .tables import EvalData, leakage_frame  # noqa: E402
+from .tables import EvalData, defense_leakage, leakage_frame  # noqa: E402
 
 __all__ = ["FIGURES", "draw_figures", "accuracy_vs_time", "leakage_vs_cut", "defense_tradeoff", "pareto",
            "hijack_curves"]
@@ -110,9 +112,11 @@ def accuracy_vs_time(data: EvalData, path: Path) -> bool:
 
 
 def leakage_vs_cut(data: EvalData, path: Path) -> bool:
-    """SSIM of each attack's reconstructions against the cut, a colour per attack, a marker per plan
-    (its mean over seeds); the line joins the per-cut means over seeds, with 95% error bars."""
-    rows = leakage_frame(data.table("leakage"), "ssim")
+    """The leakage metric (:meth:`EvalData.leakage_metric`) of each attack's reconstructions against
+    the cut, a colour per attack, a marker per plan (its mean over seeds); the line joins the
+    per-cut means over seeds, with 95% error bars."""
+    metric = data.leakage_metric()
+    rows = leakage_frame(data.table("leakage"), metric)
     if rows.empty:
         return False
     rows = rows.assign(cut=rows["cut"].astype(float))
@@ -135,7 +139,7 @@ def leakage_vs_cut(data: EvalData, path: Path) -> bool:
         if plan in set(rows["plan"]):
             ax.scatter([], [], color="0.3", marker=marker, s=22, label=f"plan {plan}")
     ax.set_xlabel("cut (blocks on the device)")
-    ax.set_ylabel("SSIM of reconstruction (higher = more leakage)")
+    ax.set_ylabel(f"{metric_label(metric)} of reconstruction (higher = more leakage)")
     ax.set_title("Reconstruction leakage against cut depth")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.legend(loc="best", ncols=2)
@@ -144,26 +148,26 @@ def leakage_vs_cut(data: EvalData, path: Path) -> bool:
 
 
 def _defense_points(sub: Any) -> dict[str, np.ndarray]:
-    """Per strength: the strongest attack's SSIM and the accuracy drop, means over seeds with the
+    """Per strength: the strongest attack's leakage and the accuracy drop, means over seeds with the
     half-widths of their 95% intervals."""
     per_seed = (sub.groupby(["strength", "seed"], as_index=False, dropna=False)
-                .agg(ssim=("ssim", "max"), drop=("accuracy_drop", "first")))
-    out: dict[str, list[float]] = {"strength": [], "ssim": [], "ssim_err": [], "drop": [], "drop_err": []}
+                .agg(leakage=("leakage", "max"), drop=("accuracy_drop", "first")))
+    out: dict[str, list[float]] = {"strength": [], "leakage": [], "leakage_err": [], "drop": [], "drop_err": []}
     for strength, g in per_seed.groupby("strength", dropna=False, sort=True):
-        ssim, drop = mean_ci(g["ssim"]), mean_ci(g["drop"])
-        for key, value in (("strength", strength), ("ssim", ssim.mean), ("ssim_err", ssim.half_width),
+        leak, drop = mean_ci(g["leakage"]), mean_ci(g["drop"])
+        for key, value in (("strength", strength), ("leakage", leak.mean), ("leakage_err", leak.half_width),
                            ("drop", drop.mean), ("drop_err", drop.half_width)):
             out[key].append(float(value))
     return {k: np.asarray(v, dtype=float) for k, v in out.items()}
 
 
 def defense_tradeoff(data: EvalData, path: Path) -> bool:
-    """Accuracy drop against the strongest attack's SSIM for each defense setting (means over seeds,
+    """Accuracy drop against the strongest attack's leakage for each defense setting (means over seeds,
     95% error bars): hollow markers and dashed lines for attackers unaware of the defense, filled
     markers and solid lines for an attacker who knows it (the strongest of every variant, adaptive or
     not: knowing the defense, it may still pick an unaware attack)."""
-    table = data.table("defenses")
-    table = table[table["ssim"].notna()]
+    table = defense_leakage(data.table("defenses"))
+    table = table[table["leakage"].notna()]
     if table.empty:
         return False
     fig = Figure(figsize=(6.0, 3.8))
@@ -172,9 +176,10 @@ def defense_tradeoff(data: EvalData, path: Path) -> bool:
     table = table if "seed" in table.columns else table.assign(seed=0)
     reference = table["defense"].isin(["none", ""])
     if reference.any():
-        ref = table[reference].groupby("seed").agg(ssim=("ssim", "max"), accuracy_drop=("accuracy_drop", "first"))
-        ssim, drop = mean_ci(ref["ssim"]), mean_ci(ref["accuracy_drop"])
-        ax.errorbar([ssim.mean], [drop.mean], xerr=np.nan_to_num([ssim.half_width]), color="black", marker="*",
+        ref = table[reference].groupby("seed").agg(leakage=("leakage", "max"),
+                                                   accuracy_drop=("accuracy_drop", "first"))
+        leak, drop = mean_ci(ref["leakage"]), mean_ci(ref["accuracy_drop"])
+        ax.errorbar([leak.mean], [drop.mean], xerr=np.nan_to_num([leak.half_width]), color="black", marker="*",
                     markersize=10, capsize=3, zorder=4, label="undefended")
     for k, (defense, part) in enumerate(table[~reference].groupby("defense", sort=True)):
         color = colors[k % len(colors)]
@@ -184,11 +189,11 @@ def defense_tradeoff(data: EvalData, path: Path) -> bool:
                 continue  # no adaptive variant: the unaware line is the whole story
             points = _defense_points(sub)
             kind = "adaptive" if adaptive else "unaware"
-            ax.errorbar(points["ssim"], points["drop"], xerr=np.nan_to_num(points["ssim_err"]),
+            ax.errorbar(points["leakage"], points["drop"], xerr=np.nan_to_num(points["leakage_err"]),
                         yerr=np.nan_to_num(points["drop_err"]), color=color, linestyle="-" if adaptive else "--",
                         marker="o", markerfacecolor=color if adaptive else "white", markersize=5, capsize=2,
                         label=f"{defense} ({kind})")
-    ax.set_xlabel("strongest attack's SSIM (lower = less leakage)")
+    ax.set_xlabel(f"strongest attack's {metric_label(data.leakage_metric())} (lower = less leakage)")
     ax.set_ylabel("accuracy drop (points vs undefended)")
     ax.set_title("Defenses: accuracy cost against leakage")
     ax.legend(loc="best")
@@ -251,7 +256,7 @@ def pareto(data: EvalData, path: Path) -> bool:
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
         ax.set_xlabel(f"{title} time to target (s, simulated)")
         ax.set_title(f"leakage vs {title} time")
-    axes[0].set_ylabel("leakage (strongest attack's SSIM)")
+    axes[0].set_ylabel(f"leakage (strongest attack's {metric_label(data.leakage_metric())})")
     for plan, color in plan_color.items():
         if plan in set(table["plan"]):
             axes[1].scatter([], [], color=color, marker="s", s=22, label=plan)
@@ -320,9 +325,10 @@ def hijack_curves(data: EvalData, path: Path) -> bool:
 #: generated figures: file name -> (drawing function, caption).
 FIGURES: dict[str, tuple[Callable[[EvalData, Path], bool], str]] = {
     "accuracy_vs_time.png": (accuracy_vs_time, "Test accuracy against simulated training time, per plan."),
-    "leakage_vs_cut.png": (leakage_vs_cut, "SSIM of reconstructions against the cut, per attack; markers "
-                                           "distinguish plans, lines join per-cut means."),
-    "defenses.png": (defense_tradeoff, "Accuracy drop against the strongest attack's SSIM per defense "
+    "leakage_vs_cut.png": (leakage_vs_cut, "Leakage of reconstructions (SSIM for images, token accuracy for "
+                                           "text) against the cut, per attack; markers distinguish plans, "
+                                           "lines join per-cut means."),
+    "defenses.png": (defense_tradeoff, "Accuracy drop against the strongest attack's leakage per defense "
                                        "setting; solid/filled = an attacker who knows the defense, "
                                        "dashed/hollow = attackers unaware of it."),
     "pareto.png": (pareto, "Leakage against measured (left) and predicted (right) time to target; "

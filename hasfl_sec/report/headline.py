@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..metrics import metric_label
 from ..stats import METHOD
 from .doc import Block, Items, Text, fmt, table
 from .seeds import ci_table, ci_text, over_seeds
@@ -26,6 +27,7 @@ _METRIC_LABELS = {"speedup_time_to_target": "speed-up in time to target (×)",
                   "accuracy_at_budget_points": "accuracy at the time budget (points)",
                   "final_accuracy_points": "final accuracy (points)",
                   "max_leakage_ssim": "strongest attack's SSIM",
+                  "max_leakage_token_accuracy": "strongest attack's token accuracy",
                   "time_to_target_ratio": "time to target (×)",
                   "hijack_mse": "attacker's final MSE", "hijack_ssim": "attacker's final SSIM"}
 
@@ -69,7 +71,8 @@ def class_blocks(data: EvalData) -> list[Block]:
     return [ci_table(c, {"plan": "plan", "device_class": "device class", "devices": "devices", "batch": "mean batch",
                          "cuts": "cuts (cut×devices)", "noise_sigma": "mean noise σ",
                          "compute_s": "compute per round (s)", "comm_s": "communication per round (s)",
-                         "leakage": "worst leakage (SSIM)"}, "Plans per device class", numbers),
+                         "leakage": f"worst leakage ({metric_label(data.leakage_metric())})"},
+                     "Plans per device class", numbers),
             Text("Compute per round: the device's forward and backward pass at its batch and cut; communication "
                  "per round: its smashed data up and their gradient down (the latency model at the fleet's "
                  "rates). Cuts list each cut and how many of the class's devices take it.")]

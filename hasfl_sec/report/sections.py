@@ -9,8 +9,8 @@ in one line). Every figure is a mean over training seeds ± the half-width of it
 1. Plans -- per plan and device class, the batch sizes, cuts, noise and measured leakage; then per
    device.
 2. Training -- summary per plan, predicted against measured time to target, accuracy figure.
-3. Leakage per split -- per plan, cut and attack: SSIM/PSNR/MSE or label accuracy, each attack's
-   threat model beside its numbers; attack-independent dependence figures.
+3. Leakage per split -- per plan, cut and attack: SSIM/PSNR/MSE, token accuracy or label accuracy,
+   each attack's threat model beside its numbers; attack-independent dependence figures.
 4. Reconstructions -- the audits' grids of originals and reconstructions.
 5. Defenses -- accuracy cost against leakage reduction, adaptive against unaware attackers.
 6. A malicious edge server -- what a hijacking server reconstructs against rounds, per cut, device
@@ -26,11 +26,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..metrics import metric_label
 from .active import active_blocks
 from .doc import Block, Document, Figure, Heading, Items, Section, Table, Text, fmt, table
 from .headline import class_blocks, headline_blocks, why_cuts_blocks
 from .seeds import ci_legend, ci_table, over_seeds, seed_count, with_ci
-from .tables import EvalData
+from .tables import EvalData, defense_leakage
 from .transformer import transformer_blocks
 
 __all__ = ["SECTIONS", "build_document", "CONFIG_SUMMARY"]
@@ -119,8 +120,8 @@ def _plans(data: EvalData) -> list[Block]:
         wide = over_seeds(part, ["device", "device_class"], numbers, ["cut", "cut_name"]).sort_values("device")
         blocks.append(ci_table(wide, cols, "", numbers))
     blocks.append(Text(ci_legend(seed_count(plans)) + " A cut that differs across seeds lists each seed's, "
-                       "joined with /. Measured leakage: the strongest attack's SSIM at the device that "
-                       "represents the device's (cut, noise) in the audit."))
+                       f"joined with /. Measured leakage: the strongest attack's {metric_label(data.leakage_metric())} "
+                       "at the device that represents the device's (cut, noise) in the audit."))
     return blocks
 
 
@@ -133,7 +134,7 @@ def _training(data: EvalData, figures: list[str]) -> list[Block]:
         blocks.append(ci_table(wide, {
             "plan": "plan", "strategy": "strategy", "defense": "defense", "seeds": "seeds",
             "final_accuracy": "final accuracy", "rounds": "rounds", "sim_time_s": "simulated time (s)",
-            "wall_time_s": "wall time (s)", "max_leakage": "max leakage (SSIM)",
+            "wall_time_s": "wall time (s)", "max_leakage": f"max leakage ({metric_label(data.leakage_metric())})",
             "strongest_attack": "strongest attack"}, "Summary per plan", numbers))
         tt = summary.copy()
         pred, meas = tt["predicted_time_to_target_s"].astype(float), tt["measured_time_to_target_s"].astype(float)
@@ -198,8 +199,10 @@ def _leakage(data: EvalData, figures: list[str]) -> list[Block]:
                                    _INDEPENDENT))
     blocks.append(Text(ci_legend(seed_count(leak))))
     if "leakage_vs_cut.png" in figures:
-        blocks.append(Figure("figures/leakage_vs_cut.png", "SSIM against cut depth per attack (means over seeds, "
-                                                           "95% error bars); markers are plans."))
+        label = metric_label(data.leakage_metric())
+        blocks.append(Figure("figures/leakage_vs_cut.png", f"{label[:1].upper() + label[1:]} against cut "
+                                                           "depth per attack (means over seeds, 95% error bars); "
+                                                           "markers are plans."))
     return blocks
 
 
@@ -218,29 +221,31 @@ def _reconstructions(data: EvalData, grids: list[str]) -> list[Block]:
 
 
 def _defenses(data: EvalData, figures: list[str]) -> list[Block]:
-    d = data.table("defenses").copy()
+    d = defense_leakage(data.table("defenses"))
     d = d if "seed" in d.columns else d.assign(seed=0)
     d["base_attack"] = d["attack"].str.removesuffix("+adaptive")
     d["attacker"] = np.where(d["adaptive"], "adaptive", "unaware")
-    base = (d[d["defense"].isin(["none", ""])].groupby(["seed", "base_attack", "cut"], as_index=False)["ssim"].mean()
-            .rename(columns={"ssim": "ssim_undefended"}))
+    base = (d[d["defense"].isin(["none", ""])].groupby(["seed", "base_attack", "cut"], as_index=False)["leakage"]
+            .mean().rename(columns={"leakage": "undefended"}))
     d = d.merge(base, on=["seed", "base_attack", "cut"], how="left")
-    d["ssim_reduction"] = d["ssim_undefended"].astype(float) - d["ssim"].astype(float)
-    numbers = ["accuracy", "accuracy_drop", "ssim", "ssim_reduction", "psnr", "mse", "epsilon"]
+    d["reduction"] = d["undefended"].astype(float) - d["leakage"].astype(float)
+    label = metric_label(data.leakage_metric())
+    image = data.leakage_metric() == "ssim"  # PSNR and MSE score images only
+    numbers = ["accuracy", "accuracy_drop", "leakage", "reduction", *(["psnr", "mse"] if image else []), "epsilon"]
     wide = over_seeds(d, ["defense", "setting", "strength", "cut", "attack", "attacker"], numbers)
     wide = wide.sort_values(["defense", "strength", "attack", "attacker"], kind="stable")
     blocks: list[Block] = [ci_table(wide, {
         "defense": "defense", "setting": "setting", "cut": "cut", "accuracy": "accuracy",
-        "accuracy_drop": "accuracy drop (points)", "attack": "attack", "attacker": "attacker", "ssim": "SSIM",
-        "ssim_reduction": "SSIM reduction", "psnr": "PSNR", "mse": "MSE", "epsilon": "ε"},
+        "accuracy_drop": "accuracy drop (points)", "attack": "attack", "attacker": "attacker", "leakage": label,
+        "reduction": f"{label} reduction", "psnr": "PSNR", "mse": "MSE", "epsilon": "ε"},
         "Accuracy cost against leakage reduction", numbers)]
-    blocks.append(Text(ci_legend(seed_count(d)) + " SSIM reduction is relative to the undefended model (defense "
-                       "none) under the same attack and cut at the same seed; an adaptive attacker is trained on "
-                       "defended data, an unaware one is not. The headline's defense rows say which changes are "
-                       "real."))
+    blocks.append(Text(ci_legend(seed_count(d)) + f" {label[:1].upper() + label[1:]} reduction is relative to the "
+                       "undefended model (defense none) under the same attack and cut at the same seed; an "
+                       "adaptive attacker is trained on defended data, an unaware one is not. The headline's "
+                       "defense rows say which changes are real."))
     if "defenses.png" in figures:
-        blocks.append(Figure("figures/defenses.png", "Accuracy drop against SSIM per defense (means over seeds, "
-                                                     "95% error bars)."))
+        blocks.append(Figure("figures/defenses.png", f"Accuracy drop against {label} per defense (means over "
+                                                     "seeds, 95% error bars)."))
     return blocks
 
 
@@ -248,7 +253,8 @@ def _pareto(data: EvalData, figures: list[str]) -> list[Block]:
     numbers = ["leakage", "measured_time_to_target_s", "predicted_time_to_target_s", "final_accuracy"]
     p = with_ci(data.table("pareto").sort_values(["device_class", "leakage"], kind="stable"), numbers)
     blocks: list[Block] = [ci_table(p, {
-        "plan": "plan", "device_class": "device class", "seeds": "seeds", "leakage": "leakage (SSIM)",
+        "plan": "plan", "device_class": "device class", "seeds": "seeds",
+        "leakage": f"leakage ({metric_label(data.leakage_metric())})",
         "measured_time_to_target_s": "measured time to target (s)",
         "predicted_time_to_target_s": "predicted time to target (s)", "final_accuracy": "final accuracy",
         "on_front": "on front"}, "Leakage against time to target per device class", numbers)]

@@ -28,7 +28,8 @@ __all__ = ["build_study_report", "STUDY_SUMMARY_COLUMNS"]
 STUDY_SUMMARY_COLUMNS = {"plan": "plan", "final_accuracy": "final accuracy", "rounds": "rounds",
                          "measured_time_to_target_s": "measured time to target (s)",
                          "predicted_time_to_target_s": "predicted time to target (s)",
-                         "max_leakage": "max leakage (SSIM)", "strongest_attack": "strongest attack"}
+                         "max_leakage": "max leakage", "leakage_metric": "leakage metric",
+                         "strongest_attack": "strongest attack"}
 
 
 def _read(study: Path, name: str) -> pd.DataFrame:

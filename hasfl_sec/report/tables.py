@@ -24,7 +24,7 @@ from ..results import EVAL_TABLES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["REQUIRED", "EvalData", "is_eval_dir", "load_eval", "read_table",
+__all__ = ["REQUIRED", "EvalData", "is_eval_dir", "load_eval", "read_table", "summary_metric", "defense_leakage",
            "device_classes", "time_to_target", "pareto_front", "leakage_frame"]
 
 
@@ -38,7 +38,7 @@ REQUIRED: dict[str, list[str]] = {
     "summary": ["plan"],
     "rounds": ["plan", "round", "sim_time_s", "test_accuracy"],
     "leakage": ["plan", "device", "cut", "attack", "metric", "value"],
-    "defenses": ["defense", "attack", "ssim", "accuracy_drop"],
+    "defenses": ["defense", "attack", "accuracy_drop"],
     "pareto": ["plan", "device_class", "leakage", "on_front"],
     "failed": ["plan", "reason"],
     "active": ["plan", "seed", "round", "device", "mse", "baseline_mse"],
@@ -50,7 +50,7 @@ REQUIRED: dict[str, list[str]] = {
 #: columns read as text whatever they look like (empty cells become "").
 _TEXT = {"plan", "strategy", "kind", "budget_metric", "device_class", "cut_name", "defense", "strongest_attack",
          "setting", "attack", "run_id", "phase", "metric", "seeds", "source", "threat_model", "params", "reason",
-         "comparison", "reference", "scale", "method", "cuts", "detector"}
+         "comparison", "reference", "scale", "method", "cuts", "detector", "leakage_metric"}
 _BOOL = {"adaptive", "on_front", "significant", "chosen", "hijacked", "mse_change_significant"}
 
 
@@ -78,6 +78,26 @@ class EvalData:
             for plan in self.table(name).get("plan", pd.Series(dtype=str)):
                 seen.setdefault(str(plan), None)
         return list(seen)
+
+    def leakage_metric(self) -> str:
+        """The metric the evaluation scored leakage by (:func:`summary_metric`)."""
+        return summary_metric(self.table("summary"))
+
+
+def defense_leakage(defenses: pd.DataFrame) -> pd.DataFrame:
+    """``defenses.csv`` with its ``leakage`` column as floats; an evaluation written before the
+    column existed scored defenses by SSIM, so its ``ssim`` fills in."""
+    d = defenses.copy()
+    leakage = pd.to_numeric(d.get("leakage", pd.Series(np.nan, index=d.index)), errors="coerce")
+    d["leakage"] = leakage.fillna(pd.to_numeric(d["ssim"], errors="coerce")) if "ssim" in d.columns else leakage
+    return d
+
+
+def summary_metric(summary: pd.DataFrame) -> str:
+    """The metric a ``summary.csv`` scored leakage by (its ``leakage_metric``): ``"ssim"`` or
+    ``"token_accuracy"``; ``"ssim"`` for an evaluation that predates the column."""
+    names = [str(m) for m in summary.get("leakage_metric", pd.Series(dtype=str)).dropna() if str(m)]
+    return names[0] if names else "ssim"
 
 
 def is_eval_dir(path: str | Path) -> bool:
