@@ -12,6 +12,7 @@ from . import (  # noqa: F401
     gradient_inversion,
     inverse_network,
     label_inference,
+    text_gradient_inversion,
     text_inversion,
     text_inverter,
     unsplit,

@@ -66,7 +66,8 @@ from .base import Attack, AttackContext, Observations, Reconstruction, ThreatMod
 from .feature_inversion import total_variation
 from .registry import ATTACKS
 
-__all__ = ["GradientInversion", "simulate_local_update", "update_cosine"]
+__all__ = ["GradientInversion", "Period", "observe_period", "period_cosine", "simulate_local_update",
+           "update_cosine"]
 
 
 def simulate_local_update(model: nn.Module, inputs: Sequence[torch.Tensor], cut_grads: Sequence[torch.Tensor], *,
@@ -127,6 +128,78 @@ def update_cosine(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) 
     return dot / (na * nb).clamp_min(1e-20)
 
 
+@dataclass
+class Period:
+    """One device's aggregation period as the fed server and the colluding edge server see it: the
+    client part broadcast at its start (``model``, with ``params``/``buffers`` on the attack's
+    device), the exchanges of its rounds in order with their cut-layer ``grads``, the ``observed``
+    update (upload minus start weights) and the client's SGD settings."""
+
+    model: nn.Module
+    exchanges: list
+    grads: list[torch.Tensor]
+    params: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    observed: dict[str, torch.Tensor]
+    lr: float
+    momentum: float
+    weight_decay: float
+
+
+def observe_period(name: str, observations: Observations, context: AttackContext) -> Period:
+    """The :class:`Period` behind ``observations``, checked: one device, every cut-layer gradient,
+    exactly one upload of that device closing the period, and an update that is not zero.
+    ValueErrors name the attack and what is missing."""
+    client = context.client_model
+    if client is None:
+        raise ValueError(f"{name} needs the client weights broadcast at the period start "
+                         "(its threat model grants them)")
+    exchanges = sorted(observations.exchanges, key=lambda e: e.key)
+    if not exchanges:
+        raise ValueError(f"{name} needs the device's exchanges of the period; got none")
+    devices = {e.device for e in exchanges}
+    if len(devices) != 1:
+        raise ValueError(f"{name} attacks one device per period; got exchanges of devices {sorted(devices)}")
+    device = devices.pop()
+    if any(e.grad is None for e in exchanges):
+        raise ValueError(f"{name} needs the cut-layer gradients of every exchange (observes 'grad')")
+    uploads = [u for u in observations.uploads if u.device == device]
+    if len(uploads) != 1:
+        raise ValueError(f"{name} needs exactly one upload of device {device} (its state at the period's end); "
+                         f"got {len(uploads)}")
+    upload = uploads[0]
+    if upload.round < exchanges[-1].round:
+        raise ValueError(f"the upload of round {upload.round} precedes the exchange of round "
+                         f"{exchanges[-1].round}; it must close the period")
+    dev = context.device
+    params = {k: v.detach().to(dev) for k, v in client.named_parameters()}
+    buffers = {k: v.detach().to(dev) for k, v in client.named_buffers()}
+    missing = [k for k in params if k not in upload.state]
+    if missing:
+        raise ValueError(f"the upload lacks client parameters {missing[:3]}: not this client part")
+    observed = {k: upload.state[k].to(dev, torch.float32) - params[k] for k in params}
+    if not any(bool(v.any()) for v in observed.values()):
+        raise ValueError(f"the upload of device {device} equals the start weights: no update to invert")
+    opt = context.client_optimizer
+    return Period(client, exchanges, [e.grad.to(dev) for e in exchanges], params, buffers, observed,
+                  float(opt.get("lr", 0.05)), float(opt.get("momentum", 0.0)), float(opt.get("weight_decay", 0.0)))
+
+
+def period_cosine(period: Period, model: nn.Module, inputs: Sequence[torch.Tensor], *,
+                  create_graph: bool = False) -> torch.Tensor:
+    """Cosine of the update ``model`` makes on ``inputs`` (one batch per round, replayed from the
+    period's start weights with its cut-layer gradients and SGD settings) with the observed one.
+    ``model`` is the period's client part, or a module that wraps it (its parameters renamed as
+    ``client.<name>``, e.g. to feed it soft tokens)."""
+    prefix = "" if model is period.model else "client."
+    params = {prefix + k: v for k, v in period.params.items()}
+    buffers = {prefix + k: v for k, v in period.buffers.items()}
+    sim = simulate_local_update(model, inputs, period.grads, lr=period.lr, momentum=period.momentum,
+                                weight_decay=period.weight_decay, params=params, buffers=buffers,
+                                create_graph=create_graph)
+    return update_cosine({k.removeprefix(prefix): v for k, v in sim.items()}, period.observed)
+
+
 @ATTACKS.register("gradient-inversion",
                   help="period-level inversion of a client update by cosine gradient matching (Geiping et al. 2020)")
 class GradientInversion(Attack):
@@ -173,58 +246,20 @@ class GradientInversion(Attack):
                                client_architecture=True, client_weights=True)
 
     def reconstruct(self, observations: Observations, context: AttackContext) -> Reconstruction:
-        client = context.client_model
-        if client is None:
-            raise ValueError("gradient-inversion needs the client weights broadcast at the period start "
-                             "(its threat model grants them)")
-        exchanges = sorted(observations.exchanges, key=lambda e: e.key)
-        if not exchanges:
-            raise ValueError("gradient-inversion needs the device's exchanges of the period; got none")
-        devices = {e.device for e in exchanges}
-        if len(devices) != 1:
-            raise ValueError(f"gradient-inversion attacks one device per period; got exchanges of devices "
-                             f"{sorted(devices)}")
-        device = devices.pop()
-        if any(e.grad is None for e in exchanges):
-            raise ValueError("gradient-inversion needs the cut-layer gradients of every exchange (observes 'grad')")
-        uploads = [u for u in observations.uploads if u.device == device]
-        if len(uploads) != 1:
-            raise ValueError(f"gradient-inversion needs exactly one upload of device {device} (its state at the "
-                             f"period's end); got {len(uploads)}")
-        upload = uploads[0]
-        if upload.round < exchanges[-1].round:
-            raise ValueError(f"the upload of round {upload.round} precedes the exchange of round "
-                             f"{exchanges[-1].round}; it must close the period")
-
-        dev = context.device
-        model = client
-        params = {k: v.detach().to(dev) for k, v in model.named_parameters()}
-        buffers = {k: v.detach().to(dev) for k, v in model.named_buffers()}
-        missing = [k for k in params if k not in upload.state]
-        if missing:
-            raise ValueError(f"the upload lacks client parameters {missing[:3]}: not this client part")
-        observed = {k: upload.state[k].to(dev, torch.float32) - params[k] for k in params}
-        if not any(bool(v.any()) for v in observed.values()):
-            raise ValueError(f"the upload of device {device} equals the start weights: no update to invert")
-        grads = [e.grad.to(dev) for e in exchanges]
-        opt_cfg = context.client_optimizer
-        lr_c, mom, wd = float(opt_cfg.get("lr", 0.05)), float(opt_cfg.get("momentum", 0.0)), \
-            float(opt_cfg.get("weight_decay", 0.0))
+        period = observe_period(self.name, observations, context)
         p = self.params
-        shapes = [(len(g), *context.input_shape) for g in grads]
+        shapes = [(len(g), *context.input_shape) for g in period.grads]
 
         best: tuple[float, float, list[torch.Tensor]] | None = None
         losses: list[float] = []
         for _ in range(max(1, p.restarts)):
-            z = [(torch.randn(s, generator=context.generator) * p.init_std).to(dev).requires_grad_(True)
+            z = [(torch.randn(s, generator=context.generator) * p.init_std).to(context.device).requires_grad_(True)
                  for s in shapes]
             opt = torch.optim.Adam(z, lr=p.lr)
             milestones = [int(p.steps * f) for f in (3 / 8, 5 / 8, 7 / 8)] if p.decay else []
             sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
             for _ in range(p.steps):
-                xs = [torch.sigmoid(zi) for zi in z]
-                loss, _ = self._objective(model, xs, grads, observed, params, buffers, lr_c, mom, wd,
-                                          create_graph=True)
+                loss, _ = self._objective(period, [torch.sigmoid(zi) for zi in z], create_graph=True)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if p.signed:
@@ -233,23 +268,19 @@ class GradientInversion(Attack):
                 opt.step()
                 sched.step()
             xs = [torch.sigmoid(zi.detach()) for zi in z]
-            value, cosine = self._objective(model, xs, grads, observed, params, buffers, lr_c, mom, wd)
+            value, cosine = self._objective(period, xs)
             final = float(value) if math.isfinite(float(value)) else math.inf
             losses.append(final)
             if best is None or final < best[0]:
                 best = (final, float(cosine), xs)
         assert best is not None
-        return Reconstruction.from_images(exchanges, best[2], context.input_shape, final_loss=best[0],
+        return Reconstruction.from_images(period.exchanges, best[2], context.input_shape, final_loss=best[0],
                                           final_cosine=best[1], restart_losses=losses, steps=p.steps)
 
-    def _objective(self, model: nn.Module, xs: list[torch.Tensor], grads: list[torch.Tensor],
-                   observed: dict[str, torch.Tensor], params: dict[str, torch.Tensor],
-                   buffers: dict[str, torch.Tensor], lr: float, momentum: float, weight_decay: float, *,
+    def _objective(self, period: Period, xs: list[torch.Tensor], *,
                    create_graph: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """``1 - cos(simulated update, observed update) + tv_weight * sum_t TV(x_t)``, and the cosine."""
-        sim = simulate_local_update(model, xs, grads, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                                    params=params, buffers=buffers, create_graph=create_graph)
-        cosine = update_cosine(sim, observed)
+        cosine = period_cosine(period, period.model, xs, create_graph=create_graph)
         loss = 1 - cosine
         if self.params.tv_weight:
             loss = loss + self.params.tv_weight * sum(total_variation(x) for x in xs)

@@ -10,8 +10,12 @@ Images: vit-tiny and hecnn trained centrally on the same data (digits by default
 the image attacks (rMLE, inverse network, UnSplit) are scored by SSIM, mean with 95% t interval
 over seeds, the two models side by side.
 
+Gradient inversion of the client update runs on whole aggregation periods, so it is measured on
+its own, at the small batches HASFL gives the transformers' devices (``--batch``):
+
     python benchmarks/bench_transformer_leakage.py text --seeds 0 1 2
     python benchmarks/bench_transformer_leakage.py images --seeds 0 1 2 --dataset digits
+    python benchmarks/bench_transformer_leakage.py text --attacks text-gradient-inversion --batch 2 --images 10
 """
 
 from __future__ import annotations
@@ -30,13 +34,15 @@ from hasfl_sec.stats import mean_ci
 
 TEXT_ATTACKS = {"text-inversion": {"steps": 300}, "text-inverter": {"steps": 1000}, "text-unsplit": {"rounds": 10}}
 IMAGE_ATTACKS = {"rmle": {"steps": 600}, "inverse-network": {"steps": 800}, "unsplit": {"steps": 200}}
+#: every attack the script can run (``--attacks``), with its parameters
+PARAMS = {**TEXT_ATTACKS, **IMAGE_ATTACKS, "text-gradient-inversion": {"steps": 300}, "gradient-inversion": {}}
 
 
 def leakage(model: str, dataset: str, seed: int, attacks: dict, metrics: list[str], args: argparse.Namespace,
             extra: list[str]) -> pd.DataFrame:
     """Mean of each metric per (cut, attack) for one seed; trained centrally first."""
     cfg = load_config(overrides=[f"model.name={model}", f"data.dataset={dataset}", f"seed={seed}", *extra])
-    audit = AuditConfig(attacks=list(attacks), cuts="all", images=args.images, batch_size=args.images,
+    audit = AuditConfig(attacks=list(attacks), cuts="all", images=args.images, batch_size=args.batch or args.images,
                         attack_params=attacks, dependence=["dcor"], dfil_relative_sigma=None, seeds=[0])
     start = time.perf_counter()
     result, _ = audit_model(cfg, audit, epochs=args.epochs)
@@ -75,20 +81,26 @@ def main() -> None:
     parser.add_argument("--dataset", default=None, help="pydoc-secrets (text) or digits (images)")
     parser.add_argument("--context", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--attacks", nargs="+", choices=sorted(PARAMS), default=None,
+                        help="attacks to run (default: the text or image attacks above)")
+    parser.add_argument("--batch", type=int, default=None, help="victim batch per round (default: --images)")
     parser.add_argument("--out", default=None, help="CSV of the per-seed values")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    attacks = {a: PARAMS[a] for a in args.attacks} if args.attacks else None
     frames = []
     if args.what == "text":
         metrics = ["token_accuracy", "rouge_l", "secret_recovery"]
         for seed in args.seeds:
-            frames.append(leakage("gpt-char", args.dataset or "pydoc-secrets", seed, TEXT_ATTACKS, metrics, args,
+            frames.append(leakage("gpt-char", args.dataset or "pydoc-secrets", seed, attacks or TEXT_ATTACKS, metrics,
+                                  args,
                                   [f"data.context={args.context}"]))
     else:
         metrics = ["ssim"]
         for model in ("vit-tiny", "hecnn"):
             for seed in args.seeds:
-                frames.append(leakage(model, args.dataset or "digits", seed, IMAGE_ATTACKS, metrics, args, []))
+                frames.append(leakage(model, args.dataset or "digits", seed, attacks or IMAGE_ATTACKS, metrics, args,
+                                      []))
     frame = pd.concat(frames, ignore_index=True)
     if args.out:
         frame.to_csv(args.out, index=False)

@@ -48,6 +48,7 @@ from ..attacks.base import Attack, AttackContext, Reconstruction, make_context, 
 from ..defenses.base import Defense
 from ..errors import ConfigError
 from ..metrics import DEPENDENCE, match_batch
+from ..metrics.text import match_sequences
 from ..results import LEAKAGE_COLUMNS
 from ..seeding import derive_seed
 from ..sfl.protocol import Exchange, GroundTruth
@@ -182,7 +183,8 @@ def _context(attack: Attack, view: RoundView, trace: Trace, env: AuditEnv, seed:
 def _aligned(rec: Reconstruction, truths: Sequence[GroundTruth], unit: str, secret_mask: torch.Tensor | None = None
              ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """``(recon, truth_inputs, truth_labels, secrets)`` row by row; a jointly reconstructed
-    (per-period) batch is first reordered within each exchange (Hungarian on pixel MSE).
+    (per-period) batch is first reordered within each exchange (Hungarian on pixel MSE, or on
+    agreeing tokens for text).
     ``secrets`` is each row's planted-secret mask, read from ``secret_mask`` (the training split's,
     for text tasks with secrets) at the victim's index; None without secrets."""
     by_key = {t.key: t for t in truths}
@@ -195,9 +197,10 @@ def _aligned(rec: Reconstruction, truths: Sequence[GroundTruth], unit: str, secr
     recon = None if rec.inputs is None else rec.inputs.detach().cpu()
     if recon is not None and unit == "period":
         matched = recon.clone()
+        match = match_batch if recon.is_floating_point() else match_sequences
         for key in dict.fromkeys(rec.keys):
             rows_of = [i for i, k in enumerate(rec.keys) if k == key]
-            matched[rows_of] = recon[rows_of][match_batch(recon[rows_of], truth[rows_of])]
+            matched[rows_of] = recon[rows_of][match(recon[rows_of], truth[rows_of])]
         recon = matched
     return recon, truth, labels, secrets
 

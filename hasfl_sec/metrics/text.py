@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["token_accuracy", "rouge_l", "lcs_length", "secret_spans", "secret_recovery", "text_report"]
+__all__ = ["token_accuracy", "rouge_l", "lcs_length", "secret_spans", "secret_recovery", "text_report",
+           "match_sequences"]
 
 
 def _ids(a: Any) -> np.ndarray:
@@ -37,6 +38,24 @@ def token_accuracy(recon: Any, truth: Any) -> np.ndarray:
     if r.shape != t.shape:
         raise ValueError(f"recovered {r.shape} and true {t.shape} sequences differ in shape")
     return (r == t).mean(axis=1)
+
+
+def match_sequences(recon: Any, truth: Any) -> np.ndarray:
+    """Permutation ``perm`` such that ``recon[perm[k]]`` is the best match of ``truth[k]``: the
+    assignment with the most positions in agreement (Hungarian algorithm,
+    ``scipy.optimize.linear_sum_assignment``), the text counterpart of
+    :func:`hasfl_sec.metrics.image.match_batch` for a jointly reconstructed batch, whose order is
+    unknown. ``recon`` may hold more sequences than ``truth``."""
+    from scipy.optimize import linear_sum_assignment
+
+    r, t = _ids(recon), _ids(truth)
+    if r.shape[1:] != t.shape[1:] or len(r) < len(t):
+        raise ValueError(f"cannot match {r.shape} recovered sequences to {t.shape} true ones")
+    agree = (t[:, None, :] == r[None, :, :]).sum(-1)  # [n_truth, n_recon]
+    truth_idx, recon_idx = linear_sum_assignment(-agree)
+    perm = np.empty(len(t), dtype=np.int64)
+    perm[truth_idx] = recon_idx
+    return perm
 
 
 def lcs_length(a: np.ndarray, b: np.ndarray) -> int:
