@@ -2,8 +2,9 @@
 
 ``text-gradient-inversion`` -- the text counterpart of ``gradient-inversion``
 (:mod:`hasfl_sec.attacks.gradient_inversion`, Geiping et al., NeurIPS 2020), in the setting and
-with the objective of TAG (Deng et al., "TAG: Gradient Attack on Transformer-based Language
-Models", Findings of EMNLP 2021, section 3) and LAMP (Balunović et al., NeurIPS 2022, section 4).
+with the relaxation of TAG (Deng et al., "TAG: Gradient Attack on Transformer-based Language
+Models", Findings of EMNLP 2021) and the token restriction of LAMP (Balunović et al., "LAMP:
+Extracting Text from Gradients with Language Model Priors", NeurIPS 2022).
 
 Setting, as for images: the fed server broadcast the client part (token embedding and the first
 blocks of ``gpt-char``) at the start of an aggregation period and receives the device's client part
@@ -17,7 +18,8 @@ Text makes two changes:
   ``softmax(z) @ E`` over free logits ``z`` ``[b, T, vocab]`` (the relaxation TAG optimises), fed to
   the client part through its embedding's ``embed_soft``. Each position's most likely token is read
   at the end.
-* **The bag of tokens** (Melis et al., IEEE S&P 2019, section 5.1; LAMP section 4.1): the rows of
+* **The bag of tokens** (Melis et al., "Exploiting Unintended Feature Leakage in Collaborative
+  Learning", IEEE S&P 2019; used the same way by LAMP): the rows of
   the token table that a device's update leaves at zero are the tokens its inputs never held,
   because an embedding lookup sends gradient only to the rows it read. The attack restricts every
   position to the tokens whose rows changed. The restriction is exact without weight decay when

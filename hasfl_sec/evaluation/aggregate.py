@@ -17,8 +17,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ..metrics import metric_label
-from ..report.tables import pareto_front, summary_metric
+from ..report.tables import metric_label, pareto_front, summary_metric
 from ..results import EVAL_TABLES
 from ..stats import METHOD, Interval, mean_ci, paired_difference, paired_ratio, summarize
 from .hijack_tables import hijack_comparisons

@@ -26,9 +26,8 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from ..metrics import metric_label  # noqa: E402
 from ..stats import mean_ci  # noqa: E402
-from .tables import EvalData, defense_leakage, leakage_frame  # noqa: E402
+from .tables import EvalData, defense_leakage, leakage_frame, metric_label  # noqa: E402
 
 __all__ = ["FIGURES", "draw_figures", "accuracy_vs_time", "leakage_vs_cut", "defense_tradeoff", "pareto",
            "hijack_curves"]

@@ -10,11 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..metrics import metric_label
 from ..stats import METHOD
 from .doc import Block, Items, Text, fmt, table
 from .seeds import ci_table, ci_text, over_seeds
-from .tables import EvalData
+from .tables import EvalData, metric_label
 
 __all__ = ["headline_blocks", "class_blocks", "why_cuts_blocks"]
 

@@ -26,12 +26,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..metrics import metric_label
 from .active import active_blocks
 from .doc import Block, Document, Figure, Heading, Items, Section, Table, Text, fmt, table
 from .headline import class_blocks, headline_blocks, why_cuts_blocks
 from .seeds import ci_legend, ci_table, over_seeds, seed_count, with_ci
-from .tables import EvalData, defense_leakage
+from .tables import EvalData, defense_leakage, metric_label
 from .transformer import transformer_blocks
 
 __all__ = ["SECTIONS", "build_document", "CONFIG_SUMMARY"]

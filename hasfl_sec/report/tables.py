@@ -24,7 +24,7 @@ from ..results import EVAL_TABLES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["REQUIRED", "EvalData", "is_eval_dir", "load_eval", "read_table", "summary_metric", "defense_leakage",
+__all__ = ["REQUIRED", "EvalData", "is_eval_dir", "load_eval", "read_table", "summary_metric", "defense_leakage", "metric_label",
            "device_classes", "time_to_target", "pareto_front", "leakage_frame"]
 
 
@@ -91,6 +91,16 @@ def defense_leakage(defenses: pd.DataFrame) -> pd.DataFrame:
     leakage = pd.to_numeric(d.get("leakage", pd.Series(np.nan, index=d.index)), errors="coerce")
     d["leakage"] = leakage.fillna(pd.to_numeric(d["ssim"], errors="coerce")) if "ssim" in d.columns else leakage
     return d
+
+
+_METRIC_LABELS = {"ssim": "SSIM", "token_accuracy": "token accuracy"}
+
+
+def metric_label(metric: str) -> str:
+    """How the report names a leakage metric (:data:`hasfl_sec.metrics.LEAKAGE_METRICS`): "SSIM",
+    "token accuracy"; SSIM for an empty name, which an evaluation that predates the
+    ``leakage_metric`` column leaves."""
+    return _METRIC_LABELS.get(metric or "ssim", metric)
 
 
 def summary_metric(summary: pd.DataFrame) -> str:
