@@ -5,8 +5,8 @@ model, data and samplers. The round-by-round comparisons run in float64: in floa
 executions round differently (a grouped convolution sums in another order), and max-pooling over
 the flat backgrounds of the digits breaks near-ties by those last bits, so a few samples route
 their gradient elsewhere and single steps differ by up to ~15%. In float64 the executions agree to
-~1e-13 of a step, which is what the tests demand. The float32 training itself is checked over 20
-rounds of test accuracy.
+~1e-13 of a step, which is what the tests demand. Twenty rounds of test accuracy are compared in
+float64 (equal curves) and in float32 (both learn).
 """
 
 from __future__ import annotations
@@ -159,12 +159,24 @@ def test_defenses_run_batched_and_equal_the_reference(defenses, float64):
     assert a.defense.report() == b.defense.report()
 
 
-def test_twenty_rounds_learn_the_same_curve():
-    """Float differences do not grow into different training: the test accuracy curves agree."""
-    a, b = pair(**{"train.rounds": 20, "train.eval_every": 5})
-    curves = [[r.test_accuracy for r in t.run() if r.round % 5 == 0] for t in (a, b)]
-    assert curves[0] == pytest.approx(curves[1], abs=0.02)
-    assert curves[0][-1] > 0.5
+def _curves(**overrides):
+    a, b = pair(**{"train.rounds": 20, "train.eval_every": 5, **overrides})
+    return [[r.test_accuracy for r in t.run() if r.round % 5 == 0] for t in (a, b)]
+
+
+def test_twenty_rounds_learn_the_same_curve(float64):
+    """Twenty rounds of the two executions give the same test accuracy curve (float64)."""
+    batched, reference = _curves()
+    assert batched == pytest.approx(reference, abs=0.02) and batched[-1] > 0.5
+
+
+def test_twenty_float32_rounds_learn_as_well():
+    """In float32 the near-ties of max-pooling route a few samples' gradients differently (module
+    docstring), and over 20 rounds the two trajectories drift apart: on one machine the curves
+    agreed to 0.02, on another they differed by 0.07 at round 20. What must hold is that the
+    batched execution learns as the reference does."""
+    batched, reference = _curves()
+    assert batched[-1] > 0.5 and abs(batched[-1] - reference[-1]) < 0.1
 
 
 @pytest.mark.parametrize("execution", ["batched", "per-device"])
