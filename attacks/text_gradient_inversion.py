@@ -1,10 +1,12 @@
 """Gradient inversion of a language model's client update: recover a device's characters.
 
 ``text-gradient-inversion`` -- the text counterpart of ``gradient-inversion``
-(:mod:`hasfl_sec.attacks.gradient_inversion`, Geiping et al., NeurIPS 2020), in the setting and
-with the relaxation of TAG (Deng et al., "TAG: Gradient Attack on Transformer-based Language
-Models", Findings of EMNLP 2021) and the token restriction of LAMP (Balunović et al., "LAMP:
-Extracting Text from Gradients with Language Model Priors", NeurIPS 2022).
+(:mod:`hasfl_sec.attacks.gradient_inversion`, Geiping et al., NeurIPS 2020: the same replay of the
+device's steps and the same cosine objective). TAG (Deng et al., "TAG: Gradient Attack on
+Transformer-based Language Models", Findings of EMNLP 2021) and LAMP (Balunović et al., "LAMP:
+Extracting Text from Gradients with Language Model Priors", NeurIPS 2022) invert FedAvg gradients
+of language models with other distances and priors; this attack moves that question to a split
+client's update.
 
 Setting, as for images: the fed server broadcast the client part (token embedding and the first
 blocks of ``gpt-char``) at the start of an aggregation period and receives the device's client part
@@ -15,14 +17,13 @@ observed one by cosine similarity (:func:`~hasfl_sec.attacks.gradient_inversion.
 Text makes two changes:
 
 * **Soft tokens.** Token ids are discrete, so the dummy inputs are mixtures of token vectors,
-  ``softmax(z) @ E`` over free logits ``z`` ``[b, T, vocab]`` (the relaxation TAG optimises), fed to
-  the client part through its embedding's ``embed_soft``. Each position's most likely token is read
-  at the end.
+  ``softmax(z) @ E`` over free logits ``z`` ``[b, T, vocab]`` (the relaxation ``text-unsplit``
+  uses), fed to the client part through its embedding's ``embed_soft``. Each position's most
+  likely token is read at the end.
 * **The bag of tokens** (Melis et al., "Exploiting Unintended Feature Leakage in Collaborative
-  Learning", IEEE S&P 2019; used the same way by LAMP): the rows of
-  the token table that a device's update leaves at zero are the tokens its inputs never held,
-  because an embedding lookup sends gradient only to the rows it read. The attack restricts every
-  position to the tokens whose rows changed. The restriction is exact without weight decay when
+  Learning", IEEE S&P 2019): the rows of the token table that a device's update leaves at zero
+  are the tokens its inputs never held, because an embedding lookup sends gradient only to the
+  rows it read. The attack restricts every position to the tokens whose rows changed. The restriction is exact without weight decay when
   the momentum buffer starts the period at zero; a buffer carried over from earlier periods (the
   trainer keeps per-device buffers) also moves rows of earlier tokens, which only loosens it.
 
@@ -78,10 +79,10 @@ def token_bag(period: Period) -> torch.Tensor:
 
 
 @ATTACKS.register("text-gradient-inversion",
-                  help="period-level inversion of a GPT's client update with soft tokens and the bag of tokens "
-                       "(TAG, Deng et al. 2021; LAMP, Balunovic et al. 2022) (text)")
+                  help="period-level inversion of a GPT's client update: soft tokens, cosine matching and "
+                       "the bag of tokens (Geiping et al. 2020; Melis et al. 2019) (text)")
 class TextGradientInversion(TextAttack):
-    """TAG-style inversion of one aggregation period's client update, for ``gpt-char``.
+    """Inversion of one aggregation period's client update on soft tokens, for ``gpt-char``.
 
     Params:
         steps: Adam iterations per restart (default 300).

@@ -1,4 +1,4 @@
-"""Gradient inversion of a GPT's client update (TAG/LAMP-style, ``text-gradient-inversion``): the
+"""Gradient inversion of a GPT's client update on soft tokens (``text-gradient-inversion``): the
 bag of tokens, the soft-token replay of the device's steps, recovery on a recorded period, and the
 audit's matching of a jointly recovered batch."""
 
