@@ -23,9 +23,11 @@ Text makes two changes:
 * **The bag of tokens** (Melis et al., "Exploiting Unintended Feature Leakage in Collaborative
   Learning", IEEE S&P 2019): the rows of the token table that a device's update leaves at zero
   are the tokens its inputs never held, because an embedding lookup sends gradient only to the
-  rows it read. The attack restricts every position to the tokens whose rows changed. The restriction is exact without weight decay when
-  the momentum buffer starts the period at zero; a buffer carried over from earlier periods (the
-  trainer keeps per-device buffers) also moves rows of earlier tokens, which only loosens it.
+  rows it read. The attack restricts every position to the tokens whose rows changed. The set
+  is exact when the momentum buffer starts the period at zero. A buffer carried over from earlier
+  periods (the trainer keeps per-device buffers) also moves rows of earlier tokens, which only
+  loosens it. Weight decay, or noise on the update (DP-SGD), moves every row: the bag is then
+  the whole vocabulary and restricts nothing.
 
 The batch order inside a round is unknown (the update is a sum over samples); the audit matches
 recovered sequences to the true ones with the most positions in agreement
@@ -47,7 +49,7 @@ from torch import nn
 
 from ..defenses.params import count, flag, nonnegative, positive
 from .base import AttackContext, Observations, Reconstruction, ThreatModel
-from .gradient_inversion import Period, observe_period, period_cosine
+from .gradient_inversion import Period, observe_period, optimise_restarts, period_cosine
 from .registry import ATTACKS
 from .text_inversion import TextAttack, split_embedding
 
@@ -56,19 +58,19 @@ __all__ = ["TextGradientInversion", "token_bag"]
 
 class _SoftClient(nn.Module):
     """The client part fed soft tokens ``[b, T, vocab]``: its embedding's ``embed_soft``, then its
-    blocks. The client is its only submodule, so its parameters are named ``client.<name>``."""
+    blocks. The client is its only submodule, so its parameters are named ``client.<name>``
+    (:data:`PREFIX`)."""
+
+    PREFIX = "client."
 
     def __init__(self, client: nn.Module) -> None:
         super().__init__()
-        split_embedding(client)  # refuses a client part without a token embedding
         self.client = client
+        self._parts = split_embedding(client)  # a tuple: not registered again under other names
 
     def forward(self, weights: torch.Tensor) -> torch.Tensor:
-        embed, *blocks = list(self.client.children())
-        h = embed.embed_soft(weights)
-        for block in blocks:
-            h = block(h)
-        return h
+        embed, rest = self._parts
+        return rest(embed.embed_soft(weights))
 
 
 def token_bag(period: Period) -> torch.Tensor:
@@ -90,7 +92,7 @@ class TextGradientInversion(TextAttack):
         restarts: independent random initialisations; the lowest final loss wins (default 1).
         init_std: standard deviation of the initial logits (default 0.1).
         bag: restrict every position to the tokens the update reveals (default True; False
-            searches the whole vocabulary, TAG's setting).
+            searches the whole vocabulary).
         decay: multiply the learning rate by 0.1 at 3/8, 5/8 and 7/8 of the steps (default True).
 
     Shapes: as ``gradient-inversion`` (one device's exchanges of a period, its upload at the
@@ -117,32 +119,26 @@ class TextGradientInversion(TextAttack):
         period = observe_period(self.name, observations, context)
         soft = _SoftClient(period.model)
         p, dev = self.params, context.device
-        embed, _ = split_embedding(period.model)
-        vocab = embed.tokens.weight.shape[0]
+        vocab = split_embedding(period.model)[0].tokens.weight.shape[0]
         allowed = token_bag(period) if p.bag else torch.ones(vocab, dtype=torch.bool, device=dev)
         mask = torch.where(allowed, 0.0, -math.inf).to(dev)  # absent tokens get probability zero
-        t = context.input_shape[0]
-        best: tuple[float, float, list[torch.Tensor]] | None = None
-        losses: list[float] = []
-        for _ in range(max(1, p.restarts)):
-            z = [(torch.randn(len(g), t, vocab, generator=context.generator) * p.init_std).to(dev)
-                 .requires_grad_(True) for g in period.grads]
-            opt = torch.optim.Adam(z, lr=p.lr)
-            milestones = [int(p.steps * f) for f in (3 / 8, 5 / 8, 7 / 8)] if p.decay else []
-            sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
-            for _ in range(p.steps):
-                cosine = period_cosine(period, soft, [F.softmax(zi + mask, -1) for zi in z], create_graph=True)
-                opt.zero_grad(set_to_none=True)
-                (1 - cosine).backward()
-                opt.step()
-                sched.step()
+
+        def cosine(weights: list[torch.Tensor], create_graph: bool = False) -> torch.Tensor:
+            return period_cosine(period, weights, model=soft, prefix=soft.PREFIX, create_graph=create_graph)
+
+        def init() -> list[torch.Tensor]:
+            return [(torch.randn(len(g), context.input_shape[0], vocab, generator=context.generator) * p.init_std)
+                    .to(dev).requires_grad_(True) for g in period.grads]
+
+        def tokens(z: list[torch.Tensor]) -> list[torch.Tensor]:
+            return [(zi + mask).argmax(-1) for zi in z]
+
+        def read(z: list[torch.Tensor]) -> float:  # a restart is rated by the tokens it returns
             with torch.no_grad():
-                final_cos = float(period_cosine(period, soft, [F.softmax(zi + mask, -1) for zi in z]))
-            final = 1 - final_cos if math.isfinite(final_cos) else math.inf
-            losses.append(final)
-            if best is None or final < best[0]:
-                best = (final, final_cos, [(zi.detach() + mask).argmax(-1) for zi in z])
-        assert best is not None
-        return Reconstruction.from_images(period.exchanges, best[2], context.input_shape, final_loss=best[0],
-                                          final_cosine=best[1], restart_losses=losses, steps=p.steps,
+                return 1 - float(cosine([F.one_hot(t, vocab).float() for t in tokens(z)]))
+
+        z, final, losses = optimise_restarts(init, lambda z: 1 - cosine([F.softmax(zi + mask, -1) for zi in z], True),
+                                             read, steps=p.steps, lr=p.lr, restarts=p.restarts, decay=p.decay)
+        return Reconstruction.from_images(period.exchanges, tokens(z), context.input_shape, final_loss=final,
+                                          final_cosine=1 - final, restart_losses=losses, steps=p.steps,
                                           bag_size=int(allowed.sum()))

@@ -300,3 +300,20 @@ def test_text_settings_that_cannot_work_are_refused(tmp_path):
         result = runner.invoke(cli, [*args, "--out", str(tmp_path / "out")])
         assert result.exit_code == 2 and field in result.output, (args, result.output)
         assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+def test_collecting_image_and_text_runs_together_is_refused(tmp_path):
+    """SSIM and token accuracy are not one leakage scale: one line, nothing written."""
+    from hasfl_sec.errors import ConfigError
+    from hasfl_sec.evaluation.collect import collect_runs
+
+    runs = []
+    for name, args in (("text", ["--model", "gpt-char", "--dataset", "secrets", "--context", "16",
+                                 "--set", "model.width=16"]), ("images", [])):
+        result = CliRunner().invoke(cli, ["-q", "train", *args, "--devices", "3", "--set", "train.rounds=2",
+                                          "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        runs.append(tmp_path / name)
+    with pytest.raises(ConfigError, match="one kind of task.*text token_accuracy, images ssim"):
+        collect_runs(runs, tmp_path / "eval")
+    assert not (tmp_path / "eval").exists()

@@ -85,9 +85,12 @@ def test_soft_one_hot_true_inputs_replay_the_upload(period, device):
     p = observe_period(attack.name, obs, ctx)
     vocab = p.model[0].tokens.weight.shape[0]
     soft = _SoftClient(p.model)
-    assert float(period_cosine(p, soft, [F.one_hot(t, vocab).float() for t in truths])) > 0.9999
-    wrong = [F.one_hot(t.roll(1, dims=1), vocab).float() for t in truths]
-    assert float(period_cosine(p, soft, wrong)) < 0.99
+
+    def cosine(batches):
+        return float(period_cosine(p, [F.one_hot(t, vocab).float() for t in batches], model=soft, prefix=soft.PREFIX))
+
+    assert cosine(truths) > 0.9999
+    assert cosine([t.roll(1, dims=1) for t in truths]) < 0.99
 
 
 @pytest.mark.parametrize("device, least", [(0, 0.6), (2, 0.6), (3, 0.45)])
@@ -104,7 +107,27 @@ def test_inversion_recovers_most_characters_of_a_period(period, device, least):
     x = torch.cat(truths)
     guess = float((x == torch.bincount(x.flatten()).argmax()).float().mean())
     assert float(np.concatenate(scores).mean()) > max(least, 3 * guess)
-    assert rec.stats["final_cosine"] > 0.98 and rec.stats["bag_size"] == len(torch.unique(x))
+    # the returned tokens (not the soft mixtures) replay an update close to the observed one
+    assert rec.stats["final_cosine"] > 0.95 and rec.stats["bag_size"] == len(torch.unique(x))
+
+
+def test_the_audit_scores_a_jointly_recovered_text_batch_after_matching():
+    """``_aligned`` reorders each exchange's recovered sequences to the true ones (a period attack
+    does not know the order inside a batch) before scoring."""
+    from hasfl_sec.attacks.base import Reconstruction
+    from hasfl_sec.audit.engine import _aligned
+    from hasfl_sec.sfl.protocol import GroundTruth
+
+    gen = torch.Generator().manual_seed(1)
+    truths = [GroundTruth(r, 0, 0, torch.randint(0, 30, (4, 10), generator=gen), torch.zeros(4, 10, dtype=torch.long),
+                          torch.arange(4)) for r in (1, 2)]
+    order = torch.tensor([2, 0, 3, 1])
+    rec = Reconstruction([t.key for t in truths for _ in range(4)], [0, 1, 2, 3] * 2,
+                         inputs=torch.cat([t.inputs[order] for t in truths]))
+    recon, truth, _, _ = _aligned(rec, truths, "period")
+    assert torch.equal(recon, truth)
+    unmatched, _, _, _ = _aligned(rec, truths, "round")
+    assert not torch.equal(unmatched, truth)
 
 
 def test_match_sequences_undoes_a_shuffle():

@@ -218,7 +218,7 @@ def _compute(cell: Cell, run_dir: Path) -> CellRecord:
         defense = str(audited.meta.get("defense", defense))
         leakage = audited.frame.copy()
     metric = task_metric(cfg.data.dataset)
-    per_device = device_leakage(leakage, reps, plan.cuts, metric)
+    per_device = device_leakage(leakage, reps, plan.cuts, metric=metric)
     summary = summary_row(arm, defense=defense, budget_metric=cfg.privacy.metric, rounds=result.rounds, plan=plan,
                           target=cfg.optimizer.target_accuracy or 0.9, leaks=per_device,
                           wall_time_s=result.wall_time_s, metric=metric)

@@ -122,7 +122,7 @@ def _leaks(r: _Run) -> dict[int, tuple[float, str]]:
     if r.leakage is None:
         return {}
     return device_leakage(r.leakage, representatives(r.plan.cuts, plan_noise(r.plan)), r.plan.cuts,
-                          task_metric(r.config.data.dataset))
+                          metric=task_metric(r.config.data.dataset))
 
 
 def _tables(runs: list[_Run]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -215,8 +215,8 @@ def collect_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, overwri
         field_name: the name errors give the run directories (the CLI's ``DIR``).
 
     Raises:
-        ConfigError: a directory is not a finished run, two runs share a name, a run file is
-            damaged, or ``out_dir`` is taken; nothing is written then.
+        ConfigError: a directory is not a finished run, two runs share a name, image and text runs
+            are mixed, a run file is damaged, or ``out_dir`` is taken; nothing is written then.
     """
     started = time.perf_counter()
     paths = [Path(p) for p in run_dirs]
@@ -231,6 +231,10 @@ def collect_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, overwri
             if names.count(r.name) > 1:
                 raise ConfigError(field_name, str(r.path), "run directories with distinct names",
                                   f"{r.name!r} is given twice; the directory name is the plan name")
+        metrics = {r.name: task_metric(r.config.data.dataset) for r in runs}
+        if len(set(metrics.values())) > 1:  # SSIM and token accuracy are not one leakage scale
+            raise ConfigError(field_name, ", ".join(names), "runs of one kind of task (all images or all text)",
+                              "their leakage metrics differ: " + ", ".join(f"{n} {m}" for n, m in metrics.items()))
         tmp = work_dir(out)
         try:
             _write_tables(runs, tmp, started, out.name)

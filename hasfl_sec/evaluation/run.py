@@ -309,8 +309,8 @@ class _Rows:
         self.cuts.append(record.frame("cuts"))
         self.epsilons[(cell.arm.name, cell.seed)] = record.epsilon
 
-    def tables(self, arms: list[Arm], budget_s: float | None,
-               metric: str = "ssim") -> tuple[dict[str, pd.DataFrame], float]:
+    def tables(self, arms: list[Arm], budget_s: float | None, *,
+               metric: str) -> tuple[dict[str, pd.DataFrame], float]:
         """The evaluation's tables (:data:`~hasfl_sec.results.EVAL_TABLES`) from the rows, and the
         time budget at which plans' accuracies were compared; leakage is scored by ``metric``
         (:func:`~.tables.task_metric`)."""
@@ -357,7 +357,7 @@ def finish_point(point: Point, name: str, start: float) -> EvalResult:
     if not rows.summary:  # the tables are built around the trained plans: without one there is no report
         reasons = "; ".join(f"{f['plan']} (seed {f['seed']}): {f['reason']}" for f in rows.failed)
         raise EvalFailed(f"no plan of the evaluation finished ({reasons}); their folders are kept in {work}")
-    tables, budget = rows.tables(arms, point.settings.time_budget_s, task_metric(point.config.data.dataset))
+    tables, budget = rows.tables(arms, point.settings.time_budget_s, metric=task_metric(point.config.data.dataset))
     for table in EVAL_TABLES:
         path = work / f"{table}.csv"
         path.unlink(missing_ok=True)  # a continued evaluation's work folder may hold older tables

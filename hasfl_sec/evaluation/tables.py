@@ -122,8 +122,8 @@ def plan_rows(arm: Arm, plan: Any, fleet: Any, profile: Any, budget_metric: str,
     return rows
 
 
-def device_leakage(leakage: pd.DataFrame, reps: dict[int, int], cuts: Sequence[int],
-                   metric: str = "ssim") -> dict[int, tuple[float, str]]:
+def device_leakage(leakage: pd.DataFrame, reps: dict[int, int], cuts: Sequence[int], *,
+                   metric: str) -> dict[int, tuple[float, str]]:
     """Device -> (strongest attack's mean ``metric``, that attack) through its representative.
 
     Only rows of a device at its own planned cut count: an audit's simulated devices at cuts the
@@ -142,7 +142,7 @@ def device_leakage(leakage: pd.DataFrame, reps: dict[int, int], cuts: Sequence[i
 
 
 def summary_row(arm: Arm, *, defense: str, budget_metric: str, rounds: pd.DataFrame, plan: Any, target: float,
-                leaks: dict[int, tuple[float, str]], wall_time_s: float, metric: str = "ssim") -> dict[str, Any]:
+                leaks: dict[int, tuple[float, str]], wall_time_s: float, metric: str) -> dict[str, Any]:
     """``summary.csv`` row of one arm; ``leaks`` are scored by ``metric`` (:func:`task_metric`)."""
     measured_time = time_to_target(rounds, target)
     hit = rounds.loc[rounds["sim_time_s"] == measured_time, "round"]
@@ -165,7 +165,7 @@ def summary_row(arm: Arm, *, defense: str, budget_metric: str, rounds: pd.DataFr
 
 
 def defense_table(arms: Sequence[Arm], summary: pd.DataFrame, leakage: pd.DataFrame,
-                  epsilons: dict[str, float], reference: str = "sfl", metric: str = "ssim") -> pd.DataFrame:
+                  epsilons: dict[str, float], *, metric: str, reference: str = "sfl") -> pd.DataFrame:
     """``defenses.csv``: per defense setting (and the undefended reference) and attack, the
     accuracy, its drop in points against the reference, and the attack's leakage at the default
     cut: ``leakage`` by the task's ``metric`` (:func:`task_metric`), and SSIM/MSE/PSNR for images

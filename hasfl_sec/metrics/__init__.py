@@ -36,7 +36,7 @@ from .dependence import DEPENDENCE, DependenceResult, distance_correlation, hsic
 from .fisher import FisherResult, dfil, dfil_mse_bound, dfil_values
 from .image import identifiability, image_report, match_batch, mse, psnr, ssim
 from .labels import label_accuracy, label_auc
-from .leakage import LEAKAGE_METRICS, leakage_metric
+from .leakage import TASK_LEAKAGE_METRICS, leakage_metric
 
 __all__ = [
     "METRICS",
@@ -59,7 +59,7 @@ __all__ = [
     "dfil",
     "dfil_values",
     "dfil_mse_bound",
-    "LEAKAGE_METRICS",
+    "TASK_LEAKAGE_METRICS",
     "leakage_metric",
 ]
 

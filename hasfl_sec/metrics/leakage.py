@@ -9,13 +9,13 @@ report names them (:func:`hasfl_sec.report.tables.metric_label`).
 
 from __future__ import annotations
 
-__all__ = ["LEAKAGE_METRICS", "leakage_metric"]
+__all__ = ["TASK_LEAKAGE_METRICS", "leakage_metric"]
 
 #: modality -> the metric of the evaluation's headline, defense table and Pareto front.
-LEAKAGE_METRICS: dict[str, str] = {"image": "ssim", "text": "token_accuracy"}
+TASK_LEAKAGE_METRICS: dict[str, str] = {"image": "ssim", "text": "token_accuracy"}
 
 
 def leakage_metric(modality: str) -> str:
     """The leakage metric of ``modality`` ("image" or "text")."""
-    return LEAKAGE_METRICS[modality]
+    return TASK_LEAKAGE_METRICS[modality]
 

@@ -55,6 +55,8 @@ def _document(study: Path, meta: dict) -> Document:
         sections.append(Section("points", "Points", [table(shown, ["point", *axes, "cells", "failed", "report"],
                                                            "One evaluation per point; its full report is linked")]))
     if not summary.empty:
+        if "leakage_metric" not in summary.columns:  # a study written before text tasks: SSIM throughout
+            summary = summary.assign(leakage_metric="ssim")
         blocks: list[Block] = [table(summary, {"point": "point", **{a: a for a in axes}, **STUDY_SUMMARY_COLUMNS},
                                      "Summary per point and plan (summary.csv, one tidy table)")]
         sections.append(Section("summary", "Summary", blocks))

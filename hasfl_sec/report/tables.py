@@ -97,7 +97,7 @@ _METRIC_LABELS = {"ssim": "SSIM", "token_accuracy": "token accuracy"}
 
 
 def metric_label(metric: str) -> str:
-    """How the report names a leakage metric (:data:`hasfl_sec.metrics.LEAKAGE_METRICS`): "SSIM",
+    """How the report names a leakage metric (:data:`hasfl_sec.metrics.TASK_LEAKAGE_METRICS`): "SSIM",
     "token accuracy"; SSIM for an empty name, which an evaluation that predates the
     ``leakage_metric`` column leaves."""
     return _METRIC_LABELS.get(metric or "ssim", metric)
