@@ -89,7 +89,8 @@ class TextGradientInversion(TextAttack):
     Params:
         steps: Adam iterations per restart (default 300).
         lr: Adam learning rate on the token logits (default 0.1).
-        restarts: independent random initialisations; the lowest final loss wins (default 1).
+        restarts: independent random initialisations; the one whose tokens replay the update
+            closest to the observed one wins (default 1).
         init_std: standard deviation of the initial logits (default 0.1).
         bag: restrict every position to the tokens the update reveals (default True; False
             searches the whole vocabulary).
@@ -121,6 +122,8 @@ class TextGradientInversion(TextAttack):
         p, dev = self.params, context.device
         vocab = split_embedding(period.model)[0].tokens.weight.shape[0]
         allowed = token_bag(period) if p.bag else torch.ones(vocab, dtype=torch.bool, device=dev)
+        if not allowed.any():  # a token table the update left untouched reveals no bag
+            allowed = torch.ones_like(allowed)
         mask = torch.where(allowed, 0.0, -math.inf).to(dev)  # absent tokens get probability zero
 
         def cosine(weights: list[torch.Tensor], create_graph: bool = False) -> torch.Tensor:
