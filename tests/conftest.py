@@ -12,6 +12,17 @@ from hasfl_sec.config import ExperimentConfig, load_config
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's tests, restored after it (a CLI test may have set more).
+    On a loaded machine OpenMP's spinning workers turn seconds of small-tensor work into minutes.
+    A module opts in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def small_overrides(**extra: object) -> list[str]:
     """A 4-device, few-round run on digits with heterogeneous fixed cuts."""
     values = {

@@ -20,15 +20,7 @@ from hasfl_sec.metrics.image import match_batch, ssim
 from hasfl_sec.runs.setup import prepare
 from hasfl_sec.sfl.tap import CutLayerTap, TapSelector
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread. On a loaded machine OpenMP's spinning workers turn a
-    few seconds of double-backward work into a minute; restored after this module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

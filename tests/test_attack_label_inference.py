@@ -24,15 +24,7 @@ from hasfl_sec.sfl.tap import CutLayerTap, TapSelector
 LABEL_ATTACKS = ("label-norm", "label-direction", "label-cluster")
 PRE_ROUNDS = 7  # trained rounds before the recorded one
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread. On a loaded machine OpenMP's spinning workers turn a
-    second of work into tens of seconds; restored after this module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------ a small real run

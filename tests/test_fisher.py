@@ -38,14 +38,7 @@ def _inputs(n: int = 4, shape: tuple[int, ...] = (3, 4, 4), seed: int = 1) -> to
     return torch.rand((n, *shape), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared, oversubscribed 2-core machine two threads made small
-    convolutions ~200x slower (0.23 ms vs 57 ms for a 4x16x16x16 conv)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

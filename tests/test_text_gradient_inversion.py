@@ -27,13 +27,7 @@ from hasfl_sec.sfl.tap import CutLayerTap, TapSelector
 GPT = {"model.name": "gpt-char", "data.dataset": "secrets", "data.context": 16, "model.width": 32,
        "train.momentum": 0.0, "plan.batch_size": "[2, 4, 4, 8]"}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
